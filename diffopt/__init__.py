@@ -1,0 +1,29 @@
+"""diffopt: differentiable discrete solvers and sorting for every array framework.
+
+One core written against autoray; thin per-framework shims in
+:mod:`diffopt.backends`. Importing diffopt imports no framework.
+"""
+
+from diffopt import backends
+from diffopt.host import HostSolver, host_solver
+from diffopt.noise import Gumbel, Noise, Normal
+from diffopt.random import Rng, make_rng
+from diffopt.solvers import argmax_one_hot, grid_shortest_path, ranking, shortest_path, top_k_mask
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "backends",
+    "host_solver",
+    "HostSolver",
+    "Noise",
+    "Normal",
+    "Gumbel",
+    "Rng",
+    "make_rng",
+    "argmax_one_hot",
+    "top_k_mask",
+    "ranking",
+    "shortest_path",
+    "grid_shortest_path",
+]

@@ -1,0 +1,49 @@
+"""Argument validation shared by the estimators (raise before any work)."""
+
+import numbers
+
+import autoray as ar
+
+__all__ = ["check_positive", "check_int", "check_floating", "check_min_rank", "check_choice"]
+
+
+def check_positive(name, value):
+    """``value`` must be a real number > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a positive number, got {value!r}")
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {name}={value!r}")
+    return value
+
+
+def check_int(name, value, minimum=1):
+    """``value`` must be an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {name}={value!r}")
+    return int(value)
+
+
+def check_floating(name, x):
+    """``x`` must be an array of a floating dtype."""
+    if not hasattr(x, "shape"):
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}")
+    dtype = ar.get_dtype_name(x)
+    if not dtype.startswith(("float", "bfloat")):
+        raise TypeError(f"{name} must have a floating dtype (e.g. float32), got {dtype}; cast it first")
+    return x
+
+
+def check_min_rank(name, x, rank, why=""):
+    """``x`` must have at least ``rank`` dimensions."""
+    if len(x.shape) < rank:
+        raise ValueError(f"{name} must have at least {rank} dimension(s){why}, got shape {tuple(x.shape)}")
+    return x
+
+
+def check_choice(name, value, choices):
+    """``value`` must be one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {name}={value!r}")
+    return value

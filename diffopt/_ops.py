@@ -1,0 +1,46 @@
+"""Portable numerical helpers composed from autoray primitives.
+
+autoray does not translate ``logsumexp``, ``sigmoid``, ``softplus`` or
+``one_hot`` for every framework; they are composed here once.
+"""
+
+import autoray as ar
+
+__all__ = ["logsumexp", "softmax", "sigmoid", "softplus", "logaddexp", "first_max_mask"]
+
+
+def logsumexp(x, axis=-1, keepdims=False):
+    """``log(sum(exp(x), axis))`` without overflow."""
+    m = ar.do("max", x, axis=axis, keepdims=True)
+    m = ar.do("where", ar.do("isfinite", m), m, ar.do("zeros_like", m))
+    out = ar.do("log", ar.do("sum", ar.do("exp", x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else ar.do("squeeze", out, axis=axis)
+
+
+def softmax(x, axis=-1):
+    """``exp(x) / sum(exp(x), axis)``, stable."""
+    return ar.do("exp", x - logsumexp(x, axis=axis, keepdims=True))
+
+
+def sigmoid(x):
+    """Logistic function ``1 / (1 + exp(-x))``, stable for large ``|x|``."""
+    e = ar.do("exp", -ar.do("abs", x))
+    return ar.do("where", x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def softplus(x):
+    """``log(1 + exp(x))``, stable for large ``|x|``."""
+    return ar.do("maximum", x, 0.0 * x) + ar.do("log1p", ar.do("exp", -ar.do("abs", x)))
+
+
+def logaddexp(a, b):
+    """``log(exp(a) + exp(b))``, stable."""
+    m = ar.do("maximum", a, b)
+    return m + softplus(-ar.do("abs", a - b))
+
+
+def first_max_mask(x, axis=-1):
+    """One-hot mask of the first maximum of ``x`` along ``axis``, in ``x``'s dtype."""
+    hit = ar.astype(x == ar.do("max", x, axis=axis, keepdims=True), ar.get_dtype_name(x))
+    first = ar.do("cumsum", hit, axis=axis)
+    return hit * ar.astype(first == 1, ar.get_dtype_name(x))

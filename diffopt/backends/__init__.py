@@ -1,0 +1,124 @@
+"""Per-framework shims, found lazily from the arrays a call receives.
+
+Every shim module (``numpy``, ``autograd``, ``torch``, ``jax``, ``tensorflow``,
+``cupy``) exposes the same names:
+
+``NAME``
+    The backend name, as :func:`autoray.infer_backend` spells it.
+``custom_vjp(fwd, bwd)``
+    Turn a pure pair into a natively differentiable function ``f(*arrays)``.
+    ``fwd(*arrays) -> (out, residuals)`` with ``out`` an array or a tuple of
+    arrays and ``residuals`` a tuple of arrays; ``bwd(residuals, cotangent)``
+    returns one input cotangent (or ``None`` for zero) per array argument.
+    Every array must be an argument of ``f``: ``fwd``/``bwd`` may close over
+    Python constants only (JAX tracers must not be captured).
+``host_call(fn, x, out_shape, out_dtype)``
+    Run the NumPy function ``fn`` on ``x`` outside the framework's graph and
+    return its result as an array of ``x``'s framework and device.
+    ``out_shape``/``out_dtype`` describe the result where the framework needs
+    them before running (``jax.pure_callback``, ``tf.numpy_function``).
+``make_rng(rng, like)``
+    Normalise ``rng=`` (``None``, an ``int``, the framework's own generator or
+    key, or a :class:`diffopt.random.Rng`) into a :class:`diffopt.random.Rng`.
+``is_symbolic(x)``
+    Whether ``x`` is being traced (``jax.jit``, ``tf.function``), i.e. its
+    values are unknown to Python.
+``to_numpy(x)``
+    A NumPy copy of a concrete array.
+
+The core never imports a framework: a shim module is imported only when an
+array of its framework reaches :func:`get_backend`.
+"""
+
+import importlib
+import importlib.util
+
+import autoray
+
+__all__ = ["available", "get_backend", "backend_name", "load"]
+
+_FRAMEWORKS = ("numpy", "autograd", "torch", "jax", "tensorflow", "cupy")
+_SHIMS = {}
+
+
+def available():
+    """Names of the frameworks importable in this environment.
+
+    Returns
+    -------
+    list of str
+        A subset of ``numpy, autograd, torch, jax, tensorflow, cupy``, in that
+        order. Nothing is imported to find out.
+    """
+    return [name for name in _FRAMEWORKS if importlib.util.find_spec(name) is not None]
+
+
+def load(name):
+    """Import (once) and return the shim module for backend ``name``.
+
+    Parameters
+    ----------
+    name : str
+        One of ``numpy, autograd, torch, jax, tensorflow, cupy``.
+    """
+    shim = _SHIMS.get(name)
+    if shim is None:
+        if name not in _FRAMEWORKS:
+            raise TypeError(
+                f"diffopt does not support arrays of backend {name!r}; "
+                f"supported: {', '.join(_FRAMEWORKS)}"
+            )
+        shim = importlib.import_module(f"diffopt.backends.{name}")
+        _SHIMS[name] = shim
+    return shim
+
+
+def _infer(x):
+    if x is None or isinstance(x, (bool, int, float, complex, str)):
+        return None
+    name = autoray.infer_backend(x)
+    if name == "builtins":
+        return None
+    if name == "jaxlib":
+        name = "jax"
+    return name
+
+
+def backend_name(*arrays, argnames=None):
+    """Name of the one framework that the given arrays belong to.
+
+    Parameters
+    ----------
+    *arrays
+        Arrays (Python scalars and ``None`` are ignored).
+    argnames : sequence of str, optional
+        Argument names, used in the error message.
+
+    Raises
+    ------
+    TypeError
+        If the arrays come from two different frameworks. NumPy arrays mixed
+        with HIPS autograd boxes count as autograd.
+    """
+    found = {}
+    for i, x in enumerate(arrays):
+        name = _infer(x)
+        if name is not None:
+            label = argnames[i] if argnames else f"argument {i}"
+            found.setdefault(name, label)
+    if "autograd" in found:
+        found.pop("numpy", None)
+    if len(found) > 1:
+        parts = ", ".join(f"{label} is a {name} array" for name, label in found.items())
+        raise TypeError(
+            f"arrays from different frameworks cannot be mixed in one call ({parts}); "
+            "convert them to one framework first"
+        )
+    if not found:
+        return "numpy"
+    return next(iter(found))
+
+
+def get_backend(*arrays, argnames=None):
+    """The shim module for the framework of ``arrays`` (see :func:`backend_name`)."""
+    return load(backend_name(*arrays, argnames=argnames))

@@ -1,0 +1,47 @@
+"""Pieces shared by the shims (no framework imports)."""
+
+import numbers
+
+import numpy as np
+
+from diffopt.random import seed_from_numpy
+
+_SEED_BOUND = 2**63 - 1
+
+
+def as_tuple(out):
+    """``out`` as a tuple, and whether it was one."""
+    if isinstance(out, tuple):
+        return out, True
+    return (out,), False
+
+
+def check_int_seed(rng):
+    """Validate an ``int`` seed and return it."""
+    if rng < 0:
+        raise ValueError(f"rng seed must be >= 0, got rng={rng}")
+    return int(rng)
+
+
+def numpy_seed(rng, framework):
+    """A Python seed from ``None`` (NumPy's global state), an int or a NumPy generator."""
+    if rng is None:
+        return seed_from_numpy(np.random)
+    if isinstance(rng, numbers.Integral):
+        return check_int_seed(rng)
+    if isinstance(rng, (np.random.Generator, np.random.RandomState)):
+        return seed_from_numpy(rng)
+    raise TypeError(
+        f"rng for {framework} arrays must be None, an int seed or a numpy.random.Generator, "
+        f"got {type(rng).__name__}"
+    )
+
+
+def forward_only(fwd, bwd):
+    """``custom_vjp`` for frameworks without autodiff: run the forward, drop residuals."""
+    del bwd
+
+    def f(*arrays):
+        return fwd(*arrays)[0]
+
+    return f

@@ -1,0 +1,51 @@
+"""HIPS autograd shim: NumPy code with gradients through ``primitive``/``defvjp``."""
+
+import numpy as np
+from autograd.extend import defvjp_argnums, primitive
+from autograd.tracer import getval
+
+from diffopt.backends import numpy as _np_shim
+
+NAME = "autograd"
+
+make_rng = _np_shim.make_rng
+is_symbolic = _np_shim.is_symbolic
+
+
+def to_numpy(x):
+    """The value of an autograd box (or array) as a NumPy array."""
+    return np.asarray(getval(x))
+
+
+def custom_vjp(fwd, bwd):
+    """Register ``(fwd, bwd)`` as an autograd primitive (see :mod:`diffopt.backends`).
+
+    autograd builds the VJP right after the forward runs, so the residuals of
+    the latest forward are read from a one-slot store then.
+    """
+    store = {}
+
+    @primitive
+    def f(*arrays):
+        out, store["res"] = fwd(*arrays)
+        return out
+
+    def vjp_maker(argnums, ans, arrays, kwargs):
+        res = store["res"]
+
+        def vjp(g):
+            grads = bwd(res, g)
+            return tuple(
+                np.zeros_like(arrays[i]) if grads[i] is None else grads[i] for i in argnums
+            )
+
+        return vjp
+
+    defvjp_argnums(f, vjp_maker)
+    return f
+
+
+def host_call(fn, x, out_shape, out_dtype):
+    """Call ``fn`` on the value of ``x`` (the result carries no gradient)."""
+    return np.asarray(fn(to_numpy(x)), dtype=out_dtype)
+

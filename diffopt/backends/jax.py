@@ -1,0 +1,129 @@
+"""JAX shim: ``jax.custom_vjp``; host solvers through ``jax.pure_callback``."""
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffopt.backends._common import check_int_seed, numpy_seed
+from diffopt.random import Rng
+
+NAME = "jax"
+
+
+def custom_vjp(fwd, bwd):
+    """See :mod:`diffopt.backends`. Works under ``jit``, ``vmap`` and ``grad``."""
+
+    @jax.custom_vjp
+    def f(*arrays):
+        return fwd(*arrays)[0]
+
+    def f_bwd(res, g):
+        return tuple(bwd(res, g))
+
+    f.defvjp(fwd, f_bwd)
+    return f
+
+
+def _under_jit(x):
+    """Whether ``x`` is (or wraps) a value being staged out by ``jit``."""
+    while isinstance(x, jax.core.Tracer):
+        inner = None
+        for attr in ("primal", "val"):
+            inner = getattr(x, attr, None)
+            if inner is not None:
+                break
+        if inner is None:
+            return True
+        x = inner
+    return not isinstance(x, (jax.Array, np.ndarray, np.generic, int, float))
+
+
+def is_symbolic(x):
+    """Whether ``x`` is a tracer (``jit``, ``vmap``, ``grad``): its values are not at hand."""
+    return isinstance(x, jax.core.Tracer)
+
+
+def _is_key(k):
+    if not hasattr(k, "dtype"):
+        return False
+    if jax.dtypes.issubdtype(k.dtype, jax.dtypes.prng_key):
+        return True
+    return k.dtype == jnp.uint32 and k.shape[-1:] == (2,)
+
+
+class JaxRng(Rng):
+    """Stream over a JAX key: each draw splits the key."""
+
+    def __init__(self, key, like):
+        super().__init__(key, like)
+        self._state = key
+
+    def _sub(self):
+        self._state, sub = jax.random.split(self._state)
+        return sub
+
+    def _normal(self, shape, dtype):
+        return jax.random.normal(self._sub(), shape, dtype=dtype)
+
+    def _uniform(self, shape, dtype):
+        return jax.random.uniform(self._sub(), shape, dtype=dtype)
+
+    def _gamma(self, shape, alpha, dtype):
+        return jax.random.gamma(self._sub(), alpha, shape, dtype=dtype)
+
+    def fold(self, index):
+        return JaxRng(jax.random.fold_in(self.key, index), self.like)
+
+
+def make_rng(rng, like):
+    """See :mod:`diffopt.backends`. Under ``jax.jit`` a key is required."""
+    if rng is None:
+        if _under_jit(like):
+            raise ValueError(
+                "rng=None under jax.jit would freeze the noise into the compiled function: "
+                "pass rng=jax.random.key(seed) (a new key per step) to the call"
+            )
+        key = jax.random.key(numpy_seed(None, NAME))
+    elif isinstance(rng, numbers.Integral):
+        key = jax.random.key(check_int_seed(rng))
+    elif _is_key(rng):
+        key = rng
+    elif isinstance(rng, (np.random.Generator, np.random.RandomState)):
+        key = jax.random.key(numpy_seed(rng, NAME))
+    else:
+        raise TypeError(
+            "rng for jax arrays must be None, an int seed or a key from jax.random.key, "
+            f"got {type(rng).__name__}"
+        )
+    return JaxRng(key, like)
+
+
+def to_numpy(x):
+    """A NumPy copy of a concrete ``x``."""
+    return np.asarray(x)
+
+
+def host_call(fn, x, out_shape, out_dtype):
+    """Run ``fn`` on the host: directly when concrete, else via ``jax.pure_callback``.
+
+    Under ``vmap`` the callback receives the vmapped axes in front; they are
+    merged into the solver's leading (instance) axis so the solver still runs
+    once, vectorised.
+    """
+    if not is_symbolic(x):
+        return jnp.asarray(np.asarray(fn(np.asarray(x))), dtype=out_dtype)
+    base_ndim = x.ndim
+    out_shape = tuple(out_shape)
+
+    def callback(a):
+        a = np.asarray(a)
+        lead = a.shape[: a.ndim - base_ndim]
+        flat = a.reshape((-1,) + a.shape[len(lead) + 1:]) if lead else a
+        out = np.asarray(fn(flat))
+        return out.reshape(lead + out_shape).astype(out_dtype, copy=False)
+
+    method = "expand_dims" if base_ndim >= 1 else "sequential"
+    spec = jax.ShapeDtypeStruct(out_shape, out_dtype)
+    return jax.pure_callback(callback, spec, x, vmap_method=method)

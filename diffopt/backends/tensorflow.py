@@ -1,0 +1,102 @@
+"""TensorFlow shim: ``tf.custom_gradient``; host solvers through ``tf.numpy_function``."""
+
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+from diffopt.backends._common import as_tuple, check_int_seed, numpy_seed
+from diffopt.random import Rng
+
+NAME = "tensorflow"
+_SEED_HIGH = 2**62
+
+
+def custom_vjp(fwd, bwd):
+    """See :mod:`diffopt.backends`. Works eagerly and inside ``tf.function``."""
+
+    @tf.custom_gradient
+    def f(*arrays):
+        out, res = fwd(*arrays)
+        outs, is_tuple = as_tuple(out)
+
+        def grad(*upstream):
+            gs = tuple(tf.zeros_like(o) if g is None else g for o, g in zip(outs, upstream))
+            cot = bwd(res, gs if is_tuple else gs[0])
+            return [None if c is None else tf.convert_to_tensor(c) for c in cot]
+
+        return out, grad
+
+    return f
+
+
+class TfRng(Rng):
+    """Stream of stateless ops; ``key`` is an int64 seed tensor of shape ``[2]``."""
+
+    def __init__(self, key, like):
+        super().__init__(key, like)
+        self._count = 0
+
+    def _seed(self):
+        self._count += 1
+        return tf.random.experimental.stateless_fold_in(self.key, 2 * self._count)
+
+    def _normal(self, shape, dtype):
+        return tf.random.stateless_normal(shape, seed=self._seed(), dtype=dtype)
+
+    def _uniform(self, shape, dtype):
+        return tf.random.stateless_uniform(shape, seed=self._seed(), dtype=dtype)
+
+    def _gamma(self, shape, alpha, dtype):
+        return tf.random.stateless_gamma(shape, seed=self._seed(), alpha=alpha, dtype=dtype)
+
+    def fold(self, index):
+        return TfRng(tf.random.experimental.stateless_fold_in(self.key, 2 * index + 1), self.like)
+
+
+def make_rng(rng, like):
+    """See :mod:`diffopt.backends`; ``None`` draws a seed with TF's global (stateful) RNG."""
+    if rng is None:
+        key = tf.random.uniform([2], maxval=_SEED_HIGH, dtype=tf.int64)
+    elif isinstance(rng, numbers.Integral):
+        key = tf.constant([check_int_seed(rng), 0], dtype=tf.int64)
+    elif isinstance(rng, tf.random.Generator):
+        key = rng.make_seeds(1)[:, 0]
+    elif tf.is_tensor(rng) and rng.dtype.is_integer and rng.shape == (2,):
+        key = tf.cast(rng, tf.int64)
+    elif isinstance(rng, (np.random.Generator, np.random.RandomState)):
+        key = tf.constant([numpy_seed(rng, NAME), 0], dtype=tf.int64)
+    else:
+        raise TypeError(
+            "rng for tensorflow tensors must be None, an int seed, a tf.random.Generator "
+            f"or an int seed tensor of shape [2], got {type(rng).__name__}"
+        )
+    return TfRng(key, like)
+
+
+def is_symbolic(x):
+    """Whether ``x`` is a graph tensor (inside ``tf.function``)."""
+    return not tf.executing_eagerly() or tf.is_symbolic_tensor(x)
+
+
+def to_numpy(x):
+    """A NumPy copy of an eager tensor."""
+    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+
+
+def host_call(fn, x, out_shape, out_dtype):
+    """Run ``fn`` eagerly, or through ``tf.numpy_function`` in a graph (static shape kept)."""
+    tout = tf.as_dtype(out_dtype)
+    np_out = tout.as_numpy_dtype
+    if not is_symbolic(x):
+        out = np.asarray(fn(to_numpy(x)), dtype=np_out)
+        return tf.convert_to_tensor(out)
+    if x.dtype == tf.bfloat16:
+        x = tf.cast(x, tf.float32)
+
+    def call(a):
+        return np.asarray(fn(a), dtype=np_out)
+
+    y = tf.numpy_function(call, [x], tout, stateful=False)
+    y.set_shape(out_shape)
+    return y

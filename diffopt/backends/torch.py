@@ -1,0 +1,122 @@
+"""PyTorch shim: ``torch.autograd.Function`` (with ``setup_context`` and a vmap rule)."""
+
+import numbers
+
+import numpy as np
+import torch
+
+from diffopt.backends._common import as_tuple, check_int_seed, numpy_seed
+from diffopt.random import SeededRng
+
+NAME = "torch"
+_SEED_HIGH = 2**62
+
+
+class _Pair(torch.autograd.Function):
+    """Generic Function: ``forward`` returns outputs then residuals."""
+
+    @staticmethod
+    def forward(fwd, bwd, meta, *arrays):
+        out, res = fwd(*arrays)
+        outs, meta["tuple"] = as_tuple(out)
+        meta["nout"] = len(outs)
+        res = tuple(r.view_as(r) if any(r is a for a in arrays) else r for r in res)
+        meta["is_tensor"] = tuple(torch.is_tensor(r) for r in res)
+        return (*outs, *(r for r in res if torch.is_tensor(r)))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        fwd, bwd, meta = inputs[:3]
+        res = output[meta["nout"]:]
+        ctx.mark_non_differentiable(*res)
+        ctx.save_for_backward(*res)
+        ctx.bwd, ctx.meta = bwd, meta
+        ctx.n_inputs = len(inputs) - 3
+
+    @staticmethod
+    def backward(ctx, *grads):
+        meta = ctx.meta
+        gs = grads[: meta["nout"]]
+        cot = ctx.bwd(tuple(ctx.saved_tensors), gs if meta["tuple"] else gs[0])
+        if len(cot) != ctx.n_inputs:
+            raise ValueError(f"backward returned {len(cot)} cotangents for {ctx.n_inputs} inputs")
+        return (None, None, None, *cot)
+
+    @staticmethod
+    def vmap(info, in_dims, fwd, bwd, meta, *arrays):
+        dims = in_dims[3:]
+        rows = []
+        for b in range(info.batch_size):
+            sl = [a if d is None else a.select(d, b) for a, d in zip(arrays, dims)]
+            rows.append(_Pair.apply(fwd, bwd, meta, *sl))
+        outs = tuple(torch.stack(col) for col in zip(*rows))
+        return outs, (0,) * len(outs)
+
+
+def custom_vjp(fwd, bwd):
+    """See :mod:`diffopt.backends`. Residuals must be tensors."""
+    meta = {}
+
+    def f(*arrays):
+        flat = _Pair.apply(fwd, bwd, meta, *arrays)
+        outs = flat[: meta["nout"]]
+        return outs if meta["tuple"] else outs[0]
+
+    return f
+
+
+class TorchRng(SeededRng):
+    """Stream backed by a ``torch.Generator`` on ``like``'s device, seeded with ``key``."""
+
+    @property
+    def device(self):
+        return self.like.device
+
+    def _generator(self):
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(self.key)
+        return gen
+
+    def _normal(self, shape, dtype):
+        return torch.randn(shape, generator=self.generator, device=self.device, dtype=getattr(torch, dtype))
+
+    def _uniform(self, shape, dtype):
+        return torch.rand(shape, generator=self.generator, device=self.device, dtype=getattr(torch, dtype))
+
+    def _gamma(self, shape, alpha, dtype):
+        # torch's gamma sampler takes no generator: draw on the host from a seed of this stream.
+        seed = int(torch.randint(_SEED_HIGH, (1,), generator=self.generator, device=self.device).item())
+        draws = np.random.default_rng(seed).standard_gamma(alpha, shape)
+        return torch.as_tensor(draws, dtype=getattr(torch, dtype), device=self.device)
+
+
+def make_rng(rng, like):
+    """See :mod:`diffopt.backends`; ``None`` draws a seed from torch's global generator."""
+    if rng is None:
+        seed = int(torch.randint(_SEED_HIGH, (1,)).item())
+    elif isinstance(rng, torch.Generator):
+        seed = int(torch.randint(_SEED_HIGH, (1,), generator=rng, device=rng.device).item())
+    elif isinstance(rng, numbers.Integral):
+        seed = check_int_seed(rng)
+    else:
+        seed = numpy_seed(rng, NAME)
+    return TorchRng(seed, like)
+
+
+def is_symbolic(x):
+    """Whether ``x`` is being traced by ``torch.compile``."""
+    return bool(torch.compiler.is_compiling())
+
+
+def to_numpy(x):
+    """A NumPy copy of ``x`` (bfloat16 goes through float32)."""
+    x = x.detach()
+    if x.dtype == torch.bfloat16:
+        x = x.float()
+    return x.cpu().numpy()
+
+
+def host_call(fn, x, out_shape, out_dtype):
+    """Run ``fn`` on a host copy of ``x``; the result comes back on ``x``'s device."""
+    out = np.asarray(fn(to_numpy(x)))
+    return torch.as_tensor(out).to(device=x.device, dtype=getattr(torch, out_dtype))

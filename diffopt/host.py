@@ -1,0 +1,167 @@
+"""Bring NumPy solvers into every framework: :func:`host_solver`."""
+
+import functools
+
+import autoray
+import numpy as np
+
+from diffopt.backends import get_backend
+
+__all__ = ["host_solver", "HostSolver"]
+
+_HALF = ("float16", "bfloat16")
+
+
+def _to_host_input(a):
+    a = np.asarray(a)
+    if a.dtype.name in _HALF:
+        a = a.astype(np.float32)
+    return a
+
+
+def _check_result(out, name):
+    out = np.asarray(out)
+    if out.dtype == object or not (np.issubdtype(out.dtype, np.number) or out.dtype == bool):
+        raise TypeError(f"host solver {name} returned {out.dtype} data; it must return a numeric NumPy array")
+    return out
+
+
+class HostSolver:
+    """A NumPy solver callable on arrays of any framework.
+
+    Created by :func:`host_solver`; see there. ``solver.numpy_call(a, ...)``
+    runs it on NumPy arrays alone.
+    """
+
+    def __init__(self, fn, vectorized=True, executor=None, output_shape=None, output_dtype=None):
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        if executor is not None and not callable(getattr(executor, "map", None)):
+            raise TypeError("executor must be a concurrent.futures.Executor (an object with .map)")
+        self.fn = fn
+        self.vectorized = bool(vectorized)
+        self.executor = executor
+        self.output_shape = output_shape
+        self.output_dtype = output_dtype
+        self._shapes = {}
+        functools.update_wrapper(self, fn)
+
+    def __repr__(self):
+        return f"host_solver({getattr(self.fn, '__name__', self.fn)!r}, vectorized={self.vectorized})"
+
+    def numpy_call(self, a, *args, **kwargs):
+        """Run the solver on the NumPy array ``a`` (leading axis = instances)."""
+        a = _to_host_input(a)
+        name = getattr(self.fn, "__name__", "fn")
+        if self.vectorized:
+            return _check_result(self.fn(a, *args, **kwargs), name)
+        if a.ndim == 0:
+            raise ValueError(f"host solver {name} (vectorized=False) needs a leading instance axis")
+        one = functools.partial(self.fn, *args, **kwargs) if (args or kwargs) else self.fn
+        rows = map(one, list(a)) if self.executor is None else self.executor.map(one, list(a))
+        rows = [_check_result(r, name) for r in rows]
+        if not rows:
+            raise ValueError(f"host solver {name} got an empty leading axis")
+        return np.stack(rows)
+
+    def _spec(self, x, backend, args, kwargs):
+        """Output shape for a traced ``x``: declared, or probed once per input shape."""
+        shape = tuple(int(d) if d is not None else None for d in x.shape)
+        if self.output_shape is not None:
+            out = self.output_shape(shape) if callable(self.output_shape) else self.output_shape
+            return tuple(out)
+        if None in shape:
+            return shape
+        key = (shape, args, tuple(sorted(kwargs.items()))) if _hashable(args, kwargs) else None
+        if key is not None and key in self._shapes:
+            return self._shapes[key]
+        probe = self.numpy_call(np.zeros(shape, dtype=np.float32), *args, **kwargs).shape
+        if key is not None:
+            self._shapes[key] = probe
+        return probe
+
+    def __call__(self, x, *args, **kwargs):
+        """Solve on ``x`` (any framework); the result has ``x``'s framework, device, dtype."""
+        backend = get_backend(x)
+        args = tuple(_host_arg(a, backend) for a in args)
+        kwargs = {k: _host_arg(v, backend) for k, v in kwargs.items()}
+        if backend.NAME == "numpy":
+            out = self.numpy_call(x, *args, **kwargs)
+            return out.astype(self.output_dtype or np.asarray(x).dtype, copy=False)
+        dtype = self.output_dtype or _dtype_name(x)
+        shape = self._spec(x, backend, args, kwargs) if backend.is_symbolic(x) else None
+        fn = (lambda a: self.numpy_call(a, *args, **kwargs)) if (args or kwargs) else self.numpy_call
+        return backend.host_call(fn, x, shape, dtype)
+
+
+def _dtype_name(x):
+    return autoray.get_dtype_name(x)
+
+
+def _hashable(args, kwargs):
+    try:
+        hash((args, tuple(sorted(kwargs.items()))))
+        return True
+    except TypeError:
+        return False
+
+
+def _host_arg(a, backend):
+    """Extra solver arguments travel as NumPy/Python values."""
+    if isinstance(a, (np.ndarray, np.generic, int, float, bool, str, type(None))):
+        return a
+    try:
+        other = get_backend(a)
+    except TypeError:
+        return a
+    if other.NAME == "numpy":
+        return a
+    if other.is_symbolic(a):
+        raise TypeError(
+            "extra arguments of a host solver must be concrete (NumPy or Python values); "
+            f"got a traced {other.NAME} array"
+        )
+    return other.to_numpy(a)
+
+
+def host_solver(fn=None, *, vectorized=True, executor=None, output_shape=None, output_dtype=None):
+    """Mark a NumPy solver so that every framework can call it.
+
+    The marked solver receives NumPy arrays whose leading axis holds the
+    problem instances, and returns a NumPy array with the same leading axis.
+    Called on a torch/jax/tf/cupy array it runs on the host and its result
+    comes back in the caller's framework, device and dtype: torch through a
+    host copy, TensorFlow through ``tf.numpy_function`` (works in
+    ``tf.function``), JAX through ``jax.pure_callback`` (works under ``jit``
+    and ``vmap``; vmapped axes are merged into the instance axis, so the
+    solver still runs once per call). Solver results carry no gradient: pass
+    the marked solver to :func:`diffopt.perturbed`, :func:`diffopt.imle.imle`,
+    ... to get one.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(a, *args, **kwargs) -> numpy.ndarray``. Extra arguments are
+        passed as NumPy/Python values.
+    vectorized : bool, default True
+        ``False`` if ``fn`` solves one instance: it is then mapped over the
+        leading axis.
+    executor : concurrent.futures.Executor, optional
+        With ``vectorized=False``, run the per-instance calls on it (threads,
+        processes, or ``dask.distributed.Client.get_executor()``).
+    output_shape : tuple or callable, optional
+        Result shape (or ``input_shape -> shape``), needed only when tracing
+        (``jit``/``tf.function``); by default found by one probe call on zeros
+        per input shape.
+    output_dtype : str, optional
+        Result dtype; default: the input's dtype.
+
+    Returns
+    -------
+    HostSolver
+        Usable as a decorator (``@host_solver`` or ``@host_solver(...)``).
+    """
+    def wrap(f):
+        return HostSolver(f, vectorized, executor, output_shape, output_dtype)
+
+    return wrap if fn is None else wrap(fn)
