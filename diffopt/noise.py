@@ -8,7 +8,7 @@ log-density ``ν`` at ``z`` used by the score-function estimator
 
 import autoray as ar
 
-from diffopt.random import make_rng
+from diffopt.random import make_rng, sample_dtype
 
 __all__ = ["Noise", "Normal", "Gumbel", "get_noise"]
 
@@ -69,8 +69,10 @@ class Gumbel(Noise):
     name = "gumbel"
 
     def sample(self, shape, like, rng=None):
-        u = make_rng(rng, like).uniform(shape)
-        return -ar.do("log", -ar.do("log", u))
+        dtype = ar.get_dtype_name(like)
+        u = make_rng(rng, like).uniform(shape, dtype=sample_dtype(dtype))
+        z = -ar.do("log", -ar.do("log", u))
+        return z if sample_dtype(dtype) == dtype else ar.astype(z, dtype)
 
     def score(self, z):
         return 1.0 - ar.do("exp", -z)

@@ -58,6 +58,21 @@ class Backend:
         """Gradient of the scalar function ``f`` at ``x`` by the framework's own autodiff."""
         raise NotImplementedError
 
+    def supports(self, dtype):
+        """Whether arrays of ``dtype`` can be made (JAX without x64 has no float64)."""
+        try:
+            made = self.asarray(np.zeros(1), dtype)
+        except (TypeError, ValueError):
+            return False
+        import autoray
+
+        return autoray.get_dtype_name(made) == dtype
+
+    def require(self, dtype):
+        """Skip the test unless ``dtype`` is available."""
+        if not self.supports(dtype):
+            pytest.skip(f"{self.name} has no {dtype} here")
+
     def jit(self, f):
         """The framework's compiler applied to ``f`` (identity where there is none)."""
         return f

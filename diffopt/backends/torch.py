@@ -2,6 +2,7 @@
 
 import numbers
 
+import autoray
 import numpy as np
 import torch
 
@@ -12,22 +13,49 @@ NAME = "torch"
 _SEED_HIGH = 2**62
 
 
+# autoray's torch translations call e.g. ``torch.sum(input=x, dim=...)`` with the
+# tensor as a keyword, which torch.compile (dynamo) rejects. Register
+# positional equivalents once, so core code written with autoray compiles.
+def _reduction(fn):
+    def reduce(a, axis=None, keepdims=False, **kwargs):
+        if axis is None:
+            axis = tuple(range(a.ndim))
+        return fn(a, axis, keepdim=keepdims, **kwargs)
+
+    return reduce
+
+
+def _register_compile_friendly():
+    for name, fn in (("sum", torch.sum), ("max", torch.amax), ("min", torch.amin), ("mean", torch.mean)):
+        autoray.register_function(NAME, name, _reduction(fn))
+    autoray.register_function(NAME, "prod", lambda a, axis=None, keepdims=False: (
+        torch.prod(a) if axis is None else torch.prod(a, axis, keepdim=keepdims)))
+    autoray.register_function(NAME, "clip", lambda a, a_min=None, a_max=None: torch.clamp(a, a_min, a_max))
+    autoray.register_function(NAME, "concatenate", lambda arrays, axis=0: torch.cat(tuple(arrays), axis))
+    autoray.register_function(NAME, "stack", lambda arrays, axis=0: torch.stack(tuple(arrays), axis))
+    autoray.register_function(NAME, "expand_dims", lambda a, axis: torch.unsqueeze(a, axis))
+    autoray.register_function(
+        NAME, "take_along_axis", lambda arr, indices, axis=-1: torch.take_along_dim(arr, indices, axis))
+
+
+_register_compile_friendly()
+
+
 class _Pair(torch.autograd.Function):
     """Generic Function: ``forward`` returns outputs then residuals."""
 
     @staticmethod
     def forward(fwd, bwd, meta, *arrays):
         out, res = fwd(*arrays)
-        outs, meta["tuple"] = as_tuple(out)
-        meta["nout"] = len(outs)
+        outs, meta.is_tuple = as_tuple(out)
+        meta.nout = len(outs)
         res = tuple(r.view_as(r) if any(r is a for a in arrays) else r for r in res)
-        meta["is_tensor"] = tuple(torch.is_tensor(r) for r in res)
-        return (*outs, *(r for r in res if torch.is_tensor(r)))
+        return (*outs, *res)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         fwd, bwd, meta = inputs[:3]
-        res = output[meta["nout"]:]
+        res = output[meta.nout:]
         ctx.mark_non_differentiable(*res)
         ctx.save_for_backward(*res)
         ctx.bwd, ctx.meta = bwd, meta
@@ -36,8 +64,8 @@ class _Pair(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         meta = ctx.meta
-        gs = grads[: meta["nout"]]
-        cot = ctx.bwd(tuple(ctx.saved_tensors), gs if meta["tuple"] else gs[0])
+        gs = grads[: meta.nout]
+        cot = ctx.bwd(tuple(ctx.saved_tensors), gs if meta.is_tuple else gs[0])
         if len(cot) != ctx.n_inputs:
             raise ValueError(f"backward returned {len(cot)} cotangents for {ctx.n_inputs} inputs")
         return (None, None, None, *cot)
@@ -53,14 +81,22 @@ class _Pair(torch.autograd.Function):
         return outs, (0,) * len(outs)
 
 
+class _Meta:
+    """Output structure, filled by ``forward`` (a plain object: torch.func's pytree
+    handling copies dicts, so a dict would not carry the update back)."""
+
+    nout = None
+    is_tuple = False
+
+
 def custom_vjp(fwd, bwd):
     """See :mod:`diffopt.backends`. Residuals must be tensors."""
-    meta = {}
+    meta = _Meta()
 
     def f(*arrays):
         flat = _Pair.apply(fwd, bwd, meta, *arrays)
-        outs = flat[: meta["nout"]]
-        return outs if meta["tuple"] else outs[0]
+        outs = flat[: meta.nout]
+        return outs if meta.is_tuple else outs[0]
 
     return f
 

@@ -1,0 +1,474 @@
+"""The backend layer: custom gradients, host solvers, randomness, dtypes, errors."""
+
+import subprocess
+import sys
+
+import autoray as ar
+import numpy as np
+import pytest
+
+import diffopt
+from diffopt.backends import available, backend_name, get_backend
+
+X0 = np.array([0.3, -1.2, 2.0, 0.7])
+W0 = np.array([1.0, 2.0, -3.0, 0.5])
+
+
+def sin_pair():
+    """y = sin(x)·w with a hand-written backward (no gradient for w)."""
+
+    def fwd(x, w):
+        return ar.do("sin", x) * w, (x, w)
+
+    def bwd(res, g):
+        x, w = res
+        return g * ar.do("cos", x) * w, None
+
+    return fwd, bwd
+
+
+def two_output_pair():
+    """(x², 3x) with a hand-written backward, to check tuple outputs."""
+
+    def fwd(x):
+        return (x * x, 3.0 * x), (x,)
+
+    def bwd(res, g):
+        (x,) = res
+        g_sq, g_lin = g
+        return (2.0 * x * g_sq + 3.0 * g_lin,)
+
+    return fwd, bwd
+
+
+def finite_difference(f, x, eps=1e-6):
+    out = np.zeros_like(x)
+    for i in range(x.size):
+        e = np.zeros_like(x)
+        e.flat[i] = eps
+        out.flat[i] = (f(x + e) - f(x - e)) / (2 * eps)
+    return out
+
+
+def test_import_imports_no_framework():
+    code = (
+        "import sys, diffopt, diffopt.noise, diffopt.host, diffopt.solvers, diffopt.backends;"
+        "bad=[m for m in ('torch','jax','tensorflow','cupy','autograd') if m in sys.modules];"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_available_lists_numpy_and_only_known_names():
+    names = available()
+    assert "numpy" in names
+    assert set(names) <= {"numpy", "autograd", "torch", "jax", "tensorflow", "cupy"}
+
+
+def test_backend_shims_expose_the_same_names(backend):
+    shim = get_backend(backend.asarray(X0))
+    for name in ("NAME", "custom_vjp", "host_call", "make_rng", "is_symbolic", "to_numpy"):
+        assert hasattr(shim, name), name
+    expected = "numpy" if backend.name == "autograd" else backend.name
+    assert shim.NAME == expected
+
+
+def test_mixing_frameworks_is_a_type_error_naming_both(backend):
+    if backend.name in ("numpy", "autograd"):
+        pytest.skip("needs a second framework")
+    x = backend.asarray(X0)
+    with pytest.raises(TypeError, match=r"theta is a .* y_true is a"):
+        backend_name(x, np.ones(4), argnames=("theta", "y_true"))
+
+
+def test_custom_vjp_gradient_matches_finite_difference(grad_backend):
+    b = grad_backend
+    w = b.asarray(W0)
+
+    def loss(x):
+        f = get_backend(x).custom_vjp(*sin_pair())
+        return ar.do("sum", f(x, w) ** 2)
+
+    got = b.to_numpy(b.grad(loss, b.asarray(X0)))
+    want = finite_difference(lambda v: np.sum((np.sin(v) * W0) ** 2), X0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_custom_vjp_tuple_outputs(grad_backend):
+    b = grad_backend
+
+    def loss(x):
+        sq, lin = get_backend(x).custom_vjp(*two_output_pair())(x)
+        return ar.do("sum", sq) + ar.do("sum", lin * lin)
+
+    got = b.to_numpy(b.grad(loss, b.asarray(X0)))
+    want = finite_difference(lambda v: np.sum(v**2) + np.sum(9 * v**2), X0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_custom_vjp_forward_only_backends_return_the_forward(backend):
+    x = backend.asarray(X0)
+    y = get_backend(x).custom_vjp(*sin_pair())(x, backend.asarray(W0))
+    np.testing.assert_allclose(backend.to_numpy(y), np.sin(X0) * W0, rtol=1e-6)
+
+
+def test_custom_vjp_under_compile(grad_backend):
+    b = grad_backend
+    if b.name == "autograd":
+        pytest.skip("autograd has no compiler")
+    w = b.asarray(W0)
+
+    def loss(x):
+        return ar.do("sum", get_backend(x).custom_vjp(*sin_pair())(x, w))
+
+    grad_fn = b.jit(lambda x: b.grad(loss, x)) if b.name != "torch" else (lambda x: b.grad(b.jit(loss), x))
+    np.testing.assert_allclose(b.to_numpy(grad_fn(b.asarray(X0))), np.cos(X0) * W0, rtol=1e-5)
+
+
+def test_custom_vjp_torch_func_grad_and_vmap():
+    torch = pytest.importorskip("torch")
+    f = get_backend(torch.ones(1)).custom_vjp(*sin_pair())
+    w = torch.tensor(W0)
+    xs = torch.tensor(np.stack([X0, X0 + 1.0]))
+    grads = torch.func.vmap(torch.func.grad(lambda x: f(x, w).sum()))(xs)
+    np.testing.assert_allclose(grads.numpy(), np.cos(xs.numpy()) * W0, rtol=1e-6)
+
+
+def test_custom_vjp_jax_vmap_of_grad():
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+
+    def loss(x, w):
+        return jnp.sum(get_backend(x).custom_vjp(*sin_pair())(x, w))
+
+    xs = jnp.asarray(np.stack([X0, X0 + 1.0]), dtype=jnp.float32)
+    grads = jax.jit(jax.vmap(jax.grad(loss), in_axes=(0, None)))(xs, jnp.asarray(W0, dtype=jnp.float32))
+    np.testing.assert_allclose(np.asarray(grads), np.cos(np.asarray(xs)) * W0, rtol=1e-5)
+
+
+# --- host solvers -------------------------------------------------------------------------
+
+
+def _row_argmax_calls():
+    calls = []
+
+    @diffopt.host_solver
+    def solver(a):
+        calls.append(a.shape)
+        assert isinstance(a, np.ndarray)
+        return np.eye(a.shape[-1])[np.argmax(a, axis=-1)]
+
+    return solver, calls
+
+
+THETA = np.array([[0.1, 2.0, -1.0], [3.0, 0.0, 1.0]])
+ARGMAX = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_host_solver_eager_keeps_framework_and_dtype(backend, dtype):
+    backend.require(dtype)
+    solver, calls = _row_argmax_calls()
+    x = backend.asarray(THETA, dtype)
+    y = solver(x)
+    assert ar.infer_backend(y) == ar.infer_backend(x)
+    assert ar.get_dtype_name(y) == dtype
+    np.testing.assert_array_equal(backend.to_numpy(y), ARGMAX)
+    assert calls == [(2, 3)]
+
+
+def test_host_solver_under_compile(backend):
+    if backend.name in ("numpy", "autograd", "cupy"):
+        pytest.skip("no compiler")
+    solver, calls = _row_argmax_calls()
+    f = backend.jit(lambda x: solver(x) * 2.0)
+    y = f(backend.asarray(THETA, "float32"))
+    np.testing.assert_array_equal(backend.to_numpy(y), 2 * ARGMAX)
+    assert tuple(y.shape) == (2, 3)
+
+
+def test_host_solver_under_jax_vmap_runs_once_vectorised():
+    jax = pytest.importorskip("jax")
+    solver, calls = _row_argmax_calls()
+    xs = jax.numpy.asarray(np.stack([THETA, -THETA]), dtype=jax.numpy.float32)
+    out = jax.jit(jax.vmap(solver))(xs)
+    np.testing.assert_array_equal(np.asarray(out[0]), ARGMAX)
+    np.testing.assert_array_equal(np.asarray(out[1]), np.eye(3)[np.argmax(-THETA, axis=-1)])
+    assert (4, 3) in calls  # the vmapped axis was merged into the instance axis
+
+
+def test_host_solver_tf_function_keeps_static_shape():
+    tf = pytest.importorskip("tensorflow")
+    solver, _ = _row_argmax_calls()
+    seen = []
+
+    @tf.function
+    def f(x):
+        y = solver(x)
+        seen.append(y.shape.as_list())
+        return y
+
+    f(tf.constant(THETA, dtype=tf.float32))
+    assert seen == [[2, 3]]
+
+
+def _one_instance_argmax(row, scale=1.0):
+    return np.eye(row.shape[-1])[np.argmax(scale * row)]
+
+
+@pytest.mark.parametrize("kind", ["none", "threads", "processes"])
+def test_host_solver_per_instance_with_executor(kind):
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    pools = {"none": None, "threads": ThreadPoolExecutor(2), "processes": ProcessPoolExecutor(2)}
+    pool = pools[kind]
+    try:
+        solver = diffopt.host_solver(_one_instance_argmax, vectorized=False, executor=pool)
+        np.testing.assert_array_equal(solver(THETA), ARGMAX)
+        np.testing.assert_array_equal(solver(THETA, scale=-1.0), np.eye(3)[np.argmin(THETA, axis=-1)])
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def test_host_solver_on_a_dask_cluster():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            solver = diffopt.host_solver(_one_instance_argmax, vectorized=False, executor=client.get_executor())
+            np.testing.assert_array_equal(solver(THETA), ARGMAX)
+
+
+def test_host_solver_per_instance_works_for_every_backend(backend):
+    solver = diffopt.host_solver(_one_instance_argmax, vectorized=False)
+    y = solver(backend.asarray(THETA, "float32"))
+    np.testing.assert_array_equal(backend.to_numpy(y), ARGMAX)
+
+
+def test_host_solver_torch_float64_float32_and_device():
+    torch = pytest.importorskip("torch")
+    solver, _ = _row_argmax_calls()
+    for dtype in (torch.float32, torch.float64):
+        y = solver(torch.tensor(THETA, dtype=dtype))
+        assert y.dtype == dtype and y.device.type == "cpu"
+
+
+def test_host_solver_rejects_non_numeric_results():
+    bad = diffopt.host_solver(lambda a: np.array(["x"] * len(a)))
+    with pytest.raises(TypeError, match="numeric"):
+        bad(THETA)
+
+
+def test_host_solver_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="fn must be callable"):
+        diffopt.host_solver(3)
+    with pytest.raises(TypeError, match="executor"):
+        diffopt.host_solver(_one_instance_argmax, vectorized=False, executor=object())
+
+
+# --- randomness ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("noise", [diffopt.Normal(), diffopt.Gumbel()])
+def test_same_seed_same_samples_other_seed_other_samples(backend, noise):
+    like = backend.asarray(np.zeros(3), "float32")
+    a = backend.to_numpy(noise.sample((64,), like, rng=7))
+    b = backend.to_numpy(noise.sample((64,), like, rng=7))
+    c = backend.to_numpy(noise.sample((64,), like, rng=8))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_rng_key_replays_the_stream_and_fold_is_independent(backend):
+    like = backend.asarray(np.zeros(3), "float32")
+    r = diffopt.make_rng(11, like)
+    first = backend.to_numpy(r.normal((5,)))
+    second = backend.to_numpy(r.normal((5,)))
+    replay = diffopt.make_rng(r.key, like)
+    np.testing.assert_array_equal(backend.to_numpy(replay.normal((5,))), first)
+    np.testing.assert_array_equal(backend.to_numpy(replay.normal((5,))), second)
+    assert not np.allclose(first, second)
+    f0 = backend.to_numpy(r.fold(0).normal((5,)))
+    f1 = backend.to_numpy(r.fold(1).normal((5,)))
+    np.testing.assert_array_equal(f0, backend.to_numpy(diffopt.make_rng(r.key, like).fold(0).normal((5,))))
+    assert not np.allclose(f0, f1)
+
+
+def test_native_generators_are_accepted():
+    torch = pytest.importorskip("torch")
+    like = torch.zeros(2)
+    a = diffopt.Normal().sample((4,), like, rng=torch.Generator().manual_seed(3))
+    b = diffopt.Normal().sample((4,), like, rng=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    g = np.random.default_rng(5)
+    c = diffopt.Normal().sample((4,), np.zeros(2), rng=g)
+    d = diffopt.Normal().sample((4,), np.zeros(2), rng=g)
+    assert not np.allclose(c, d)
+
+
+def test_jax_key_and_global_generators():
+    jax = pytest.importorskip("jax")
+    like = jax.numpy.zeros(2)
+    a = diffopt.Normal().sample((4,), like, rng=jax.random.key(0))
+    b = diffopt.Normal().sample((4,), like, rng=jax.random.key(0))
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.random.seed(0)
+    c = diffopt.Normal().sample((4,), like)
+    np.random.seed(0)
+    d = diffopt.Normal().sample((4,), like)
+    np.testing.assert_array_equal(np.asarray(c), np.asarray(d))
+
+
+def test_tf_generator_and_function():
+    tf = pytest.importorskip("tensorflow")
+    like = tf.zeros(2)
+    a = diffopt.Gumbel().sample((4,), like, rng=tf.random.Generator.from_seed(1))
+    b = diffopt.Gumbel().sample((4,), like, rng=tf.random.Generator.from_seed(1))
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    f = tf.function(lambda x: diffopt.Normal().sample((4,), x))
+    assert not np.allclose(f(like).numpy(), f(like).numpy())  # fresh noise per call, not frozen
+
+
+def test_missing_jax_key_under_jit_is_a_clear_error():
+    jax = pytest.importorskip("jax")
+    with pytest.raises(ValueError, match=r"rng=jax.random.key"):
+        jax.jit(lambda x: diffopt.Normal().sample((2,), x))(jax.numpy.ones(2))
+    out = jax.jit(lambda x, k: diffopt.Normal().sample((2,), x, rng=k))(jax.numpy.ones(2), jax.random.key(1))
+    assert np.all(np.isfinite(np.asarray(out)))
+
+
+@pytest.mark.parametrize("bad, exc", [(-1, ValueError), ("seed", TypeError), (1.5, TypeError)])
+def test_bad_rng_is_rejected(backend, bad, exc):
+    with pytest.raises(exc, match="rng"):
+        diffopt.make_rng(bad, backend.asarray(np.zeros(2), "float32"))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_samples_keep_the_reference_dtype(backend, dtype):
+    backend.require(dtype)
+    like = backend.asarray(np.zeros(2), dtype)
+    for noise in (diffopt.Normal(), diffopt.Gumbel()):
+        z = noise.sample((1000,), like, rng=0)
+        assert ar.get_dtype_name(z) == dtype
+        assert np.all(np.isfinite(backend.to_numpy(z)))
+    g = diffopt.make_rng(0, like).gamma((10,), 0.2)
+    assert ar.get_dtype_name(g) == dtype and np.all(backend.to_numpy(g) >= 0)
+
+
+# --- noise ---------------------------------------------------------------------------------
+
+EULER_GAMMA = 0.5772156649015329
+
+
+@pytest.mark.parametrize(
+    "noise, mean, var",
+    [(diffopt.Normal(), 0.0, 1.0), (diffopt.Gumbel(), EULER_GAMMA, np.pi**2 / 6)],
+)
+def test_noise_moments(backend, noise, mean, var):
+    n = 200_000
+    z = backend.to_numpy(noise.sample((n,), backend.asarray(np.zeros(1), "float64"), rng=3))
+    assert abs(z.mean() - mean) < 5 * np.sqrt(var / n)
+    # Var of the sample variance ≈ (μ4 − σ⁴)/n; μ4 = 3 (normal), 5.4σ⁴ (Gumbel).
+    kurt = 3.0 if noise.name == "normal" else 5.4
+    assert abs(z.var() - var) < 5 * var * np.sqrt((kurt - 1) / n)
+
+
+def test_gamma_moments(backend):
+    n, alpha = 100_000, 0.3
+    g = backend.to_numpy(diffopt.make_rng(4, backend.asarray(np.zeros(1), "float64")).gamma((n,), alpha))
+    assert abs(g.mean() - alpha) < 5 * np.sqrt(alpha / n)
+
+
+def test_noise_scores(backend):
+    z = backend.asarray(np.array([-1.0, 0.0, 2.0]))
+    np.testing.assert_allclose(backend.to_numpy(diffopt.Normal().score(z)), [-1.0, 0.0, 2.0])
+    np.testing.assert_allclose(backend.to_numpy(diffopt.Gumbel().score(z)), 1 - np.exp([1.0, 0.0, -2.0]))
+
+
+def test_noise_score_is_gradient_of_negative_log_density():
+    zs = np.linspace(-2, 3, 7)
+    neg_log = {"normal": lambda z: z**2 / 2, "gumbel": lambda z: z + np.exp(-z)}
+    for noise in (diffopt.Normal(), diffopt.Gumbel()):
+        fd = (neg_log[noise.name](zs + 1e-6) - neg_log[noise.name](zs - 1e-6)) / 2e-6
+        np.testing.assert_allclose(noise.score(zs), fd, rtol=1e-6)
+
+
+def test_get_noise_names_and_objects():
+    from diffopt.noise import get_noise
+
+    assert isinstance(get_noise("Gumbel"), diffopt.Gumbel)
+
+    class Laplace(diffopt.Noise):
+        def sample(self, shape, like, rng=None):
+            u = diffopt.make_rng(rng, like).uniform(shape) - 0.5
+            return -np.sign(u) * np.log1p(-2 * np.abs(u))
+
+        def score(self, z):
+            return np.sign(z)
+
+    lap = Laplace()
+    assert get_noise(lap) is lap
+    with pytest.raises(ValueError, match="unknown noise='cauchy'"):
+        get_noise("cauchy")
+    with pytest.raises(TypeError, match="noise must be"):
+        get_noise(3)
+
+
+# --- reference solvers ---------------------------------------------------------------------
+
+
+def test_argmax_one_hot_batched_and_first_of_ties(backend):
+    x = np.array([[0.2, 1.0, 1.0, -3.0], [5.0, 0.0, 1.0, 2.0]])
+    y = backend.to_numpy(diffopt.argmax_one_hot(backend.asarray(x, "float32")))
+    np.testing.assert_array_equal(y, [[0, 1, 0, 0], [1, 0, 0, 0]])
+
+
+def test_ranking_and_top_k_match_numpy(backend):
+    x = np.random.default_rng(0).normal(size=(3, 6))
+    xb = backend.asarray(x, "float32")
+    np.testing.assert_array_equal(backend.to_numpy(diffopt.ranking(xb)), np.argsort(np.argsort(x, -1), -1))
+    mask = backend.to_numpy(diffopt.top_k_mask(xb, 2))
+    want = np.zeros_like(x)
+    np.put_along_axis(want, np.argsort(-x, -1)[:, :2], 1.0, axis=-1)
+    np.testing.assert_array_equal(mask, want)
+
+
+@pytest.mark.parametrize("k", [0, 7, 2.0])
+def test_top_k_rejects_bad_k(k):
+    with pytest.raises(ValueError, match="k must be an integer in"):
+        diffopt.top_k_mask(np.zeros((2, 6)), k)
+
+
+def _brute_force_path_cost(costs):
+    """Cheapest monotone-or-not path cost by Bellman-Ford on the 8-neighbour grid."""
+    h, w = costs.shape
+    dist = np.full((h, w), np.inf)
+    dist[0, 0] = costs[0, 0]
+    for _ in range(h * w):
+        for r in range(h):
+            for c in range(w):
+                for dr in (-1, 0, 1):
+                    for dc in (-1, 0, 1):
+                        r2, c2 = r + dr, c + dc
+                        if (dr or dc) and 0 <= r2 < h and 0 <= c2 < w:
+                            dist[r2, c2] = min(dist[r2, c2], dist[r, c] + costs[r2, c2])
+    return dist[-1, -1]
+
+
+def test_shortest_path_is_optimal_and_batched(backend):
+    costs = np.random.default_rng(1).uniform(0.1, 2.0, size=(3, 5, 6))
+    paths = backend.to_numpy(diffopt.shortest_path(backend.asarray(costs, "float32")))
+    assert paths.shape == costs.shape
+    for c, p in zip(costs, paths):
+        assert p[0, 0] == 1 and p[-1, -1] == 1
+        np.testing.assert_allclose((c * p).sum(), _brute_force_path_cost(c), rtol=1e-5)
+
+
+def test_shortest_path_follows_a_cheap_corridor():
+    costs = np.full((4, 4), 10.0)
+    costs[0, :] = 1.0
+    costs[:, -1] = 1.0
+    path = diffopt.grid_shortest_path(costs)
+    assert path.sum() == 6  # (0,0)-(0,2), a diagonal step to (1,3), then down
+    assert np.all(path[costs > 1] == 0)
