@@ -106,8 +106,11 @@ def relax_terms(a, b, relaxation, temperature):
     shift, slope, leak : array
         See the module docstring; all zero where the gap is not finite.
     """
-    v = ar.do("abs", a - b) * (1.0 / temperature)
-    finite = ar.do("isfinite", v)
-    zero = ar.do("zeros_like", v)
+    diff = a - b
+    zero = ar.do("zeros_like", diff)
+    # Non-finite gaps (padding, +-inf, NaN, overflow) never reach abs/shift, so no
+    # inf or NaN enters autodiff: they are replaced by 0 and masked out.
+    v = ar.do("abs", ar.do("where", ar.do("isfinite", diff), diff, zero)) * (1.0 / temperature)
+    finite = ar.do("isfinite", diff) & ar.do("isfinite", v)
     terms = RELAXATIONS[relaxation](ar.do("where", finite, v, zero))
     return tuple(ar.do("where", finite, t, zero) for t in terms)

@@ -14,6 +14,7 @@ transports skip them.
 """
 
 import autoray as ar
+import numpy as np
 
 from diffopt.sorting._relax import relax_terms
 
@@ -87,6 +88,11 @@ def network(x, relaxation, temperature, want=None):
     weights : list of array
         One ``(B, N / 2m, m)`` array per layer (empty when ``want`` is None).
     """
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf of the padding (NumPy only)
+        return _network(x, relaxation, temperature, want)
+
+
+def _network(x, relaxation, temperature, want):
     weights = []
     stage_now = -1
     for stage, m in layer_sizes(x.shape[1]):

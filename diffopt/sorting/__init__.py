@@ -1,0 +1,65 @@
+"""Soft sorting: relaxed bitonic sorting networks for every array framework.
+
+Two APIs share one network:
+
+* the ``differentiable_sorting`` drop-in (change ``from differentiable_sorting
+  import ...`` to ``from diffopt.sorting import ...``): :func:`bitonic_matrices`,
+  :func:`diff_sort`, :func:`diff_argsort`, :func:`vector_sort`, ... for
+  power-of-two lengths, with the same numbers;
+* the modern API, for any length, batch shape, axis and scale:
+  :func:`soft_sort`, :func:`soft_rank`, :func:`soft_topk`,
+  :func:`soft_permutation` (alias :func:`soft_argsort`).
+
+``diffopt.sorting.torch`` and ``diffopt.sorting.tensorflow`` mirror the
+original's per-framework modules.
+"""
+
+from diffopt.sorting._dropin import (
+    comparison_sort,
+    dargsort,
+    diff_argsort,
+    diff_argsort_indexed,
+    diff_sort,
+    diff_sort_indexed,
+    diff_sort_weave,
+    order_matrix,
+    smoothmax,
+    softmax,
+    softmax_smooth,
+    vector_sort,
+)
+from diffopt.sorting._modern import soft_argsort, soft_permutation, soft_rank, soft_sort, soft_topk
+from diffopt.sorting._network import (
+    bitonic_indices,
+    bitonic_matrices,
+    bitonic_network,
+    bitonic_woven_matrices,
+    pretty_bitonic_network,
+)
+from diffopt.sorting._relax import RELAXATIONS
+
+__all__ = [
+    "bitonic_matrices",
+    "bitonic_woven_matrices",
+    "bitonic_indices",
+    "bitonic_network",
+    "pretty_bitonic_network",
+    "diff_sort",
+    "diff_sort_indexed",
+    "diff_sort_weave",
+    "diff_argsort",
+    "diff_argsort_indexed",
+    "order_matrix",
+    "dargsort",
+    "vector_sort",
+    "comparison_sort",
+    "softmax",
+    "smoothmax",
+    "softmax_smooth",
+    "soft_sort",
+    "soft_rank",
+    "soft_argsort",
+    "soft_permutation",
+    "soft_topk",
+    "RELAXATIONS",
+]

@@ -1,0 +1,255 @@
+"""Modern soft-sorting API: any length, any batch shape, any axis.
+
+Rows are padded with ``+inf`` to the next power of two (``+inf`` is compared
+exactly, so padding never leaks into the data), run through the reshape-based
+network of :mod:`diffopt.sorting._soft`, and cut back. :func:`soft_sort` has a
+hand-written backward that keeps one weight per comparator (``n/2`` per layer);
+ranks, top-k masks and permutation matrices are linear transports with the
+same weights and are differentiated by the framework's own autodiff.
+"""
+
+import functools
+import numbers
+
+import autoray as ar
+import numpy as np
+
+from diffopt._checks import check_floating, check_positive
+from diffopt.backends import get_backend
+from diffopt.sorting._relax import check_relaxation
+from diffopt.sorting._soft import network, pull, push
+
+__all__ = ["soft_sort", "soft_rank", "soft_argsort", "soft_permutation", "soft_topk"]
+
+
+# ----------------------------------------------------------------- arguments
+
+
+def _prepare(x, axis, temperature, relaxation):
+    """Validate arguments (before any work) and return ``x`` as an array and its axis."""
+    if not hasattr(x, "shape"):
+        x = np.asarray(x, dtype=float)
+    check_floating("x", x)
+    check_relaxation(relaxation)
+    check_positive("temperature", temperature)
+    ndim = len(x.shape)
+    if ndim == 0:
+        raise ValueError("x must have at least one dimension to sort along, got a 0-d array")
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -ndim <= axis < ndim:
+        raise ValueError(f"axis must be an integer in [-{ndim}, {ndim}) for x of shape {tuple(x.shape)}, got axis={axis!r}")
+    return x, int(axis) % ndim
+
+
+def _check_k(k, n):
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= n:
+        raise ValueError(f"k must be an integer in [1, n] = [1, {n}] (n = length of the sorted axis), got k={k!r}")
+    return int(k)
+
+
+def _next_pow2(n):
+    return 1 << max(n - 1, 0).bit_length()
+
+
+# ------------------------------------------------------------ row reshaping
+
+
+def _to_rows(x, axis):
+    """``x`` as ``(B, n)`` rows along ``axis``, and a function undoing it."""
+    ndim = len(x.shape)
+    perm = [i for i in range(ndim) if i != axis] + [axis]
+    xm = x if axis == ndim - 1 else ar.do("transpose", x, perm)
+    moved = tuple(xm.shape)
+    rows = ar.do("reshape", xm, (-1, moved[-1]))
+    inverse = list(np.argsort(perm))
+
+    def undo(y, matrix=False):
+        extra = tuple(y.shape[2:])
+        y = ar.do("reshape", y, moved + extra)
+        if axis == ndim - 1 or matrix:
+            return y
+        return ar.do("transpose", y, inverse + list(range(ndim, ndim + len(extra))))
+
+    return rows, undo
+
+
+def _pad(rows, big_n):
+    """Append ``+inf`` columns up to width ``big_n`` (``big_n < 2 n``)."""
+    n = rows.shape[1]
+    if big_n == n:
+        return rows
+    fill = ar.do("ones_like", rows[:, : big_n - n]) * float("inf")
+    return ar.do("concatenate", (rows, fill), axis=1)
+
+
+def _unpad_zeros(g, big_n):
+    """Append zero columns to a cotangent up to width ``big_n``."""
+    n = g.shape[1]
+    if big_n == n:
+        return g
+    return ar.do("concatenate", (g, ar.do("zeros_like", g[:, : big_n - n])), axis=1)
+
+
+# ------------------------------------------------------------------ soft_sort
+
+
+@functools.lru_cache(maxsize=256)
+def _sorter(shim, n, relaxation, temperature):
+    """A natively differentiable ``(B, n) -> (B, n)`` relaxed sort for the backend ``shim``."""
+    big_n = _next_pow2(n)
+
+    def fwd(rows):
+        out, weights = network(_pad(rows, big_n), relaxation, temperature, want="slope")
+        return out[:, :n], tuple(weights)
+
+    def bwd(weights, g):
+        return (pull(_unpad_zeros(g, big_n), weights, big_n)[:, :n],)
+
+    return shim.custom_vjp(fwd, bwd)
+
+
+def soft_sort(x, axis=-1, *, temperature=1.0, descending=False, relaxation="logsumexp"):
+    """Differentiable sort along ``axis``, for any length and batch shape.
+
+    Parameters
+    ----------
+    x : array
+        Floating array of any framework (a list is read as float64 NumPy).
+    axis : int
+        Axis to sort along; all other axes are batch axes, sorted in one pass.
+    temperature : float
+        Sharpness of the relaxation, in the units of ``x``: pairs much further apart
+        than ``temperature`` are swapped (almost) exactly.
+    descending : bool
+        Sort largest first.
+    relaxation : str or None
+        ``'logsumexp'`` (default; the ``differentiable_sorting`` compare-and-swap),
+        ``'logistic'``, ``'cauchy'``, ``'reciprocal'``, ``'optimal'`` (sigmoid
+        mixings of Petersen et al.), or ``None`` for the exact sort.
+
+    Returns
+    -------
+    array
+        Same framework, dtype and shape as ``x``. Each row sums to the input row's
+        sum (every compare-and-swap preserves ``a + b``). ``+-inf`` sort exactly;
+        NaN propagates.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not floating.
+    ValueError
+        For a bad ``axis``, ``temperature <= 0`` or an unknown ``relaxation``.
+
+    Notes
+    -----
+    ``O(n log^2 n)`` work per row, no ``n x n`` matrix; the gradient is hand-written
+    and keeps one weight per comparator instead of autodiff's tape.
+    """
+    x, axis = _prepare(x, axis, temperature, relaxation)
+    if x.shape[axis] == 0:
+        return x
+    rows, undo = _to_rows(-x if descending else x, axis)
+    f = _sorter(get_backend(x), rows.shape[1], relaxation, float(temperature))
+    out = undo(f(rows))
+    return -out if descending else out
+
+
+# ------------------------------------------------------------- transports
+
+
+def _weights(x, axis, temperature, relaxation, descending):
+    """Rows of ``x`` padded, and the mixing weights of their network."""
+    rows, undo = _to_rows(-x if descending else x, axis)
+    big_n = _next_pow2(rows.shape[1])
+    _, weights = network(_pad(rows, big_n), relaxation, float(temperature), want="leak")
+    return rows, weights, big_n, undo
+
+
+def _const(values, like):
+    """NumPy ``values`` as an array of ``like``'s framework, dtype and device."""
+    return ar.do("from_numpy", np.asarray(values), like=like)
+
+
+def soft_rank(x, axis=-1, *, temperature=1.0, descending=False, relaxation="logsumexp"):
+    """Differentiable 0-based ranks along ``axis``.
+
+    The rank of ``x[i]`` is its expected position under the network's relaxed
+    permutation (``sum_j j * P[j, i]``), computed without forming ``P``.
+
+    Parameters
+    ----------
+    x, axis, temperature, descending, relaxation
+        As in :func:`soft_sort`. With ``descending=True`` the largest has rank 0.
+
+    Returns
+    -------
+    array
+        Ranks in ``[0, n - 1]``, same shape as ``x``; exact integers for
+        ``relaxation=None``. Each row sums to ``n (n - 1) / 2``.
+    """
+    x, axis = _prepare(x, axis, temperature, relaxation)
+    if x.shape[axis] == 0:
+        return x
+    rows, weights, big_n, undo = _weights(x, axis, temperature, relaxation, descending)
+    pos = ar.do("zeros_like", _pad(rows, big_n)) + _const(np.arange(big_n), rows)
+    return undo(pull(pos[:, :, None], weights, big_n)[:, : rows.shape[1], 0])
+
+
+def soft_topk(x, k, axis=-1, *, temperature=1.0, largest=True, relaxation="logsumexp"):
+    """Differentiable top-``k`` mask along ``axis``.
+
+    Parameters
+    ----------
+    x : array
+        Floating array.
+    k : int
+        Number of elements to select, ``1 <= k <= n``.
+    axis, temperature, relaxation
+        As in :func:`soft_sort`.
+    largest : bool
+        Select the ``k`` largest (default) or the ``k`` smallest.
+
+    Returns
+    -------
+    array
+        Weights in ``[0, 1]`` (for the monotone relaxations and ``'logsumexp'``),
+        same shape as ``x``, each row summing to ``k``; the exact 0/1 mask for
+        ``relaxation=None``.
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is outside ``[1, n]``.
+    """
+    x, axis = _prepare(x, axis, temperature, relaxation)
+    n = x.shape[axis]
+    k = _check_k(k, n)
+    rows, weights, big_n, undo = _weights(x, axis, temperature, relaxation, largest)
+    sel = ar.do("zeros_like", _pad(rows, big_n)) + _const((np.arange(big_n) < k).astype(float), rows)
+    return undo(pull(sel[:, :, None], weights, big_n)[:, :n, 0])
+
+
+def soft_permutation(x, axis=-1, *, temperature=1.0, descending=False, relaxation="logsumexp"):
+    """The network's relaxed permutation matrix (``n x n`` per row: only when asked for).
+
+    Parameters
+    ----------
+    x, axis, temperature, descending, relaxation
+        As in :func:`soft_sort`.
+
+    Returns
+    -------
+    array, shape ``batch + (n, n)``
+        ``P[..., j, i]``: weight of input ``i`` in sorted position ``j``; the batch
+        axes are those of ``x`` without ``axis``. ``P`` is doubly stochastic,
+        ``P @ x`` is the relaxed sort (exactly so for the mixing relaxations), and
+        ``relaxation=None`` gives the exact permutation matrix.
+    """
+    x, axis = _prepare(x, axis, temperature, relaxation)
+    rows, weights, big_n, undo = _weights(x, axis, temperature, relaxation, descending)
+    n = rows.shape[1]
+    eye = ar.do("zeros_like", _pad(rows, big_n))[:, :, None] + _const(np.eye(big_n, n), rows)
+    return undo(push(eye, weights, big_n)[:, :n, :], matrix=True)
+
+
+soft_argsort = soft_permutation
