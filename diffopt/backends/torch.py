@@ -41,6 +41,10 @@ def _register_compile_friendly():
 _register_compile_friendly()
 
 
+def _aliases(r, tensors):
+    return any(r is t for t in tensors)
+
+
 class _Pair(torch.autograd.Function):
     """Generic Function: ``forward`` returns outputs then residuals."""
 
@@ -49,7 +53,9 @@ class _Pair(torch.autograd.Function):
         out, res = fwd(*arrays)
         outs, meta.is_tuple = as_tuple(out)
         meta.nout = len(outs)
-        res = tuple(r.view_as(r) if any(r is a for a in arrays) else r for r in res)
+        # A residual that is also an input or an output must be a distinct tensor object:
+        # residuals are marked non-differentiable, which must not leak onto those.
+        res = tuple(r.view_as(r) if _aliases(r, arrays + outs) else r for r in res)
         return (*outs, *res)
 
     @staticmethod

@@ -1,0 +1,196 @@
+"""Mechanics shared by :func:`imle`, :func:`aimle` and :func:`ste` (autoray only).
+
+Shapes: θ is ``[B, *inst]``; the solver sees ``[B·T, *inst]`` with
+``T = nb_samples · nb_marginal_samples`` (instance-major: the ``T`` samples
+of instance ``b`` are rows ``b·T … b·T+T-1``).
+"""
+
+import numbers
+import warnings
+
+import autoray as ar
+
+from diffopt import backends
+from diffopt._checks import check_floating, check_int, check_min_rank
+from diffopt.random import make_rng
+
+_ARRAY_BACKENDS = {"numpy", "autograd", "torch", "jax", "jaxlib", "tensorflow", "cupy"}
+
+
+# -- validation ----------------------------------------------------------------------
+def check_temperature(name, value):
+    """A temperature: a real number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number >= 0, got {value!r}")
+    if not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {name}={value!r}")
+    return float(value)
+
+
+def check_function(function):
+    """The solver must be callable."""
+    if not callable(function):
+        raise TypeError(f"function must be a callable solver, got {type(function).__name__}")
+    return function
+
+
+def check_noise(noise):
+    """``None`` (no noise) or an object with ``sample(shape, like, rng)``."""
+    if noise is not None and not callable(getattr(noise, "sample", None)):
+        raise TypeError(
+            "noise_distribution must be None or a noise object with sample(shape, like, rng) "
+            f"(e.g. diffopt.imle.SumOfGammaNoiseDistribution), got {type(noise).__name__}"
+        )
+    return noise
+
+
+def check_target(target):
+    """An object with the :class:`~diffopt.imle.target.BaseTargetDistribution` interface."""
+    for method in ("step", "params", "scale"):
+        if not callable(getattr(target, method, None)):
+            raise TypeError(
+                "target_distribution must be a diffopt.imle.TargetDistribution or "
+                f"AdaptiveTargetDistribution (missing {method}()), got {type(target).__name__}"
+            )
+    return target
+
+
+def check_samples(nb_samples, nb_marginal_samples=1):
+    """Both counts are integers >= 1."""
+    return check_int("nb_samples", nb_samples), check_int("nb_marginal_samples", nb_marginal_samples)
+
+
+def check_theta(theta):
+    """θ is a floating array with a leading batch axis; returns its shim."""
+    check_floating("theta", theta)
+    check_min_rank("theta", theta, 1, " (a leading batch axis [B, ...])")
+    return backends.get_backend(theta)
+
+
+def is_array(a):
+    """Whether ``a`` is an array of a supported framework (extra solver arguments)."""
+    return hasattr(a, "shape") and ar.infer_backend(a) in _ARRAY_BACKENDS
+
+
+# -- shapes --------------------------------------------------------------------------
+class Layout:
+    """Shapes of one call: batch ``B``, samples ``S``, marginal samples ``M``."""
+
+    def __init__(self, theta, nb_samples, nb_marginal):
+        shape = tuple(theta.shape)
+        self.batch = shape[0]
+        self.inst = tuple(shape[1:])
+        self.samples = nb_samples
+        self.marginal = nb_marginal
+        self.total = nb_samples * nb_marginal
+        self.dtype = ar.get_dtype_name(theta)
+
+    @property
+    def noise_shape(self):
+        """``[B, T, *inst]``."""
+        return (self.batch, self.total) + self.inst
+
+    def flat(self, x):
+        """``[B, T, *inst]`` → ``[B·T, *inst]``."""
+        return ar.do("reshape", x, (-1,) + self.inst)
+
+    def split(self, x):
+        """``[B·T, *inst]`` → ``[B, T, *inst]``."""
+        return ar.do("reshape", x, (-1, self.total) + self.inst)
+
+    def marginalise(self, x):
+        """``[B, T, *inst]`` → ``[B, S, *inst]``, averaging the marginal samples."""
+        if self.marginal == 1:
+            return x
+        x = ar.do("reshape", x, (-1, self.samples, self.marginal) + self.inst)
+        return ar.do("mean", x, axis=2)
+
+    def expand(self, theta):
+        """θ ``[B, *inst]`` → ``[B, 1, *inst]``."""
+        return ar.do("expand_dims", theta, 1)
+
+    def repeat(self, theta):
+        """θ ``[B, *inst]`` → ``[B, T, *inst]`` (each instance repeated ``T`` times)."""
+        x = self.expand(theta)
+        if self.total == 1:
+            return x
+        return ar.do("tile", x, (1, self.total) + (1,) * len(self.inst))
+
+
+# -- noise ---------------------------------------------------------------------------
+def sample_noise(noise, theta, layout, rng):
+    """ε of shape ``[B, T, *inst]``: drawn from ``noise``, or zeros when it is ``None``."""
+    if noise is None:
+        return ar.do("zeros_like", layout.repeat(theta))
+    eps = noise.sample(layout.noise_shape, theta, make_rng(rng, theta))
+    if tuple(eps.shape) != layout.noise_shape:
+        raise ValueError(
+            f"noise_distribution.sample returned shape {tuple(eps.shape)}, expected {layout.noise_shape}"
+        )
+    if ar.get_dtype_name(eps) != layout.dtype:
+        eps = ar.astype(eps, layout.dtype)
+    return eps
+
+
+# -- solver --------------------------------------------------------------------------
+def call_solver(function, x, args, backend, dtype):
+    """``function(x, *args)``, checked to be one solution per row of ``x``, in θ's dtype."""
+    z = function(x, *args)
+    if not hasattr(z, "shape"):
+        raise TypeError(f"function (the solver) must return an array, got {type(z).__name__}")
+    name = backends.backend_name(z)
+    same = name == backend.NAME or {name, backend.NAME} == {"numpy", "autograd"}
+    if not same:
+        raise TypeError(
+            f"function (the solver) returned a {name} array for {backend.NAME} input; "
+            "return the input's framework, or mark a NumPy solver with diffopt.host_solver"
+        )
+    if not _same_shape(z.shape, x.shape):
+        raise ValueError(
+            f"function (the solver) returned shape {tuple(z.shape)} for input shape {tuple(x.shape)}; "
+            "it must return one solution per perturbed instance, [B*nb_samples, ...], "
+            "shaped like its input"
+        )
+    if ar.get_dtype_name(z) != dtype:
+        z = ar.astype(z, dtype)
+    return z
+
+
+def _same_shape(a, b):
+    a, b = tuple(a), tuple(b)
+    return len(a) == len(b) and all(p is None or q is None or p == q for p, q in zip(a, b))
+
+
+def solve_stacked(function, inputs, args, backend, dtype):
+    """Solve several ``[B·T, ...]`` inputs with ONE solver call on their concatenation."""
+    if len(inputs) == 1:
+        return [call_solver(function, inputs[0], args, backend, dtype)]
+    z = call_solver(function, ar.do("concatenate", inputs, axis=0), args, backend, dtype)
+    n = inputs[0].shape[0]
+    return [z[i * n:(i + 1) * n] for i in range(len(inputs))]
+
+
+# -- the differentiable op -----------------------------------------------------------
+def split_args(args):
+    """Positions of the array arguments (they travel through the custom VJP)."""
+    return [i for i, a in enumerate(args) if is_array(a)]
+
+
+def rebuild_args(args, positions, arrays):
+    """``args`` with the arrays at ``positions`` replaced by ``arrays``."""
+    out = list(args)
+    for i, a in zip(positions, arrays):
+        out[i] = a
+    return tuple(out)
+
+
+def warn_frozen_state():
+    """A traced backward cannot update a Python-held adaptive state."""
+    warnings.warn(
+        "AdaptiveTargetDistribution: the backward pass is being traced (jax.jit / tf.function), "
+        "so beta cannot be updated in place and stays at its traced value; pass "
+        "target_state=target.init_state(like) and use the gradient w.r.t. target_state as the "
+        "new state (see diffopt.imle.AdaptiveTargetDistribution)",
+        RuntimeWarning,
+        stacklevel=3,
+    )

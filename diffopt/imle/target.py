@@ -1,0 +1,259 @@
+"""Target distributions of I-MLE: θ' = αθ − λ·dy (drop-in for ``imle.target``).
+
+A target distribution says how far the target parameters θ' move from θ
+along the downstream gradient ``dy``, and how the resulting finite
+difference ``z − z'`` is scaled. :class:`TargetDistribution` uses a fixed
+step ``λ = β``; :class:`AdaptiveTargetDistribution` (AIMLE, Minervini et al.,
+AAAI 2023) uses ``λ = β‖θ‖/‖dy‖`` and adapts β after every backward pass.
+All arithmetic is written with autoray, for every framework.
+"""
+
+import math
+
+import numpy as np
+
+import autoray as ar
+
+from diffopt._checks import check_positive
+
+__all__ = ["BaseTargetDistribution", "TargetDistribution", "AdaptiveTargetDistribution"]
+
+
+def _real(name, value, minimum=None):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or (minimum is not None and value < minimum):
+        bound = "finite" if minimum is None else f"finite and >= {minimum}"
+        raise ValueError(f"{name} must be {bound}, got {name}={value!r}")
+    return value
+
+
+def _norm(x):
+    return ar.do("sqrt", ar.do("sum", x * x))
+
+
+class BaseTargetDistribution:
+    """Interface used by :func:`diffopt.imle.imle` and :func:`diffopt.imle.aimle`.
+
+    Subclasses implement :meth:`step` and may override :meth:`scale`.
+    ``alpha`` is the weight of θ in the target.
+    """
+
+    alpha = 1.0
+    #: Whether the object carries state updated by the backward pass.
+    adaptive = False
+
+    def step(self, theta, dy, beta=None):
+        """The step λ of ``θ' = αθ − λ·dy`` (a float or a 0-d array).
+
+        Parameters
+        ----------
+        theta, dy : array
+            Same shape: the (repeated) parameters and the output cotangent.
+        beta : float or 0-d array, optional
+            Overrides the object's β (used with an explicit state).
+        """
+        raise NotImplementedError
+
+    def scale(self, gradient, lam):
+        """Rescale the finite difference ``z − z'`` (default: unchanged)."""
+        del lam
+        return gradient
+
+    def params(self, theta, dy, _is_minimization=False, lam=None):
+        """Target parameters ``αθ − λ·dy`` (``αθ + λ·dy`` when minimising).
+
+        ``dy=None`` gives ``αθ``. ``lam`` defaults to :meth:`step`.
+        """
+        if dy is None:
+            return self.alpha * theta
+        if lam is None:
+            lam = self.step(theta, dy)
+        sign = 1.0 if _is_minimization else -1.0
+        return self.alpha * theta + sign * lam * dy
+
+
+class TargetDistribution(BaseTargetDistribution):
+    """Fixed target ``θ' = αθ − β·dy``.
+
+    Parameters
+    ----------
+    alpha : float, default 1.0
+        Weight of θ.
+    beta : float, default 1.0
+        Step along the downstream gradient (>= 0).
+    do_gradient_scaling : bool, default False
+        Divide the gradient ``z − z'`` by ``max(β, eps)``.
+    eps : float, default 1e-7
+        Floor of the divisor.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> TargetDistribution(alpha=1.0, beta=1.0).params(np.array([1.0]), np.array([1.0]))
+    array([0.])
+    """
+
+    def __init__(self, alpha=1.0, beta=1.0, do_gradient_scaling=False, *, eps=1e-7):
+        self.alpha = _real("alpha", alpha)
+        self.beta = _real("beta", beta, minimum=0.0)
+        self.do_gradient_scaling = bool(do_gradient_scaling)
+        self.eps = float(check_positive("eps", eps))
+
+    def __repr__(self):
+        return (f"TargetDistribution(alpha={self.alpha}, beta={self.beta}, "
+                f"do_gradient_scaling={self.do_gradient_scaling})")
+
+    def step(self, theta, dy, beta=None):
+        return self.beta if beta is None else beta
+
+    def scale(self, gradient, lam):
+        if not self.do_gradient_scaling:
+            return gradient
+        return gradient / max(self.beta, self.eps)
+
+
+class AdaptiveTargetDistribution(BaseTargetDistribution):
+    r"""Adaptive target of AIMLE: ``λ = β‖θ‖/‖dy‖``, β tuned online.
+
+    The target is ``θ' = αθ − λ·dy`` and the gradient ``z − z'`` is divided by
+    λ (when λ > 0). Norms are Frobenius norms over the whole ``[B·S, ...]``
+    stack that the solver sees: θ repeated ``S`` times against the ``S``
+    per-sample cotangents, so λ does not change with the number of samples
+    when every sample receives the same cotangent. (``torch-imle`` divides by
+    ``‖θ‖`` of the unrepeated θ, making its gradient √S too large.)
+
+    β is updated after every backward pass, from the gradient ``g`` of shape
+    ``[B, S, ...]`` (after averaging over marginal samples):
+
+    .. math::
+
+        r &= \mathrm{nnz}(g) / (B·S) \quad\text{(non-zero entries per sample)}\\
+        n &\leftarrow d\,n + (1-d)\,r \quad\text{(}d = \texttt{grad\_norm\_decay\_rate}\text{)}\\
+        u &\leftarrow \mu\,u + (+\eta \text{ if } n < \texttt{target\_norm} \text{ else } -\eta)\\
+        β &\leftarrow \max(β + u, 0)
+
+    with η = ``beta_update_step`` and μ = ``beta_update_momentum``: β grows
+    while the gradients are sparser than ``target_norm`` non-zeros per sample
+    and shrinks otherwise. Example: top-2 of θ = [3, 2, 1, 0] with
+    dy = [0, 1, −1, 0] and β = 1 gives λ = √14/√2 = √7, r = 2, n = 1.1 ≥ 1, so
+    β becomes 0.9999.
+
+    **State.** Eagerly (NumPy+autograd, torch, TensorFlow eager, JAX outside
+    ``jit``) the state lives on this object (:attr:`beta`, :attr:`grad_norm`,
+    :attr:`previous_beta_update`) and is updated by each backward pass. A
+    traced backward (``jax.jit``, ``tf.function``) cannot write Python state:
+    there, pass the state explicitly, ``wrapper(theta, rng=key,
+    target_state=state)`` with ``state = target.init_state(like)``; the
+    gradient of the loss with respect to ``target_state`` *is* the updated
+    state (see :func:`diffopt.imle.imle`). Without an explicit state a traced
+    backward uses β as it was when traced and warns that it is not updated.
+
+    Parameters
+    ----------
+    initial_alpha : float, default 1.0
+    initial_beta : float, default 1.0
+    beta_update_step : float, default 1e-4
+    beta_update_momentum : float, default 0.0
+    grad_norm_decay_rate : float, default 0.9
+        In [0, 1].
+    target_norm : float, default 1.0
+        Target number of non-zero gradient entries per sample.
+    initial_grad_norm : float, default 1.0
+        Initial value of the running statistic (keyword only).
+    """
+
+    adaptive = True
+
+    def __init__(self, initial_alpha=1.0, initial_beta=1.0, beta_update_step=1e-4,
+                 beta_update_momentum=0.0, grad_norm_decay_rate=0.9, target_norm=1.0, *,
+                 initial_grad_norm=1.0):
+        self.alpha = _real("initial_alpha", initial_alpha)
+        self.beta = _real("initial_beta", initial_beta, minimum=0.0)
+        self.beta_update_step = _real("beta_update_step", beta_update_step, minimum=0.0)
+        self.beta_update_momentum = _real("beta_update_momentum", beta_update_momentum, minimum=0.0)
+        self.grad_norm_decay_rate = _real("grad_norm_decay_rate", grad_norm_decay_rate, minimum=0.0)
+        if self.grad_norm_decay_rate > 1.0:
+            raise ValueError(f"grad_norm_decay_rate must be in [0, 1], got {grad_norm_decay_rate!r}")
+        self.target_norm = _real("target_norm", target_norm, minimum=0.0)
+        self.grad_norm = _real("initial_grad_norm", initial_grad_norm, minimum=0.0)
+        self.previous_beta_update = 0.0
+
+    def __repr__(self):
+        return (f"AdaptiveTargetDistribution(alpha={self.alpha}, beta={self.beta}, "
+                f"grad_norm={self.grad_norm})")
+
+    # -- state -----------------------------------------------------------------
+    @property
+    def state(self):
+        """``(beta, grad_norm, previous_beta_update)`` as Python floats."""
+        return (self.beta, self.grad_norm, self.previous_beta_update)
+
+    def init_state(self, like=None, dtype="float32"):
+        """The current state as a ``[3]`` array for the functional API.
+
+        Parameters
+        ----------
+        like : array, optional
+            Framework (and device) of the result; default NumPy.
+        dtype : str, default "float32"
+            Keep at least float32: β moves in steps of ``beta_update_step``.
+        """
+        values = np.asarray(self.state, dtype=dtype)
+        if like is None:
+            return values
+        from diffopt.backends import get_backend
+
+        if get_backend(like).NAME in ("numpy", "autograd"):
+            return values
+        out = ar.do("asarray", values, like=like)
+        device = getattr(like, "device", None)
+        return out.to(device) if hasattr(out, "to") and device is not None else out
+
+    def load_state(self, state):
+        """Set :attr:`beta`, :attr:`grad_norm`, :attr:`previous_beta_update` from a ``[3]`` array."""
+        from diffopt.backends import get_backend
+
+        values = np.asarray(get_backend(state).to_numpy(state), dtype=np.float64).ravel()
+        if values.shape != (3,):
+            raise ValueError(f"state must have 3 entries (beta, grad_norm, previous_beta_update), got {values.shape}")
+        self.beta, self.grad_norm, self.previous_beta_update = (float(v) for v in values)
+
+    @staticmethod
+    def nonzero_ratio(gradient):
+        """Non-zero entries per sample of ``gradient`` ``[B, S, ...]`` (0-d array)."""
+        count = gradient.shape[0] * gradient.shape[1]
+        return ar.do("sum", ar.astype(gradient != 0, ar.get_dtype_name(gradient))) / count
+
+    def next_state(self, state, ratio):
+        """The state after a backward pass whose gradient had ``ratio`` non-zeros per sample.
+
+        ``state`` is a ``[3]`` array (any framework, also traced) and ``ratio``
+        a scalar of the same framework (see :meth:`nonzero_ratio`); the rule
+        is in the class docstring.
+        """
+        beta, grad_norm, previous = state[0], state[1], state[2]
+        dtype = ar.get_dtype_name(state)
+        decay = self.grad_norm_decay_rate
+        grad_norm = decay * grad_norm + (1.0 - decay) * ar.astype(ratio, dtype)
+        up = ar.astype(grad_norm < self.target_norm, dtype)
+        update = self.beta_update_momentum * previous + (2.0 * up - 1.0) * self.beta_update_step
+        beta = ar.do("maximum", beta + update, 0.0 * beta)
+        return ar.do("stack", [beta, grad_norm, update])
+
+    def commit(self, new_state):
+        """Store a concrete ``[3]`` state computed by :meth:`next_state`."""
+        self.load_state(new_state)
+
+    # -- target ----------------------------------------------------------------
+    def step(self, theta, dy, beta=None):
+        beta = self.beta if beta is None else beta
+        norm_dy = _norm(dy)
+        safe = ar.do("where", norm_dy > 0, norm_dy, 1.0 + 0.0 * norm_dy)
+        lam = beta * _norm(theta) / safe
+        return ar.do("where", norm_dy > 0, lam, 0.0 * lam)
+
+    def scale(self, gradient, lam):
+        safe = ar.do("where", lam > 0, lam, 1.0 + 0.0 * lam)
+        return gradient / safe

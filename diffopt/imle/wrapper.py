@@ -1,0 +1,307 @@
+"""I-MLE, adaptive I-MLE and straight-through estimators (drop-in for ``imle.wrapper``).
+
+The decorated solver receives θ ``[B, ...]`` repeated ``T`` times and
+perturbed, as one ``[B·T, ...]`` batch (``T = nb_samples ·
+nb_marginal_samples``), and its output ``[B·T, ...]`` is returned as is (the
+``torch-imle`` convention). The gradient with respect to θ is the I-MLE
+finite difference, computed by one more batched solver call. The core is
+written once with autoray; gradients flow through the framework's own
+autodiff (``loss.backward()``, ``jax.grad``, ``tf.GradientTape``, HIPS
+autograd), also under ``jax.jit``/``tf.function`` with a host solver.
+"""
+
+import functools
+
+import autoray as ar
+
+from diffopt import backends
+from diffopt.imle import _core
+from diffopt.imle.target import AdaptiveTargetDistribution, TargetDistribution
+
+__all__ = ["imle", "aimle", "ste"]
+
+_LEGACY = {"theta_noise_temperature": "input_noise_temperature", "_is_minimization": "minimize"}
+
+
+def _legacy(kwargs, options):
+    """Map ``torch-imle``'s other spellings onto ours; reject anything else."""
+    for key, value in kwargs.items():
+        if key not in _LEGACY:
+            raise TypeError(f"unexpected keyword argument {key!r}")
+        options[_LEGACY[key]] = value
+    return options
+
+
+class _Config:
+    """Validated, immutable settings of one estimator."""
+
+    def __init__(self, kind, target, noise, nb_samples, nb_marginal, t_input, t_target,
+                 minimize=False, symmetric=False):
+        self.kind = kind
+        self.target = target if target is None else _core.check_target(target)
+        self.noise = _core.check_noise(noise)
+        self.samples, self.marginal = _core.check_samples(nb_samples, nb_marginal)
+        self.t_input = _core.check_temperature("input_noise_temperature", t_input)
+        self.t_target = _core.check_temperature("target_noise_temperature", t_target)
+        self.minimize = bool(minimize)
+        self.symmetric = bool(symmetric)
+
+    @property
+    def reuses_forward(self):
+        """Whether the left point of the difference is the forward solution."""
+        if self.kind == "imle":
+            return True
+        return (not self.symmetric and self.target.alpha == 1.0
+                and self.t_target == self.t_input)
+
+
+class _Estimator:
+    """The (forward, backward) pair of one call: arrays in, arrays out, autoray only."""
+
+    def __init__(self, config, function, args, positions, layout, backend, has_state):
+        self.c = config
+        self.function = function
+        self.args = args
+        self.positions = positions
+        self.layout = layout
+        self.backend = backend
+        self.has_state = has_state
+
+    def _unpack(self, arrays):
+        theta, eps = arrays[0], arrays[1]
+        state = arrays[2] if self.has_state else None
+        extra = arrays[3 if self.has_state else 2:]
+        return theta, eps, state, _core.rebuild_args(self.args, self.positions, extra)
+
+    def _solve(self, inputs, args):
+        return _core.solve_stacked(self.function, inputs, args, self.backend, self.layout.dtype)
+
+    def fwd(self, *arrays):
+        theta, eps, state, args = self._unpack(arrays)
+        lay = self.layout
+        x = lay.flat(lay.expand(theta) + self.c.t_input * eps)
+        (z,) = self._solve([x], args)
+        res = (theta, eps, lay.split(z)) + tuple(arrays[2:])
+        return z, res
+
+    def bwd(self, res, dy):
+        theta, eps, state, args = self._unpack((res[0], res[1]) + tuple(res[3:]))
+        z3, lay = res[2], self.layout
+        dy3 = lay.split(dy)
+        if self.c.kind == "ste":
+            grad = ar.do("mean", dy3, axis=1)
+            return (grad, None) + (None,) * (len(res) - 3)
+        grad, new_state = self._imle_gradient(theta, eps, z3, dy3, state, args)
+        state_cot = (new_state,) if self.has_state else ()
+        return (grad, None) + state_cot + (None,) * (len(res) - 3 - self.has_state)
+
+    def _imle_gradient(self, theta, eps, z3, dy3, state, args):
+        c, lay, target = self.c, self.layout, self.c.target
+        theta3 = lay.repeat(theta)
+        beta = None if state is None else ar.astype(state[0], lay.dtype)
+        lam = target.step(theta3, dy3, beta)
+        noise = c.t_target * eps
+        right = lay.flat(target.params(theta3, dy3, c.minimize, lam) + noise)
+        if c.reuses_forward:
+            (z_right,) = self._solve([right], args)
+            z_left3 = z3
+        else:
+            left = target.params(theta3, -dy3 if c.symmetric else None, c.minimize, lam)
+            z_left, z_right = self._solve([lay.flat(left + noise), right], args)
+            z_left3 = lay.split(z_left)
+        diff = lay.marginalise(z_left3) - lay.marginalise(lay.split(z_right))
+        if c.symmetric:
+            diff = diff / 2.0
+        new_state = self._adapt(state, diff, dy3)
+        grad = ar.do("mean", target.scale(diff, lam), axis=1)
+        return (-grad if c.minimize else grad), new_state
+
+    def _adapt(self, state, diff, dy3):
+        """New adaptive state: returned (explicit state) or stored on the target."""
+        target = self.c.target
+        if not getattr(target, "adaptive", False):
+            return None
+        ratio = target.nonzero_ratio(diff)
+        if state is not None:
+            return target.next_state(state, ratio)
+        if self.backend.is_symbolic(dy3):
+            _core.warn_frozen_state()
+            return None
+        import numpy as np
+
+        ratio = np.float64(np.asarray(self.backend.to_numpy(ratio)))
+        target.commit(target.next_state(np.asarray(target.state, dtype=np.float64), ratio))
+        return None
+
+
+def _make_wrapper(function, config):
+    """``wrapper(theta, *args, rng=None, target_state=None)`` around ``function``."""
+    _core.check_function(function)
+
+    @functools.wraps(function)
+    def wrapper(theta, *args, rng=None, target_state=None):
+        backend = _core.check_theta(theta)
+        has_state = _check_state(config, target_state)
+        layout = _core.Layout(theta, config.samples, config.marginal)
+        positions = [i for i in _core.split_args(args) if _travels(args[i], backend)]
+        eps = _core.sample_noise(config.noise, theta, layout, rng)
+        est = _Estimator(config, function, args, positions, layout, backend, has_state)
+        op = backend.custom_vjp(est.fwd, est.bwd)
+        state = (target_state,) if has_state else ()
+        return op(theta, eps, *state, *(args[i] for i in positions))
+
+    return wrapper
+
+
+def _travels(a, backend):
+    """Extra arrays of θ's framework go through the custom VJP; others are constants."""
+    name = backends.backend_name(a)
+    return name == backend.NAME or {name, backend.NAME} == {"numpy", "autograd"}
+
+
+def _check_state(config, target_state):
+    if target_state is None:
+        return False
+    if not getattr(config.target, "adaptive", False):
+        raise ValueError(
+            "target_state is only used with an AdaptiveTargetDistribution; "
+            f"this estimator's target is {type(config.target).__name__}"
+        )
+    if tuple(target_state.shape) != (3,):
+        raise ValueError(
+            f"target_state must have shape (3,) (from target.init_state(like)), got {tuple(target_state.shape)}"
+        )
+    return True
+
+
+def imle(function=None, target_distribution=None, noise_distribution=None, nb_samples=1,
+         input_noise_temperature=1.0, target_noise_temperature=1.0, *, nb_marginal_samples=1,
+         minimize=False, **legacy):
+    r"""Make a discrete solver differentiable with Implicit MLE (Niepert et al., 2021).
+
+    Usable as a call, ``imle(solver, ...)``, or a decorator, ``@imle(...)``.
+
+    Forward: θ ``[B, ...]`` is repeated to ``[B, T, ...]``
+    (``T = nb_samples · nb_marginal_samples``), perturbed with
+    ``input_noise_temperature · ε``, ε drawn from ``noise_distribution``, and
+    the solver is called once on the ``[B·T, ...]`` stack; its output
+    ``z`` (``[B·T, ...]``, in θ's dtype) is returned.
+
+    Backward, for the cotangent ``dy`` ``[B·T, ...]``: the target
+    ``θ' = αθ − λ·dy`` (``+λ·dy`` when ``minimize``) from
+    ``target_distribution``, ``z' = solver(θ' + target_noise_temperature · ε)``
+    with the **same** ε, in one batched call, and the gradient is the mean
+    over samples of ``z − z'`` (after averaging the marginal samples;
+    divided by β with ``do_gradient_scaling``, by λ for an adaptive target;
+    negated when ``minimize``).
+
+    Parameters
+    ----------
+    function : callable
+        ``function(x, *args) -> z`` with ``z`` shaped like ``x``; any callable
+        on framework arrays, or a :func:`diffopt.host_solver`.
+    target_distribution : TargetDistribution or AdaptiveTargetDistribution, optional
+        Default ``TargetDistribution(alpha=1.0, beta=1.0)``.
+    noise_distribution : noise object, optional
+        Anything with ``sample(shape, like, rng)``, e.g.
+        :class:`~diffopt.imle.SumOfGammaNoiseDistribution`; ``None``: no noise.
+    nb_samples : int, default 1
+    input_noise_temperature, target_noise_temperature : float, default 1.0
+        Non-negative multipliers of ε in the forward and target solves.
+    nb_marginal_samples : int, default 1
+        Extra samples averaged into each solution's marginal in the backward.
+    minimize : bool, default False
+        The solver minimises ``⟨θ, z⟩`` (e.g. a shortest path).
+    **legacy
+        ``theta_noise_temperature`` and ``_is_minimization``, the
+        ``torch-imle``/``aimle`` spellings, are accepted.
+
+    Returns
+    -------
+    callable
+        ``wrapper(theta, *args, rng=None, target_state=None)``. ``args`` go
+        to the solver unchanged and get no gradient. ``rng`` seeds ε (a JAX
+        key is required under ``jax.jit`` when there is noise).
+        ``target_state`` (adaptive targets only) is the functional state of
+        :class:`~diffopt.imle.AdaptiveTargetDistribution`: the gradient of
+        the loss with respect to it is the updated state.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a bad argument (named in the message), before any solver call.
+    """
+    options = _legacy(legacy, {"input_noise_temperature": input_noise_temperature,
+                               "minimize": minimize})
+    if function is None:
+        return functools.partial(imle, target_distribution=target_distribution,
+                                 noise_distribution=noise_distribution, nb_samples=nb_samples,
+                                 target_noise_temperature=target_noise_temperature,
+                                 nb_marginal_samples=nb_marginal_samples, **options)
+    target = TargetDistribution() if target_distribution is None else target_distribution
+    config = _Config("imle", target, noise_distribution, nb_samples, nb_marginal_samples,
+                     options["input_noise_temperature"], target_noise_temperature,
+                     minimize=options["minimize"])
+    return _make_wrapper(function, config)
+
+
+def aimle(function=None, target_distribution=None, noise_distribution=None, nb_samples=1,
+          input_noise_temperature=1.0, target_noise_temperature=1.0, *, nb_marginal_samples=1,
+          minimize=False, symmetric_perturbation=False, **legacy):
+    r"""Adaptive I-MLE (Minervini et al., AAAI 2023): I-MLE with a two-sided difference.
+
+    Same call as :func:`imle`; the default target is a fresh
+    :class:`~diffopt.imle.AdaptiveTargetDistribution`. The backward compares
+    ``z_L = solver(θ_L + τε)`` with ``z_R = solver(θ_R + τε)``
+    (``τ = target_noise_temperature``), ``θ_R = αθ − λ·dy`` and
+
+    - ``symmetric_perturbation=False``: ``θ_L = αθ``; when ``α = 1`` and
+      both temperatures are equal ``z_L`` is the forward solution and is
+      reused;
+    - ``symmetric_perturbation=True``: ``θ_L = αθ + λ·dy``, and the
+      difference is halved (a central difference).
+
+    The gradient is the mean over samples of ``z_L − z_R`` (scaled by the
+    target). The backward makes exactly one solver call: on ``[B·T, ...]``
+    when ``z_L`` is reused, else on the ``[2·B·T, ...]`` stack of both
+    targets.
+    """
+    options = _legacy(legacy, {"input_noise_temperature": input_noise_temperature,
+                               "minimize": minimize})
+    if function is None:
+        return functools.partial(aimle, target_distribution=target_distribution,
+                                 noise_distribution=noise_distribution, nb_samples=nb_samples,
+                                 target_noise_temperature=target_noise_temperature,
+                                 nb_marginal_samples=nb_marginal_samples,
+                                 symmetric_perturbation=symmetric_perturbation, **options)
+    target = AdaptiveTargetDistribution() if target_distribution is None else target_distribution
+    config = _Config("aimle", target, noise_distribution, nb_samples, nb_marginal_samples,
+                     options["input_noise_temperature"], target_noise_temperature,
+                     minimize=options["minimize"], symmetric=symmetric_perturbation)
+    return _make_wrapper(function, config)
+
+
+def ste(function=None, noise_distribution=None, noise_temperature=1.0, nb_samples=1):
+    """Straight-through estimator around a (perturbed) discrete solver.
+
+    Forward as in :func:`imle` (θ repeated to ``[B·S, ...]``, perturbed with
+    ``noise_temperature · ε``, one solver call, output ``[B·S, ...]``);
+    backward: the cotangent passes through unchanged, averaged over the
+    ``S`` samples of each instance. No solver call in the backward.
+
+    Returns
+    -------
+    callable
+        ``wrapper(theta, *args, rng=None)``.
+    """
+    if function is None:
+        return functools.partial(ste, noise_distribution=noise_distribution,
+                                 noise_temperature=noise_temperature, nb_samples=nb_samples)
+    config = _Config("ste", None, noise_distribution, nb_samples, 1, noise_temperature, 0.0)
+    wrapped = _make_wrapper(function, config)
+
+    @functools.wraps(function)
+    def wrapper(theta, *args, rng=None):
+        return wrapped(theta, *args, rng=rng)
+
+    return wrapper
