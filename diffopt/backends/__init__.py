@@ -5,8 +5,10 @@ Every shim module (``numpy``, ``autograd``, ``torch``, ``jax``, ``tensorflow``,
 
 ``NAME``
     The backend name, as :func:`autoray.infer_backend` spells it.
-``custom_vjp(fwd, bwd)``
+``custom_vjp(fwd, bwd, jit=False)``
     Turn a pure pair into a natively differentiable function ``f(*arrays)``.
+    ``jit=True`` asks for compilation where eager execution is slow (JAX);
+    use it for a function built once and reused (e.g. cached per configuration).
     ``fwd(*arrays) -> (out, residuals)`` with ``out`` an array or a tuple of
     arrays and ``residuals`` a tuple of arrays; ``bwd(residuals, cotangent)``
     returns one input cotangent (or ``None`` for zero) per array argument.

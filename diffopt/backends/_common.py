@@ -37,9 +37,9 @@ def numpy_seed(rng, framework):
     )
 
 
-def forward_only(fwd, bwd):
+def forward_only(fwd, bwd, jit=False):
     """``custom_vjp`` for frameworks without autodiff: run the forward, drop residuals."""
-    del bwd
+    del bwd, jit
 
     def f(*arrays):
         return fwd(*arrays)[0]

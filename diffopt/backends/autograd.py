@@ -17,11 +17,13 @@ def to_numpy(x):
     return np.asarray(getval(x))
 
 
-def custom_vjp(fwd, bwd):
+def custom_vjp(fwd, bwd, jit=False):
     """Register ``(fwd, bwd)`` as an autograd primitive (see :mod:`diffopt.backends`).
 
     autograd builds the VJP right after the forward runs, so the residuals of
     the latest forward are read from a one-slot store then.
+
+    ``jit`` is accepted for a uniform signature and ignored here.
     """
     store = {}
 

@@ -12,8 +12,13 @@ from diffopt.random import Rng
 NAME = "jax"
 
 
-def custom_vjp(fwd, bwd):
-    """See :mod:`diffopt.backends`. Works under ``jit``, ``vmap`` and ``grad``."""
+def custom_vjp(fwd, bwd, jit=False):
+    """See :mod:`diffopt.backends`. Works under ``jit``, ``vmap`` and ``grad``.
+
+    With ``jit=True`` the function is compiled (``jax.jit``): eager JAX runs op
+    by op, which is slow for long networks of small ops; for a function that
+    the caller builds once and reuses.
+    """
 
     @jax.custom_vjp
     def f(*arrays):
@@ -23,7 +28,7 @@ def custom_vjp(fwd, bwd):
         return tuple(bwd(res, g))
 
     f.defvjp(fwd, f_bwd)
-    return f
+    return jax.jit(f) if jit else f
 
 
 def _under_jit(x):

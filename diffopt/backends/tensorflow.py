@@ -12,12 +12,13 @@ NAME = "tensorflow"
 _SEED_HIGH = 2**62
 
 
-def custom_vjp(fwd, bwd):
-    """See :mod:`diffopt.backends`. Works eagerly and inside ``tf.function``."""
+def custom_vjp(fwd, bwd, jit=False):
+    """See :mod:`diffopt.backends`. Works eagerly and inside ``tf.function``. ``jit`` is ignored here."""
 
     @tf.custom_gradient
     def f(*arrays):
-        out, res = fwd(*arrays)
+        # stop_gradient: an active GradientTape must not record (and keep alive) fwd's intermediates
+        out, res = fwd(*(tf.stop_gradient(a) for a in arrays))
         outs, is_tuple = as_tuple(out)
 
         def grad(*upstream):

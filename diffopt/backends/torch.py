@@ -95,8 +95,8 @@ class _Meta:
     is_tuple = False
 
 
-def custom_vjp(fwd, bwd):
-    """See :mod:`diffopt.backends`. Residuals must be tensors."""
+def custom_vjp(fwd, bwd, jit=False):
+    """See :mod:`diffopt.backends`. Residuals must be tensors. ``jit`` is ignored here."""
     meta = _Meta()
 
     def f(*arrays):

@@ -104,7 +104,7 @@ def _sorter(shim, n, relaxation, temperature):
     def bwd(weights, g):
         return (pull(_unpad_zeros(g, big_n), weights, big_n)[:, :n],)
 
-    return shim.custom_vjp(fwd, bwd)
+    return shim.custom_vjp(fwd, bwd, jit=True)
 
 
 def soft_sort(x, axis=-1, *, temperature=1.0, descending=False, relaxation="logsumexp"):

@@ -1,0 +1,238 @@
+"""``diffopt demo`` and ``diffopt info``: run the checks, print the table, list the frameworks."""
+
+import importlib.metadata
+import os
+import sys
+import time
+
+from diffopt._demo import checks, frameworks
+
+__all__ = ["run_demo", "format_table", "info_lines", "versions", "devices"]
+
+
+def _progress(enabled):
+    """A ``tqdm`` wrapper for step loops (identity when disabled or tqdm is missing)."""
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+
+    def wrap(iterable, **kw):
+        return tqdm(iterable, leave=False, file=sys.stderr, **kw)
+
+    return wrap
+
+
+def run_backend(backend, settings, progress=None):
+    """Every check on one backend.
+
+    Returns
+    -------
+    results : dict
+        Check name → :class:`checks.Result`.
+    seconds : float
+    """
+    start, results = time.perf_counter(), {}
+    names = list(checks.CHECKS)
+    for name in (progress(names, desc=f"{backend}") if progress else names):
+        results[name] = checks.run_check(name, backend, settings)
+    return results, time.perf_counter() - start
+
+
+def format_table(rows):
+    """The rows as an aligned text table (backend, check, value, pass).
+
+    Parameters
+    ----------
+    rows : list of checks.Row
+
+    Returns
+    -------
+    str
+    """
+    head = ("backend", "check", "value", "pass")
+    cells = [head] + [(r.backend, r.check, r.value, "PASS" if r.passed else "FAIL") for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(4)]
+    lines = ["  ".join(c[i].ljust(widths[i]) for i in range(4)).rstrip() for c in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def run_demo(backend="all", out=None, quick=False, progress=True, figures=True, stream=None):
+    """Run the demo: checks on each backend, the table, one figure per backend.
+
+    Parameters
+    ----------
+    backend : str
+        ``'all'``, a name or a comma list (see :func:`frameworks.resolve_backends`).
+    out : str, optional
+        Folder for the PNGs (default: ``./diffopt-demo``).
+    quick : bool
+        Small sample counts (the test mode).
+    progress : bool
+        tqdm progress bars on stderr.
+    figures : bool
+        Write the PNGs.
+    stream : file, optional
+        Where the table goes (default stdout).
+
+    Returns
+    -------
+    int
+        0 if every check passed, 1 otherwise.
+    """
+    stream = stream or sys.stdout
+    names = frameworks.resolve_backends(backend)
+    frameworks.prepare(names)
+    wrap = _progress(progress)
+    settings = (checks.Settings.quick if quick else checks.Settings)(progress=_step_progress(wrap))
+    out = out or os.path.join(os.getcwd(), "diffopt-demo")
+    rows, timings, written = [], {}, []
+    for name in names:
+        results, seconds = run_backend(name, settings, wrap)
+        timings[name] = seconds
+        rows += [row for r in results.values() for row in r.rows]
+        if figures:
+            written.append(_figure(name, results, out, rows))
+    print(format_table(rows), file=stream)
+    print("time: " + ", ".join(f"{n} {t:.1f}s" for n, t in timings.items()), file=stream)
+    for path in filter(None, written):
+        print(f"figure: {path}", file=stream)
+    failed = [r for r in rows if not r.passed]
+    print(f"{len(rows) - len(failed)}/{len(rows)} checks passed", file=stream)
+    return 1 if failed else 0
+
+
+def _step_progress(wrap):
+    if wrap is None:
+        return None
+    return lambda it: wrap(it, desc="  steps")
+
+
+def _figure(name, results, out, rows):
+    """Draw the backend's figure; a plotting problem becomes a failed row."""
+    try:
+        from diffopt._demo import figures
+
+        return figures.demo_figure(name, results, os.path.join(out, f"demo_{name}.png"))
+    except Exception as exc:
+        rows.append(checks.Row(name, "figure", f"ERROR {type(exc).__name__}: {exc}"[:200], False))
+        return None
+
+
+# -------------------------------------------------------------------- info
+
+#: Distribution names whose versions ``info`` reports, per framework.
+DISTRIBUTIONS = {
+    "numpy": ("numpy",), "autograd": ("autograd",), "torch": ("torch",), "jax": ("jax", "jaxlib"),
+    "tensorflow": ("tensorflow", "tensorflow-cpu"), "cupy": ("cupy", "cupy-cuda12x", "cupy-cuda11x"),
+}
+EXTRAS = ("autoray", "scipy", "matplotlib", "tqdm")
+
+
+def versions(names):
+    """Installed versions of the distributions in ``names`` (``None`` when absent), no imports.
+
+    Parameters
+    ----------
+    names : iterable of str
+
+    Returns
+    -------
+    dict
+    """
+    found = {}
+    for dist in names:
+        try:
+            found[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            found[dist] = None
+    return found
+
+
+def devices(framework):
+    """Device names of ``framework`` (this imports it).
+
+    Parameters
+    ----------
+    framework : str
+
+    Returns
+    -------
+    list of str
+    """
+    try:
+        return _DEVICES.get(framework, lambda: ["cpu"])()
+    except Exception as exc:  # a broken driver must not break `info`
+        return [f"error: {type(exc).__name__}: {exc}"[:120]]
+
+
+def _torch_devices():
+    import torch
+
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def _jax_devices():
+    import jax
+
+    return [f"{d.platform}:{d.id} ({d.device_kind})" for d in jax.devices()]
+
+
+def _tf_devices():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    return [d.name.replace("/physical_device:", "") for d in tf.config.list_physical_devices()]
+
+
+def _cupy_devices():
+    import cupy
+
+    count = cupy.cuda.runtime.getDeviceCount()
+    return [f"cuda:{i}" for i in range(count)] or ["none"]
+
+
+_DEVICES = {"torch": _torch_devices, "jax": _jax_devices, "tensorflow": _tf_devices, "cupy": _cupy_devices}
+
+
+def info_lines(list_devices=True):
+    """Lines of ``diffopt info``: diffopt, each installed framework (version, devices), tools.
+
+    Parameters
+    ----------
+    list_devices : bool
+        Import each installed framework to list its devices.
+
+    Returns
+    -------
+    list of str
+    """
+    import diffopt
+    from diffopt import backends
+
+    installed = backends.available()
+    if list_devices:
+        frameworks.prepare(installed)
+    lines = [f"diffopt {diffopt.__version__}  (python {sys.version.split()[0]})", "frameworks:"]
+    for name, dists in DISTRIBUTIONS.items():
+        if name not in installed:
+            lines.append(f"  {name:<11} not installed")
+            continue
+        found = {d: v for d, v in versions(dists).items() if v}
+        line = f"  {name:<11} " + ", ".join(f"{d} {v}" for d, v in found.items())
+        if list_devices:
+            line += "  devices: " + ", ".join(devices(name))
+        lines.append(line)
+    extra = versions(EXTRAS)
+    lines.append("tools: " + ", ".join(f"{d} {v or 'not installed'}" for d, v in extra.items()))
+    demo = [n for n in frameworks.BACKENDS if n in installed]
+    lines.append(f"demo backends: {', '.join(demo)}  (run: python -m diffopt demo --backend all)")
+    return lines
