@@ -27,3 +27,11 @@ __all__ = [
     "shortest_path",
     "grid_shortest_path",
 ]
+
+from diffopt.perturbations import FenchelYoungLoss, make_perturbed_fun, perturbed, perturbed_max  # noqa: E402
+
+__all__ += ["perturbed", "perturbed_max", "FenchelYoungLoss", "make_perturbed_fun"]
+
+from diffopt import imle, sorting  # noqa: E402  (modules: diffopt.imle.imle, diffopt.sorting.soft_sort, ...)
+
+__all__ += ["imle", "sorting"]

@@ -1,0 +1,207 @@
+"""Chunked Monte-Carlo engine shared by the perturbed estimators (autoray only).
+
+Samples are drawn, perturbed and solved ``chunk`` at a time; chunk ``c`` draws
+its noise from ``rng.fold(c)``, so any chunk can be replayed in the backward
+pass from the rng key alone. Reductions over samples are carried across chunks
+by :func:`run_chunks`, which never holds more than one chunk of samples.
+"""
+
+import math
+
+import autoray as ar
+
+from diffopt._checks import check_choice, check_floating, check_int, check_min_rank, check_positive
+from diffopt._ops import fori_loop
+from diffopt.backends import backend_name, get_backend
+from diffopt.noise import get_noise
+from diffopt.random import make_rng
+
+__all__ = ["Settings", "Problem", "run_chunks", "num_chunks", "CHUNK_BUDGET"]
+
+#: Numbers (samples × batch × input size) held by one chunk by default.
+CHUNK_BUDGET = 2**22
+
+_HALF = ("float16", "bfloat16")
+
+
+def compute_dtype(dtype):
+    """Accumulation dtype for inputs of ``dtype`` (half precision accumulates in float32)."""
+    return "float32" if dtype in _HALF else dtype
+
+
+def shape_of(x):
+    """Static shape of ``x`` as a tuple of ints."""
+    return tuple(int(d) for d in x.shape)
+
+
+class Settings:
+    """Validated, static options of a perturbed estimator (raise before any work)."""
+
+    def __init__(self, num_samples, sigma, noise, batched, chunk_size=None):
+        self.num_samples = check_int("num_samples", num_samples, minimum=1)
+        self.sigma = float(check_positive("sigma", sigma))
+        self.noise = get_noise(noise)
+        self.batched = bool(batched)
+        if chunk_size is not None:
+            chunk_size = check_int("chunk_size", chunk_size, minimum=1)
+        self.chunk_size = chunk_size
+
+    def chunk_for(self, batch, size):
+        """Samples per chunk for ``batch`` instances of ``size`` numbers each."""
+        if self.chunk_size is not None:
+            return min(self.chunk_size, self.num_samples)
+        return max(1, min(self.num_samples, CHUNK_BUDGET // max(1, batch * size)))
+
+
+def prepare_theta(theta, batched, name="theta"):
+    """Validate ``theta`` and give it a leading batch axis; returns ``(theta_b, shim)``."""
+    check_floating(name, theta)
+    shim = get_backend(theta, argnames=(name,))
+    if batched:
+        check_min_rank(name, theta, 2, " with batched=True ([B, ...]); pass batched=False for one instance")
+        return theta, shim
+    return theta[None], shim
+
+
+def split_arrays(args, kwargs, framework):
+    """Separate the ``framework`` arrays among ``args``/``kwargs`` from the static values.
+
+    Returns ``(arrays, rebuild)``: ``rebuild(arrays)`` gives ``(args, kwargs)``
+    back with the (possibly traced) arrays put in place. Only top-level
+    positional and keyword values are inspected.
+    """
+    items = list(args) + list(kwargs.values())
+    slots = [i for i, a in enumerate(items) if _is_framework_array(a, framework)]
+    nargs, keys = len(args), list(kwargs)
+
+    def rebuild(arrays):
+        new = list(items)
+        for i, a in zip(slots, arrays):
+            new[i] = a
+        return tuple(new[:nargs]), dict(zip(keys, new[nargs:]))
+
+    return [items[i] for i in slots], rebuild
+
+
+def _is_framework_array(a, framework):
+    if not hasattr(a, "shape") or isinstance(a, (int, float, complex, bool)):
+        return False
+    try:
+        return backend_name(a) == framework
+    except TypeError:
+        return False
+
+
+class Problem:
+    """One call of a perturbed estimator: ``theta`` (batched), its rng, and the solver.
+
+    Built inside the forward/backward from the arrays that the shim passes, so
+    that nothing traced is captured. ``theta`` has shape ``[B, *in_shape]``.
+    """
+
+    def __init__(self, settings, func, theta, key, args, kwargs, transform=None):
+        self.settings = settings
+        self.func = func
+        self.args, self.kwargs = args, kwargs
+        self.theta = theta
+        self.dtype = ar.get_dtype_name(theta)
+        self.cdtype = compute_dtype(self.dtype)
+        self.batch = int(theta.shape[0])
+        self.in_shape = shape_of(theta)[1:]
+        self.in_size = math.prod(self.in_shape)
+        self.theta_c = ar.do("reshape", ar.astype(theta, self.cdtype), (self.batch, self.in_size))
+        self.rng = make_rng(key, self.theta_c)
+        self.transform = transform
+        self.out_shape = None
+        self.chunk = settings.chunk_for(self.batch, self.in_size)
+
+    @property
+    def out_size(self):
+        return math.prod(self.out_shape)
+
+    def noise(self, index, n):
+        """Noise ``[n, B, in_size]`` of chunk ``index`` (replayable), in the compute dtype."""
+        child = self.rng.fold(index)
+        z = self.settings.noise.sample((n, self.batch, self.in_size), self.theta_c, child)
+        return ar.astype(z, self.cdtype) if ar.get_dtype_name(z) != self.cdtype else z
+
+    def perturb(self, z):
+        """``theta + sigma z`` (or the transform's version), ``[n, B, in_size]``."""
+        if self.transform is not None:
+            return self.transform(self.theta_c[None], z, self.settings.sigma)
+        return self.theta_c[None] + self.settings.sigma * z
+
+    def solve(self, x):
+        """``func`` on the flat perturbed batch ``x`` ``[rows, in_size]``; returns ``[rows, out_size]``."""
+        rows = int(x.shape[0])
+        x_in = ar.do("reshape", x, (rows,) + self.in_shape)
+        if self.dtype != self.cdtype:
+            x_in = ar.astype(x_in, self.dtype)
+        out = self.func(x_in, *self.args, **self.kwargs)
+        self._check_output(x_in, out, rows)
+        if self.out_shape is None:
+            self.out_shape = shape_of(out)[1:]
+        out = ar.do("reshape", out, (rows, self.out_size))
+        return out if ar.get_dtype_name(out) == self.cdtype else ar.astype(out, self.cdtype)
+
+    def solve_unperturbed(self):
+        """``func(theta)`` as ``[B, out_size]`` (the 'value' baseline)."""
+        return self.solve(self.theta_c)
+
+    def sample(self, index, n):
+        """Chunk ``index`` of ``n`` samples: ``(z, x, f)`` as ``[n, B, in]``, ``[n, B, in]``, ``[n, B, out]``."""
+        z = self.noise(index, n)
+        x = self.perturb(z)
+        f = self.solve(ar.do("reshape", x, (n * self.batch, self.in_size)))
+        return z, x, ar.do("reshape", f, (n, self.batch, self.out_size))
+
+    def _check_output(self, x, out, rows):
+        name = getattr(self.func, "__name__", type(self.func).__name__)
+        if not hasattr(out, "shape"):
+            raise TypeError(f"func {name} must return an array, got {type(out).__name__}")
+        try:
+            backend_name(x, out)
+        except TypeError:
+            raise TypeError(
+                f"func {name} returned a {backend_name(out)} array for {backend_name(x)} input; "
+                "it must return an array of its input's framework (mark NumPy solvers with "
+                "diffopt.host_solver)"
+            ) from None
+        shape = tuple(out.shape)
+        if not shape or (shape[0] is not None and int(shape[0]) != rows):
+            raise ValueError(
+                f"func {name} must keep the leading (sample × batch) axis of its input: it got "
+                f"{rows} rows and returned shape {shape}"
+            )
+        if self.out_shape is not None and shape_of(out)[1:] != self.out_shape:
+            raise ValueError(f"func {name} returned shape {shape}, expected [{rows}, *{self.out_shape}]")
+
+
+def run_chunks(problem, step):
+    """Fold ``step(carry, index, (z, x, f))`` over all chunks of samples.
+
+    The first call receives ``carry=None`` and creates the carry (a tuple of
+    arrays of fixed shapes); the middle chunks run under
+    :func:`diffopt._ops.fori_loop` (one traced body for JAX), the remainder last.
+    """
+    n, chunk = problem.settings.num_samples, problem.chunk
+    full, rest = divmod(n, chunk)
+    carry = step(None, problem.sample(0, min(n, chunk)))
+    if full > 1:
+        def body(index, carry):
+            return tuple(step(carry, problem.sample(index, chunk)))
+
+        carry = fori_loop(1, full, body, tuple(carry), like=problem.theta_c)
+    if rest and full >= 1:
+        carry = step(carry, problem.sample(full, rest))
+    return carry
+
+
+def num_chunks(problem):
+    """How many chunks :func:`run_chunks` processes."""
+    return -(-problem.settings.num_samples // problem.chunk)
+
+
+def check_choice_or_none(name, value, choices):
+    """``value`` is ``None`` or one of ``choices``."""
+    return value if value is None else check_choice(name, value, choices)

@@ -1,0 +1,210 @@
+"""``perturbed_max`` F_σ(θ) = E[⟨θ+σZ, y*(θ+σZ)⟩] and the Fenchel-Young loss built on it.
+
+Both have an exact gradient given by the perturbed optimizer y_σ(θ) (no score
+function needed): ∇F_σ = y_σ, ∇_θ L_FY = y_σ(θ) − y.
+"""
+
+import functools
+
+import autoray as ar
+
+from diffopt._checks import check_choice, check_floating
+from diffopt.backends import get_backend
+from diffopt.perturbations._engine import Problem, Settings, prepare_theta, run_chunks, split_arrays
+from diffopt.random import make_rng
+
+__all__ = ["perturbed_max", "FenchelYoungLoss"]
+
+_REDUCTIONS = {"sum": "sum", "mean": "mean", "none": "none", "sum_over_batch_size": "mean"}
+
+
+def _max_step(problem):
+    """Forward chunk step: Σ f_i ``[B, d]`` and Σ ⟨x_i, f_i⟩ ``[B]``."""
+
+    def step(carry, sample):
+        _, x, f = sample
+        if carry is None and problem.out_size != problem.in_size:
+            name = getattr(problem.func, "__name__", "func")
+            raise ValueError(
+                f"func {name} must return arrays of theta's shape {problem.in_shape} for a "
+                f"perturbed max / Fenchel-Young loss (y*(θ) = argmax ⟨θ, y⟩), got {problem.out_shape}"
+            )
+        total = ar.do("sum", f, axis=0)
+        value = ar.do("sum", ar.do("sum", x * f, axis=-1), axis=0)
+        return (total, value) if carry is None else (carry[0] + total, carry[1] + value)
+
+    return step
+
+
+class _MaxCall:
+    """Shared plumbing: ``theta`` (batched), optional ``y_true``, key, extra arrays."""
+
+    def __init__(self, settings, func, arrays, key, args, kwargs, framework):
+        self.settings, self.func = settings, func
+        self.key_is_array = hasattr(key, "shape")
+        self.key = key
+        extras, self.rebuild = split_arrays(args, kwargs, framework)
+        self.n_lead = len(arrays)
+        self.inputs = list(arrays) + ([key] if self.key_is_array else []) + extras
+
+    def expectation(self, arrays):
+        """``(problem, y_σ [B, d], F_σ [B])`` in the compute dtype."""
+        k = self.n_lead
+        key = arrays[k] if self.key_is_array else self.key
+        args, kwargs = self.rebuild(list(arrays[k + (1 if self.key_is_array else 0):]))
+        problem = Problem(self.settings, self.func, arrays[0], key, args, kwargs)
+        total, value = run_chunks(problem, _max_step(problem))
+        n = float(self.settings.num_samples)
+        return problem, total / n, value / n
+
+    def nones(self, used):
+        return (None,) * (len(self.inputs) - used)
+
+
+def _cast(x, dtype):
+    return x if ar.get_dtype_name(x) == dtype else ar.astype(x, dtype)
+
+
+def _shape(x):
+    return tuple(int(d) for d in x.shape)
+
+
+def perturbed_max(func=None, num_samples=1000, sigma=0.05, noise="normal", batched=True, device=None, *,
+                  chunk_size=None):
+    """The perturbed maximum F_σ(θ) = E[⟨θ + σZ, func(θ + σZ)⟩], differentiable.
+
+    ``func`` is an argmax oracle (``y*(θ) = argmax_y ⟨θ, y⟩``, returning
+    arrays of ``theta``'s shape). For the argmax over the simplex with Gumbel
+    noise, F_σ(θ) = σ·logsumexp(θ/σ) + σγ. Decorator or call, as
+    :func:`diffopt.perturbed`; the same ``func`` calling convention.
+
+    Parameters
+    ----------
+    func, num_samples, sigma, noise, batched, device, chunk_size
+        See :func:`diffopt.perturbed`.
+
+    Returns
+    -------
+    callable
+        ``wrapper(theta, *args, rng=None, **kwargs)``: F_σ(θ) per instance,
+        shape ``[B]`` (unbatched: a scalar); its gradient is y_σ(θ)
+        (Danskin), estimated with the same samples.
+    """
+    del device
+    settings = Settings(num_samples, sigma, noise, batched, chunk_size)
+
+    def decorator(fn):
+        if not callable(fn):
+            raise TypeError(f"func must be callable, got {type(fn).__name__}")
+
+        @functools.wraps(fn)
+        def wrapper(theta, *args, rng=None, **kwargs):
+            return _apply_max(settings, fn, theta, args, kwargs, rng)
+
+        return wrapper
+
+    return decorator if func is None else decorator(func)
+
+
+def _apply_max(settings, fn, theta, args, kwargs, rng):
+    theta_b, shim = prepare_theta(theta, settings.batched)
+    key = make_rng(rng, theta).key
+    call = _MaxCall(settings, fn, [theta_b], key, args, kwargs, shim.NAME)
+    dtype, shape = ar.get_dtype_name(theta_b), _shape(theta_b)
+
+    def fwd(*arrays):
+        _, ybar, value = call.expectation(arrays)
+        return _cast(value, dtype), (ybar,)
+
+    def bwd(res, g):
+        (ybar,) = res
+        grad = _cast(g, ar.get_dtype_name(ybar))[:, None] * ybar
+        return (_cast(ar.do("reshape", grad, shape), dtype),) + call.nones(1)
+
+    out = shim.custom_vjp(fwd, bwd)(*call.inputs)
+    return out if settings.batched else out[0]
+
+
+class FenchelYoungLoss:
+    """Fenchel-Young loss of a perturbed optimizer: L(θ; y) = F_σ(θ) − ⟨θ, y⟩.
+
+    Drop-in for ``perturbations.FenchelYoungLoss`` (TensorFlow and PyTorch),
+    but its value is the true Fenchel-Young loss (≥ 0 up to Monte-Carlo error),
+    not ‖y_σ − y‖². Its gradient is y_σ(θ) − y (``maximize=True``); for a
+    minimising solver (``maximize=False``) the loss is ⟨θ, y⟩ − F_σ(θ) with
+    gradient y − y_σ(θ). The gradient with respect to ``y_true`` is ∓θ.
+
+    Parameters
+    ----------
+    func : callable, optional
+        The argmax (or argmin) oracle, called as in :func:`diffopt.perturbed`.
+        If omitted, the loss object is a decorator: ``FenchelYoungLoss(...)(func)``
+        returns the loss bound to ``func``.
+    num_samples, sigma, noise, batched
+        See :func:`diffopt.perturbed` (``sigma`` defaults to 0.01 here, as in the originals).
+    maximize : bool, default True
+        Whether ``func`` maximises ⟨θ, y⟩.
+    reduction : {'sum', 'mean', 'none'}, default 'sum'
+        Over the batch (``'sum_over_batch_size'`` is an alias of ``'mean'``).
+    device : optional
+        Accepted for drop-in compatibility; ignored.
+    chunk_size : int, optional
+        See :func:`diffopt.perturbed`.
+    """
+
+    def __init__(self, func=None, num_samples=1000, sigma=0.01, noise="normal", batched=True, maximize=True,
+                 reduction="sum", device=None, *, chunk_size=None):
+        del device
+        self.settings = Settings(num_samples, sigma, noise, batched, chunk_size)
+        self.func = func
+        self.maximize = bool(maximize)
+        self.reduction = _REDUCTIONS[check_choice("reduction", reduction, tuple(_REDUCTIONS))]
+        self._chunk_size = chunk_size
+
+    def _bind(self, func):
+        s = self.settings
+        return FenchelYoungLoss(func, s.num_samples, s.sigma, s.noise, s.batched, self.maximize, self.reduction,
+                                chunk_size=self._chunk_size)
+
+    def __call__(self, theta, y_true=None, *args, rng=None, **kwargs):
+        """The loss (reduced over the batch), differentiable in ``theta`` and ``y_true``."""
+        if self.func is None:
+            if callable(theta) and y_true is None and not args:
+                return self._bind(theta)
+            raise TypeError("FenchelYoungLoss has no func: pass one, or use the loss as a decorator")
+        if y_true is None:
+            raise TypeError("FenchelYoungLoss needs y_true: loss(theta, y_true, *args, rng=None)")
+        shim = get_backend(theta, y_true, argnames=("theta", "y_true"))
+        check_floating("theta", theta)
+        if _shape(y_true) != _shape(theta):
+            raise ValueError(f"y_true must have theta's shape {_shape(theta)}, got {_shape(y_true)}")
+        theta_b, _ = prepare_theta(theta, self.settings.batched)
+        y_b = y_true if self.settings.batched else y_true[None]
+        losses = self._losses(shim, theta_b, y_b, args, kwargs, rng)
+        losses = losses if self.settings.batched else losses[0]
+        if self.reduction == "none":
+            return losses
+        return ar.do(self.reduction, losses)
+
+    def _losses(self, shim, theta_b, y_b, args, kwargs, rng):
+        key = make_rng(rng, theta_b).key
+        call = _MaxCall(self.settings, self.func, [theta_b, y_b], key, args, kwargs, shim.NAME)
+        sign = 1.0 if self.maximize else -1.0
+        dtype, shape = ar.get_dtype_name(theta_b), _shape(theta_b)
+        y_dtype = ar.get_dtype_name(y_b)
+        y_float = y_dtype.startswith(("float", "bfloat"))
+
+        def fwd(*arrays):
+            problem, ybar, value = call.expectation(arrays)
+            y = ar.do("reshape", _cast(arrays[1], problem.cdtype), (problem.batch, problem.in_size))
+            loss = sign * (value - ar.do("sum", problem.theta_c * y, axis=-1))
+            return _cast(loss, dtype), (ybar - y, problem.theta_c)
+
+        def bwd(res, g):
+            diff, theta_c = res
+            g = _cast(g, ar.get_dtype_name(diff))[:, None] * sign
+            d_theta = _cast(ar.do("reshape", g * diff, shape), dtype)
+            d_y = _cast(ar.do("reshape", -g * theta_c, shape), y_dtype) if y_float else None
+            return (d_theta, d_y) + call.nones(2)
+
+        return shim.custom_vjp(fwd, bwd)(*call.inputs)

@@ -1,0 +1,122 @@
+"""``make_perturbed_fun``: the ``optax.perturbations`` API on pytrees of any framework."""
+
+import math
+
+import autoray as ar
+
+from diffopt._checks import check_floating
+from diffopt._ops import map_leading
+from diffopt.backends import get_backend
+from diffopt.noise import Gumbel
+from diffopt.perturbations._perturbed import perturbed
+from diffopt.perturbations._tree import tree_flatten, tree_unflatten
+
+__all__ = ["make_perturbed_fun"]
+
+
+def make_perturbed_fun(fun, num_samples=1000, sigma=0.1, noise=Gumbel(), use_baseline=True, *, chunk_size=None):
+    """A differentiable Monte-Carlo approximation f_σ(x) = E[fun(x + σZ)] of ``fun`` on pytrees.
+
+    Drop-in for ``optax.perturbations.make_perturbed_fun``, for arrays of
+    every framework: ``fun`` maps one (unbatched) pytree of arrays to a pytree
+    of arrays; it is applied per sample (``jax.vmap`` for JAX, a loop
+    elsewhere). Noise is drawn independently for every entry of every leaf.
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(x) -> y`` on nested tuples / lists / dicts of arrays.
+    num_samples : int, default 1000
+    sigma : float, default 0.1
+    noise : Noise or str, default Gumbel()
+        A :class:`diffopt.Noise` (``optax``'s noise objects are not accepted:
+        use ``diffopt.Gumbel()`` / ``diffopt.Normal()``).
+    use_baseline : bool, default True
+        Subtract ``fun(x)`` from the outputs in the gradient (the
+        ``control_variate='value'`` of :func:`diffopt.perturbed`).
+    chunk_size : int, optional
+        See :func:`diffopt.perturbed`.
+
+    Returns
+    -------
+    callable
+        ``fn(rng, x)``: the mean of ``fun`` over perturbations, a pytree like
+        ``fun``'s output with floating leaves, differentiable in ``x`` by the
+        score-function estimator. ``rng`` is a JAX key, an int seed, a
+        framework generator or ``None`` (see :mod:`diffopt.random`).
+    """
+    if not callable(fun):
+        raise TypeError(f"fun must be callable, got {type(fun).__name__}")
+    settings = dict(num_samples=num_samples, sigma=sigma, noise=noise, batched=False,
+                    control_variate="value" if use_baseline else None, chunk_size=chunk_size)
+    perturbed(lambda x: x, **settings)  # validate now, before any call
+
+    def fn(rng, x):
+        leaves, treedef = tree_flatten(x)
+        _check_leaves(leaves)
+        packed = _Packed(leaves)
+        info = {}
+
+        def solver(xs):
+            rows = int(xs.shape[0])
+            parts = packed.split(xs, rows)
+
+            def one(sample):
+                y_leaves, info["treedef"] = tree_flatten(fun(tree_unflatten(treedef, list(sample))))
+                info["shapes"] = [tuple(int(d) for d in y.shape) for y in y_leaves]
+                return tuple(y_leaves)
+
+            ys = map_leading(one, parts, rows, like=xs)
+            dtype = ar.get_dtype_name(xs)
+            return ar.do("concatenate", [ar.astype(ar.do("reshape", y, (rows, -1)), dtype) for y in ys], axis=1)
+
+        out = perturbed(solver, **settings)(packed.flat, rng=rng)
+        return tree_unflatten(info["treedef"], _unpack(out, info["shapes"]))
+
+    return fn
+
+
+def _check_leaves(leaves):
+    if not leaves:
+        raise ValueError("make_perturbed_fun: x has no array leaves")
+    get_backend(*leaves, argnames=[f"leaf {i} of x" for i in range(len(leaves))])
+    for i, leaf in enumerate(leaves):
+        check_floating(f"leaf {i} of x", leaf)
+
+
+class _Packed:
+    """All leaves of a pytree flattened and concatenated into one vector (a common dtype)."""
+
+    def __init__(self, leaves):
+        self.shapes = [tuple(int(d) for d in leaf.shape) for leaf in leaves]
+        self.dtypes = [ar.get_dtype_name(leaf) for leaf in leaves]
+        self.sizes = [math.prod(s) for s in self.shapes]
+        dtype = max(self.dtypes, key=_precision)
+        flat = [ar.do("reshape", _cast(leaf, dtype), (-1,)) for leaf in leaves]
+        self.flat = flat[0] if len(flat) == 1 else ar.do("concatenate", flat, axis=0)
+
+    def split(self, xs, rows):
+        """The rows ``[rows, D]`` cut back into leaves ``[rows, *shape]`` of their own dtypes."""
+        parts, start = [], 0
+        for shape, size, dtype in zip(self.shapes, self.sizes, self.dtypes):
+            part = ar.do("reshape", xs[:, start:start + size], (rows,) + shape)
+            parts.append(_cast(part, dtype))
+            start += size
+        return tuple(parts)
+
+
+def _unpack(out, shapes):
+    leaves, start = [], 0
+    for shape in shapes:
+        size = math.prod(shape)
+        leaves.append(ar.do("reshape", out[start:start + size], shape))
+        start += size
+    return leaves
+
+
+def _precision(dtype):
+    return {"float16": 0, "bfloat16": 1, "float32": 2, "float64": 3}.get(dtype, 2)
+
+
+def _cast(x, dtype):
+    return x if ar.get_dtype_name(x) == dtype else ar.astype(x, dtype)
