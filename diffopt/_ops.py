@@ -6,6 +6,8 @@ autoray does not translate ``logsumexp``, ``sigmoid``, ``softplus`` or
 
 import autoray as ar
 
+from diffopt.backends import get_backend
+
 __all__ = [
     "logsumexp", "softmax", "sigmoid", "softplus", "logaddexp", "first_max_mask",
     "fori_loop", "map_leading",
@@ -61,50 +63,7 @@ def _where_dispatcher(cond, *args, **kwargs):
 ar.autoray.register_dispatch("where", _where_dispatcher)
 
 
-# --- loops and per-sample maps (registered once per framework) -------------------------
-
-def _python_fori_loop(lower, upper, body, carry):
-    for i in range(lower, upper):
-        carry = body(i, carry)
-    return carry
-
-
-def _jax_fori_loop(lower, upper, body, carry):
-    import jax
-
-    if not any(isinstance(c, jax.core.Tracer) for c in jax.tree_util.tree_leaves(carry)):
-        # concrete (eager) values: dispatch op by op rather than compile a loop body per call
-        return _python_fori_loop(lower, upper, body, carry)
-    return jax.lax.fori_loop(lower, upper, body, carry)
-
-
-def _python_map_leading(fn, leaves, size):
-    rows = [fn(tuple(leaf[i] for leaf in leaves)) for i in range(size)]
-    return tuple(ar.do("stack", list(col), axis=0) for col in zip(*rows))
-
-
-def _jax_map_leading(fn, leaves, size):
-    import jax
-
-    del size
-    return tuple(jax.vmap(fn)(tuple(leaves)))
-
-
-def _tf_map_leading(fn, leaves, size):
-    import tensorflow as tf
-
-    del size
-    return tuple(tf.vectorized_map(fn, tuple(leaves)))
-
-
-for _name in ("numpy", "autograd", "torch", "tensorflow", "cupy"):
-    ar.register_function(_name, "diffopt_fori_loop", _python_fori_loop)
-    ar.register_function(_name, "diffopt_map_leading", _python_map_leading)
-for _name in ("jax", "jaxlib"):
-    ar.register_function(_name, "diffopt_fori_loop", _jax_fori_loop)
-    ar.register_function(_name, "diffopt_map_leading", _jax_map_leading)
-del _name
-ar.register_function("tensorflow", "diffopt_map_leading", _tf_map_leading)
+# --- loops and per-sample maps: each backend shim provides its own ------------------------
 
 
 def fori_loop(lower, upper, body, carry, like):
@@ -115,7 +74,7 @@ def fori_loop(lower, upper, body, carry, like):
     ``jit``). ``carry`` is a
     tuple of arrays whose shapes and dtypes ``body`` keeps.
     """
-    return ar.do("diffopt_fori_loop", lower, upper, body, carry, like=like)
+    return get_backend(like).fori_loop(lower, upper, body, carry)
 
 
 def map_leading(fn, leaves, size, like):
@@ -127,4 +86,4 @@ def map_leading(fn, leaves, size, like):
     back to a loop for ops it cannot vectorise), a Python loop elsewhere
     (``fn`` then need not be vectorisable).
     """
-    return ar.do("diffopt_map_leading", fn, tuple(leaves), size, like=like)
+    return get_backend(like).map_leading(fn, tuple(leaves), size)

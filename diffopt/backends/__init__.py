@@ -27,6 +27,12 @@ Every shim module (``numpy``, ``autograd``, ``torch``, ``jax``, ``tensorflow``,
     values are unknown to Python.
 ``to_numpy(x)``
     A NumPy copy of a concrete array.
+``fori_loop(lower, upper, body, carry)``
+    ``carry = body(i, carry)`` over ``range(lower, upper)`` (``lax.fori_loop``
+    for traced JAX values, a Python loop elsewhere).
+``map_leading(fn, leaves, size)``
+    ``fn`` on each leading-axis slice of the tuple ``leaves``, stacked
+    (``jax.vmap``, ``tf.vectorized_map``, a Python loop elsewhere).
 
 The core never imports a framework: a shim module is imported only when an
 array of its framework reaches :func:`get_backend`.

@@ -45,3 +45,18 @@ def forward_only(fwd, bwd, jit=False):
         return fwd(*arrays)[0]
 
     return f
+
+
+def fori_loop(lower, upper, body, carry):
+    """``carry = body(i, carry)`` for ``i`` in ``range(lower, upper)``: a Python loop."""
+    for i in range(lower, upper):
+        carry = body(i, carry)
+    return carry
+
+
+def map_leading(fn, leaves, size):
+    """``fn`` on each leading-axis slice of ``leaves``, results stacked: a Python loop."""
+    import autoray as ar
+
+    rows = [fn(tuple(leaf[i] for leaf in leaves)) for i in range(size)]
+    return tuple(ar.do("stack", list(col), axis=0) for col in zip(*rows))

@@ -10,6 +10,8 @@ NAME = "autograd"
 
 make_rng = _np_shim.make_rng
 is_symbolic = _np_shim.is_symbolic
+fori_loop = _np_shim.fori_loop
+map_leading = _np_shim.map_leading
 
 
 def to_numpy(x):

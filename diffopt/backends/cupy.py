@@ -4,7 +4,7 @@ import numbers
 
 import cupy
 
-from diffopt.backends._common import check_int_seed, forward_only, numpy_seed
+from diffopt.backends._common import fori_loop, map_leading, check_int_seed, forward_only, numpy_seed
 from diffopt.random import SeededRng
 
 NAME = "cupy"

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffopt.backends import _common
 from diffopt.backends._common import check_int_seed, numpy_seed
 from diffopt.random import Rng
 
@@ -132,3 +133,17 @@ def host_call(fn, x, out_shape, out_dtype):
     method = "expand_dims" if base_ndim >= 1 else "sequential"
     spec = jax.ShapeDtypeStruct(out_shape, out_dtype)
     return jax.pure_callback(callback, spec, x, vmap_method=method)
+
+
+def fori_loop(lower, upper, body, carry):
+    """``jax.lax.fori_loop`` for traced carries (one traced body under ``jit``);
+    a Python loop for concrete ones (no compilation per call)."""
+    if not any(isinstance(c, jax.core.Tracer) for c in jax.tree_util.tree_leaves(carry)):
+        return _common.fori_loop(lower, upper, body, carry)
+    return jax.lax.fori_loop(lower, upper, body, carry)
+
+
+def map_leading(fn, leaves, size):
+    """``fn`` on each leading-axis slice, vectorised by ``jax.vmap``."""
+    del size
+    return tuple(jax.vmap(fn)(tuple(leaves)))

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from diffopt.backends._common import forward_only, numpy_seed
+from diffopt.backends._common import fori_loop, map_leading, forward_only, numpy_seed
 from diffopt.random import SeededRng
 
 NAME = "numpy"

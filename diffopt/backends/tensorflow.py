@@ -5,7 +5,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from diffopt.backends._common import as_tuple, check_int_seed, numpy_seed
+from diffopt.backends._common import fori_loop, as_tuple, check_int_seed, numpy_seed
 from diffopt.random import Rng
 
 NAME = "tensorflow"
@@ -101,3 +101,10 @@ def host_call(fn, x, out_shape, out_dtype):
     y = tf.numpy_function(call, [x], tout, stateful=False)
     y.set_shape(out_shape)
     return y
+
+
+def map_leading(fn, leaves, size):
+    """``fn`` on each leading-axis slice, vectorised by ``tf.vectorized_map``
+    (which falls back to a loop for ops it cannot vectorise)."""
+    del size
+    return tuple(tf.vectorized_map(fn, tuple(leaves)))

@@ -6,7 +6,7 @@ import autoray
 import numpy as np
 import torch
 
-from diffopt.backends._common import as_tuple, check_int_seed, numpy_seed
+from diffopt.backends._common import fori_loop, map_leading, as_tuple, check_int_seed, numpy_seed
 from diffopt.random import SeededRng
 
 NAME = "torch"
