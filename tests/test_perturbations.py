@@ -462,6 +462,12 @@ def test_drop_in_module():
     for name in ("perturbed", "FenchelYoungLoss", "make_perturbed_fun", "perturbed_max", "Gumbel", "Normal"):
         assert hasattr(perturbations, name)
     assert diffopt.perturbed is perturbations.perturbed
+    # the TF package's module layout: `from perturbations import perturbations, fenchel_young`
+    from diffopt.perturbations import fenchel_young
+    from diffopt.perturbations import perturbations as pert_module
+
+    assert pert_module.perturbed is diffopt.perturbed
+    assert fenchel_young.FenchelYoungLoss is diffopt.FenchelYoungLoss
 
 
 # ----------------------------------------------------------------------------- errors
