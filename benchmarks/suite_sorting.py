@@ -1,0 +1,169 @@
+"""Sorting suite: forward+backward of a soft sort, B = 256 rows, float32.
+
+Contenders (the loss is ``sum(sorted * w)`` for a fixed random ``w``):
+
+* diffopt ``soft_sort`` in torch (eager) and in JAX (``jit``, compiled ahead);
+* ``differentiable_sorting``: ``diff_sort`` with the bitonic matrices and
+  ``diff_sort_indexed`` (torch tensors; the peer sorts along the first axis,
+  so it gets the ``[n, B]`` transpose);
+* ``diffsort`` bitonic ``DiffSortNet`` (it also builds the ``B x n x n``
+  relaxed permutation matrix at every layer);
+* ``torchsort.soft_sort`` (isotonic-regression projection, C++ extension).
+
+Sizes whose peer would need more than 8 GB are skipped and the row says so.
+"""
+
+import math
+
+from benchmarks._common import aot, jax_modules, need, need_attr, rand, too_big
+from benchmarks._harness import Case, Comparison, Contender
+
+B = 256
+TEMPERATURE = 1.0
+FULL_NS = (8, 64, 512, 4096)
+QUICK_NS = (8, 64)
+
+D_TORCH = "diffopt soft_sort (torch)"
+D_JAX = "diffopt soft_sort (jax, jit)"
+P_MATRIX = "differentiable_sorting diff_sort (matrix)"
+P_INDEXED = "differentiable_sorting diff_sort_indexed"
+P_DIFFSORT = "diffsort DiffSortNet bitonic"
+P_TORCHSORT = "torchsort soft_sort"
+
+
+def _layers(n):
+    k = int(math.log2(n))
+    return k * (k + 1) // 2
+
+
+def _matrix_bytes(n):
+    # 4 dense (n/2 x n) float32 matrices per layer, plus activations
+    return _layers(n) * 4 * (n // 2) * n * 4 + 8 * _layers(n) * n * B * 4
+
+
+def _diffsort_bytes(n):
+    # per layer the graph keeps about 7 B x n x n float32 tensors (X, aX, bX, w_min, w_max, products)
+    return _layers(n) * 7 * B * n * n * 4
+
+
+def _data(n):
+    return rand((B, n), seed=n), rand((B, n), seed=n + 1)
+
+
+def _torch_inputs(n, transpose=False):
+    torch = need("torch")
+    x, w = _data(n)
+    if transpose:
+        x, w = x.T.copy(), w.T.copy()
+    xt = torch.from_numpy(x).requires_grad_(True)
+    wt = torch.from_numpy(w)
+    return torch, xt, wt
+
+
+def _torch_step(torch, x, w, fn):
+    def step():
+        x.grad = None
+        loss = (fn(x) * w).sum()
+        loss.backward()
+        return x.grad
+
+    return step
+
+
+def make_diffopt_torch(n):
+    def make():
+        soft_sort = need_attr("diffopt.sorting", "soft_sort", "diffopt.sorting")
+        torch, x, w = _torch_inputs(n)
+        return _torch_step(torch, x, w, lambda v: soft_sort(v, temperature=TEMPERATURE))
+
+    return make
+
+
+def make_diffopt_jax(n):
+    def make():
+        soft_sort = need_attr("diffopt.sorting", "soft_sort", "diffopt.sorting")
+        jax, jnp = jax_modules()
+        x, w = (jnp.asarray(a) for a in _data(n))
+
+        def loss(v):
+            return jnp.sum(soft_sort(v, temperature=TEMPERATURE) * w)
+
+        fn = aot(jax.jit(jax.value_and_grad(loss)), x)
+
+        def step():
+            return jax.block_until_ready(fn(x))
+
+        return step
+
+    return make
+
+
+def make_matrix(n):
+    def make():
+        ds_torch = need("differentiable_sorting.torch", "differentiable_sorting")
+        ds = need("differentiable_sorting")
+        torch, x, w = _torch_inputs(n, transpose=True)
+        matrices = ds_torch.bitonic_matrices(n)
+        return _torch_step(torch, x, w, lambda v: ds.diff_sort(matrices, v, softmax=ds_torch.softmax))
+
+    return make
+
+
+def make_indexed(n):
+    def make():
+        ds_torch = need("differentiable_sorting.torch", "differentiable_sorting")
+        ds = need("differentiable_sorting")
+        torch, x, w = _torch_inputs(n, transpose=True)
+        indices = [(torch.as_tensor(a, dtype=torch.long), torch.as_tensor(b, dtype=torch.long))
+                   for a, b in ds.bitonic_indices(n)]
+        return _torch_step(torch, x, w, lambda v: ds.diff_sort_indexed(indices, v, softmax=ds_torch.softmax))
+
+    return make
+
+
+def make_diffsort(n):
+    def make():
+        diffsort = need("diffsort")
+        torch, x, w = _torch_inputs(n)
+        net = diffsort.DiffSortNet("bitonic", n, steepness=1.0 / TEMPERATURE)
+        return _torch_step(torch, x, w, lambda v: net(v)[0])
+
+    return make
+
+
+def make_torchsort(n):
+    def make():
+        torchsort = need("torchsort")
+        torch, x, w = _torch_inputs(n)
+        return _torch_step(torch, x, w, lambda v: torchsort.soft_sort(v, regularization_strength=TEMPERATURE))
+
+    return make
+
+
+def cases(quick=False):
+    out = []
+    ns = QUICK_NS if quick else FULL_NS
+    for n in ns:
+        contenders = [
+            Contender(D_TORCH, "diffopt", make_diffopt_torch(n), "torch"),
+            Contender(D_JAX, "diffopt", make_diffopt_jax(n), "jax"),
+            Contender(P_MATRIX, "peer", make_matrix(n), "torch", skip=too_big(_matrix_bytes(n))),
+            Contender(P_INDEXED, "peer", make_indexed(n), "torch"),
+            Contender(P_DIFFSORT, "peer", make_diffsort(n), "torch", skip=too_big(_diffsort_bytes(n))),
+            Contender(P_TORCHSORT, "peer", make_torchsort(n), "torch"),
+        ]
+        comparisons = []
+        for peer in (P_MATRIX, P_INDEXED, P_DIFFSORT, P_TORCHSORT):
+            target = text = None
+            if peer == P_MATRIX and n == 512:
+                target, text = 1 / 20, ">= 20x faster than the matrix diff_sort at n = 512"
+            elif peer == P_INDEXED and n >= 512:
+                target, text = 1 / 2, ">= 2x faster than diff_sort_indexed at n >= 512"
+            elif peer == P_TORCHSORT and n == 4096:
+                target, text = 5.0, "within 5x of torchsort at n = 4096"
+            comparisons.append(Comparison(D_TORCH, peer, target, text))
+            comparisons.append(Comparison(D_JAX, peer))
+        memory_targets = {D_TORCH: 400, D_JAX: 400} if n == 4096 else {}
+        out.append(Case("sorting", f"soft sort n={n}", {"B": B, "n": n, "dtype": "float32"}, contenders,
+                        comparisons, memory_targets=memory_targets, tiny=(n == 8), scaling=("n", n)))
+    return out
