@@ -45,10 +45,17 @@ def logaddexp(a, b):
 
 
 def first_max_mask(x, axis=-1):
-    """One-hot mask of the first maximum of ``x`` along ``axis``, in ``x``'s dtype."""
-    hit = ar.astype(x == ar.do("max", x, axis=axis, keepdims=True), ar.get_dtype_name(x))
-    first = ar.do("cumsum", hit, axis=axis)
-    return hit * ar.astype(first == 1, ar.get_dtype_name(x))
+    """One-hot mask of the first maximum of ``x`` along ``axis``, in ``x``'s dtype.
+
+    ``argmax`` compared with a broadcast ``arange`` on ``x``'s device: one
+    reduction and one comparison (faster than ``one_hot`` in torch).
+    """
+    n = x.shape[axis]
+    idx = ar.do("expand_dims", ar.do("argmax", x, axis=axis), axis)
+    shape = [1] * len(x.shape)
+    shape[axis] = n
+    positions = ar.do("reshape", ar.do("arange", n, like=x), tuple(shape))
+    return ar.astype(idx == positions, ar.get_dtype_name(x))
 
 
 def _where_dispatcher(cond, *args, **kwargs):

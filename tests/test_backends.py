@@ -422,6 +422,10 @@ def test_argmax_one_hot_batched_and_first_of_ties(backend):
     x = np.array([[0.2, 1.0, 1.0, -3.0], [5.0, 0.0, 1.0, 2.0]])
     y = backend.to_numpy(diffopt.argmax_one_hot(backend.asarray(x, "float32")))
     np.testing.assert_array_equal(y, [[0, 1, 0, 0], [1, 0, 0, 0]])
+    y0 = backend.to_numpy(diffopt.argmax_one_hot(backend.asarray(x, "float32"), axis=0))
+    np.testing.assert_array_equal(y0, [[0, 1, 1, 0], [1, 0, 0, 1]])
+    compiled = backend.to_numpy(backend.jit(diffopt.argmax_one_hot)(backend.asarray(x, "float32")))
+    np.testing.assert_array_equal(compiled, y)
 
 
 def test_ranking_and_top_k_match_numpy(backend):
