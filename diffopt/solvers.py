@@ -12,6 +12,7 @@ import autoray as ar
 import numpy as np
 
 from diffopt._ops import first_max_mask
+from diffopt.backends import get_backend
 from diffopt.host import host_solver
 
 __all__ = ["argmax_one_hot", "top_k_mask", "ranking", "shortest_path", "grid_shortest_path"]
@@ -19,6 +20,7 @@ __all__ = ["argmax_one_hot", "top_k_mask", "ranking", "shortest_path", "grid_sho
 
 def argmax_one_hot(x, axis=-1):
     """One-hot vector of the (first) largest entry along ``axis``, in ``x``'s dtype."""
+    get_backend(x)  # loads the shim (and its autoray registrations) for x's framework
     return first_max_mask(x, axis=axis)
 
 
@@ -27,6 +29,7 @@ def ranking(x, axis=-1):
 
     Ties are broken by position (the same as a stable sort).
     """
+    get_backend(x)
     order = ar.do("argsort", x, axis=axis)
     return ar.astype(ar.do("argsort", order, axis=axis), ar.get_dtype_name(x))
 
@@ -39,6 +42,7 @@ def top_k_mask(x, k, axis=-1):
     ValueError
         If ``k`` is not an integer in ``[1, n]``.
     """
+    get_backend(x)
     n = x.shape[axis]
     if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= n:
         raise ValueError(f"k must be an integer in [1, {n}] (the size of axis {axis}), got k={k!r}")
