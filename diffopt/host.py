@@ -1,6 +1,7 @@
 """Bring NumPy solvers into every framework: :func:`host_solver`."""
 
 import functools
+import os
 
 import autoray
 import numpy as np
@@ -57,11 +58,15 @@ class HostSolver:
             return _check_result(self.fn(a, *args, **kwargs), name)
         if a.ndim == 0:
             raise ValueError(f"host solver {name} (vectorized=False) needs a leading instance axis")
-        one = functools.partial(self.fn, *args, **kwargs) if (args or kwargs) else self.fn
-        rows = map(one, list(a)) if self.executor is None else self.executor.map(one, list(a))
-        rows = [_check_result(r, name) for r in rows]
-        if not rows:
+        if len(a) == 0:
             raise ValueError(f"host solver {name} got an empty leading axis")
+        one = functools.partial(self.fn, *args, **kwargs) if (args or kwargs) else self.fn
+        if self.executor is None:
+            rows = [_check_result(one(r), name) for r in a]
+        else:
+            blocks = np.array_split(a, min(len(a), 2 * _workers(self.executor)))
+            solved = self.executor.map(functools.partial(_solve_block, one), blocks)
+            rows = [_check_result(r, name) for block in solved for r in block]
         return np.stack(rows)
 
     def _spec(self, x, backend, args, kwargs):
@@ -92,6 +97,16 @@ class HostSolver:
         shape = self._spec(x, backend, args, kwargs) if backend.is_symbolic(x) else None
         fn = (lambda a: self.numpy_call(a, *args, **kwargs)) if (args or kwargs) else self.numpy_call
         return backend.host_call(fn, x, shape, dtype)
+
+
+def _workers(executor):
+    """Worker count of an executor (``os.cpu_count()`` when it does not say)."""
+    return int(getattr(executor, "_max_workers", None) or os.cpu_count() or 1)
+
+
+def _solve_block(one, block):
+    """Solve the instances of ``block`` one by one (one task per block, not per instance)."""
+    return [one(r) for r in block]
 
 
 def _dtype_name(x):
@@ -148,7 +163,9 @@ def host_solver(fn=None, *, vectorized=True, executor=None, output_shape=None, o
         leading axis.
     executor : concurrent.futures.Executor, optional
         With ``vectorized=False``, run the per-instance calls on it (threads,
-        processes, or ``dask.distributed.Client.get_executor()``).
+        processes, or ``dask.distributed.Client.get_executor()``). Instances
+        are sent in blocks (two per worker), not one task each. Threads help
+        only for solvers that release the GIL (compiled code).
     output_shape : tuple or callable, optional
         Result shape (or ``input_shape -> shape``), needed only when tracing
         (``jit``/``tf.function``); by default found by one probe call on zeros
