@@ -6,7 +6,7 @@ import pytest
 
 from diffopt import sorting as ds
 from diffopt.sorting._modern import _pad
-from diffopt.sorting._soft import network
+from diffopt.sorting._soft import bit_reverse, network, pull
 
 X8 = [5.0, -1.0, 9.5, 13.2, 16.2, 20.5, 42.0, 18.0]
 SORTED8 = [-1.0075, 4.9958, 9.4394, 13.2117, 15.948, 18.2103, 20.6023, 42.0]
@@ -372,6 +372,46 @@ def test_padding_rows_never_leak(backend):
     x = backend.asarray(np.random.RandomState(10).randn(3, 9) * 5)
     padded = backend.to_numpy(network(_pad(x, 16), "cauchy", 1.0)[0])
     assert np.isinf(padded[:, 9:]).all() and np.isfinite(padded[:, :9]).all()
+
+
+@pytest.mark.parametrize("relaxation", ["logsumexp", "cauchy", None])
+def test_bit_reversed_layout_is_a_permutation(backend, relaxation):
+    x = backend.asarray(np.random.RandomState(14).randn(3, 16))
+    t = backend.asarray(np.random.RandomState(15).randn(3, 16, 2))
+    out, w = network(x, relaxation, 0.5, want="leak")
+    out_r, w_r = network(bit_reverse(x), relaxation, 0.5, want="leak", reverse=True)
+    _close(backend.to_numpy(bit_reverse(out_r)), backend.to_numpy(out), atol=1e-12)
+    back = bit_reverse(pull(bit_reverse(t), w_r, 16, reverse=True))
+    _close(backend.to_numpy(back), backend.to_numpy(pull(t, w, 16)), atol=1e-12)
+
+
+def test_slope_fast_path_matches_generic_with_infinities(backend):
+    # 'slope' runs on clipped (finite) values; 'leak' (= slope for logsumexp) on the raw ones
+    x = np.random.RandomState(16).randn(2, 11)
+    x[0, [2, 5]], x[0, 7], x[1, [1, 4]] = np.inf, -np.inf, -np.inf
+    padded = _pad(backend.asarray(x), 16)
+    fast, w_fast = network(padded, "logsumexp", 0.3, want="slope")
+    ref, w_ref = network(padded, "logsumexp", 0.3, want="leak")
+    fast, ref = backend.to_numpy(fast), backend.to_numpy(ref)
+    assert np.array_equal(np.isinf(fast), np.isinf(ref)) and np.isinf(fast[:, 11:]).all()
+    _close(fast[np.isfinite(ref)], ref[np.isfinite(ref)], atol=1e-12)
+    for a, b in zip(w_fast, w_ref):
+        a, b = backend.to_numpy(a), backend.to_numpy(b)
+        exact = (b == 0) | (b == 1)  # ties of equal infinities may split the weight
+        _close(a[~exact], b[~exact], atol=1e-12)
+
+
+def test_gradient_with_infinities_and_padding(grad_backend):
+    b = grad_backend
+    x = np.array([[3.0, np.inf, -1.0, -np.inf, 2.0], [0.5, 0.25, -np.inf, np.inf, np.inf]])
+    w = np.random.RandomState(17).rand(2, 5)
+    wb = b.asarray(w)
+    g = b.to_numpy(b.grad(lambda v: _sum(wb * ds.soft_sort(v, temperature=1e-3)), b.asarray(x)))
+    finite = np.isfinite(x)
+    assert np.isfinite(g).all()
+    exact = np.take_along_axis(w, np.argsort(np.argsort(x, axis=1), axis=1), axis=1)  # w at each rank
+    _close(g[finite], exact[finite], atol=1e-9)
+    _close(g.sum(1), w.sum(1), atol=1e-9)
 
 
 # ------------------------------------------------------------------ compilation

@@ -66,11 +66,17 @@ class _Pair(torch.autograd.Function):
         ctx.save_for_backward(*res)
         ctx.bwd, ctx.meta = bwd, meta
         ctx.n_inputs = len(inputs) - 3
+        # Residual outputs never get a gradient: don't let torch allocate zeros for them.
+        ctx.set_materialize_grads(False)
+        ctx.out_specs = [(o.shape, o.dtype, o.device) for o in output[: meta.nout]]
 
     @staticmethod
     def backward(ctx, *grads):
         meta = ctx.meta
-        gs = grads[: meta.nout]
+        gs = tuple(
+            torch.zeros(shape, dtype=dtype, device=device) if g is None else g
+            for g, (shape, dtype, device) in zip(grads[: meta.nout], ctx.out_specs)
+        )
         cot = ctx.bwd(tuple(ctx.saved_tensors), gs if meta.is_tuple else gs[0])
         if len(cot) != ctx.n_inputs:
             raise ValueError(f"backward returned {len(cot)} cotangents for {ctx.n_inputs} inputs")

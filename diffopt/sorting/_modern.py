@@ -17,7 +17,7 @@ import numpy as np
 from diffopt._checks import check_floating, check_positive
 from diffopt.backends import get_backend
 from diffopt.sorting._relax import check_relaxation
-from diffopt.sorting._soft import network, pull, push
+from diffopt.sorting._soft import bit_reverse, finite_range, network, pull, push
 
 __all__ = ["soft_sort", "soft_rank", "soft_argsort", "soft_permutation", "soft_topk"]
 
@@ -97,12 +97,19 @@ def _sorter(shim, n, relaxation, temperature):
     """A natively differentiable ``(B, n) -> (B, n)`` relaxed sort for the backend ``shim``."""
     big_n = _next_pow2(n)
 
+    # The network runs in the bit-reversed layout (see diffopt.sorting._soft): one
+    # gather in and one out per pass, for contiguous halves in almost every layer.
     def fwd(rows):
-        out, weights = network(_pad(rows, big_n), relaxation, temperature, want="slope")
-        return out[:, :n], tuple(weights)
+        if relaxation == "logsumexp" and big_n > n:  # keep +inf apart from the padding
+            big, below = finite_range(rows)
+            rows = ar.do("clip", rows, -big, below)
+        x = bit_reverse(_pad(rows, big_n))
+        out, weights = network(x, relaxation, temperature, want="slope", reverse=True)
+        return bit_reverse(out, n), tuple(weights)
 
     def bwd(weights, g):
-        return (pull(_unpad_zeros(g, big_n), weights, big_n)[:, :n],)
+        t = bit_reverse(_unpad_zeros(g, big_n))
+        return (bit_reverse(pull(t, weights, big_n, reverse=True), n),)
 
     return shim.custom_vjp(fwd, bwd, jit=True)
 

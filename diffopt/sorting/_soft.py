@@ -11,20 +11,48 @@ Linear "transports" reuse the per-layer weights:
 ``pull`` applies its transpose (``M.T @ t``; the backward pass and ranks).
 A stage's sign flips commute with its (block diagonal) linear map, so
 transports skip them.
+
+Bit-reversed layout (``reverse=True``): the rows are stored with the bits of
+the position reversed (:func:`bit_reverse`), so logical partner distance ``m``
+becomes ``N / 2m``. The network compares at ``m = 1`` in every stage, which in
+the natural layout means stride-2 (slow, unvectorised) reads and interleaved
+writes; reversed, the frequent small distances become large contiguous
+halves and only the last stage's first layer works at stride 2. The values and
+weights are the same, permuted.
 """
+
+import functools
 
 import autoray as ar
 import numpy as np
 
-from diffopt.sorting._relax import relax_terms
+from diffopt.sorting._relax import logsumexp_slope, relax_terms
 
-__all__ = ["network", "push", "pull", "layer_sizes"]
+__all__ = ["network", "push", "pull", "layer_sizes", "bit_reverse", "bit_reversal", "finite_range"]
 
 
-def layer_sizes(big_n):
-    """``(stage, m)`` of every layer of the network on ``big_n = 2**k`` values."""
+def layer_sizes(big_n, reverse=False):
+    """``(stage, m)`` of every layer of the network on ``big_n = 2**k`` values.
+
+    ``m`` is the distance between comparator inputs in storage: ``2**(s - j)``, or
+    ``big_n / 2**(s - j + 1)`` for the bit-reversed layout.
+    """
     k = big_n.bit_length() - 1
-    return [(s, 1 << (s - j)) for s in range(k) for j in range(s + 1)]
+    sizes = [(s, 1 << (s - j)) for s in range(k) for j in range(s + 1)]
+    return [(s, big_n // (2 * m)) for s, m in sizes] if reverse else sizes
+
+
+@functools.lru_cache(maxsize=64)
+def bit_reversal(big_n):
+    """The permutation of ``range(big_n)`` reversing the bits of each index (an involution)."""
+    k = big_n.bit_length() - 1
+    return np.arange(big_n).reshape((2,) * k).transpose(tuple(range(k))[::-1]).reshape(big_n)
+
+
+def bit_reverse(x, n=None):
+    """Columns of ``x`` (``(B, N, ...)``) in bit-reversed order; the first ``n`` only if given."""
+    idx = bit_reversal(x.shape[1])
+    return ar.do("take", x, idx if n is None else idx[:n], axis=1)
 
 
 def _split(x, m):
@@ -39,13 +67,27 @@ def _join(lo, hi, like):
     return ar.do("reshape", ar.do("stack", (lo, hi), axis=2), like.shape)
 
 
-def _flip(x, stage):
-    """Negate every other block of ``2**(stage+1)`` values (no-op for the last stage)."""
-    g = 2 << stage
-    if g >= x.shape[1]:
+@functools.lru_cache(maxsize=256)
+def _flip_signs(big_n, stages, reverse):
+    """``+-1`` per stored position: the product of the sign flips of ``stages``.
+
+    Stage ``s`` negates every other block of ``2**(s+1)`` values (none for the last
+    stage). ``None`` when nothing is negated.
+    """
+    pos = bit_reversal(big_n) if reverse else np.arange(big_n)
+    signs = np.ones(big_n)
+    for s in stages:
+        if (2 << s) < big_n:
+            signs = signs * np.where(pos & (2 << s), -1.0, 1.0)
+    return None if (signs > 0).all() else signs
+
+
+def _flip(x, stages, reverse):
+    """Apply the sign flips of ``stages`` to ``(B, N)`` rows (one multiplication)."""
+    signs = _flip_signs(x.shape[1], tuple(stages), reverse)
+    if signs is None:
         return x
-    xr = ar.do("reshape", x, (x.shape[0], x.shape[1] // (2 * g), 2, g))
-    return _join(xr[:, :, 0], -xr[:, :, 1], x)
+    return x * ar.astype(ar.do("asarray", signs, like=x), ar.get_dtype_name(x))
 
 
 def _cswap(a, b, relaxation, temperature, want):
@@ -55,19 +97,14 @@ def _cswap(a, b, relaxation, temperature, want):
     weight of ``a`` in ``lo`` under the mixing reading (for transports); ``None`` none.
     """
     lo, hi = ar.do("minimum", a, b), ar.do("maximum", a, b)
-    first = a <= b
     if relaxation is None:
-        w = None if want is None else ar.astype(first, ar.get_dtype_name(a))
+        w = None if want is None else ar.astype(a <= b, ar.get_dtype_name(a))
         return lo, hi, w
-    shift, slope, leak = relax_terms(a, b, relaxation, temperature)
-    shift = shift * temperature
-    w = {"slope": slope, "leak": leak, None: None}[want]
-    if w is not None:
-        w = ar.do("where", first, 1.0 - w, w)
-    return lo + shift, hi - shift, w
+    spread, w = relax_terms(a, b, lo, hi, relaxation, temperature, want)
+    return lo - spread, hi + spread, w
 
 
-def network(x, relaxation, temperature, want=None):
+def network(x, relaxation, temperature, want=None, reverse=False):
     """Run the relaxed network on the rows of ``x``.
 
     Parameters
@@ -80,6 +117,8 @@ def network(x, relaxation, temperature, want=None):
         In data units.
     want : {None, 'slope', 'leak'}
         Which per-layer weights to return.
+    reverse : bool
+        ``x`` (and the result) are in the bit-reversed layout (:func:`bit_reverse`).
 
     Returns
     -------
@@ -88,23 +127,59 @@ def network(x, relaxation, temperature, want=None):
     weights : list of array
         One ``(B, N / 2m, m)`` array per layer (empty when ``want`` is None).
     """
-    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf of the padding (NumPy only)
-        return _network(x, relaxation, temperature, want)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # inf - inf, 1 / 0 (NumPy only)
+        if relaxation == "logsumexp" and want == "slope":
+            return _network_finite(x, temperature, reverse)
+        return _layers(x, lambda a, b: _cswap(a, b, relaxation, temperature, want), reverse)
 
 
-def _network(x, relaxation, temperature, want):
+def _layers(x, cswap, reverse):
+    """Run ``cswap(a, b) -> (lo, hi, w)`` over the layers; return ``x`` and the ``w``."""
     weights = []
     stage_now = -1
-    for stage, m in layer_sizes(x.shape[1]):
-        if stage != stage_now:
-            x = _flip(_flip(x, stage_now), stage) if stage_now >= 0 else _flip(x, stage)
+    for stage, m in layer_sizes(x.shape[1], reverse):
+        if stage != stage_now:  # undo the last stage's flips, do this one's
+            x = _flip(x, (stage_now, stage) if stage_now >= 0 else (stage,), reverse)
             stage_now = stage
         a, b = _split(x, m)
-        lo, hi, w = _cswap(a, b, relaxation, temperature, want)
+        lo, hi, w = cswap(a, b)
         x = _join(lo, hi, x)
         if w is not None:
             weights.append(w)
-    return (_flip(x, stage_now) if stage_now >= 0 else x), weights
+    return (_flip(x, (stage_now,), reverse) if stage_now >= 0 else x), weights
+
+
+# Largest finite value of each floating dtype and the one below it (bfloat16 is not a NumPy dtype).
+_FINITE_RANGE = {"bfloat16": (3.3895313892515355e38, 3.3762378350964675e38)}
+
+
+def finite_range(x):
+    """``(big, below)``: the largest finite value of ``x``'s dtype and the next one down."""
+    name = ar.get_dtype_name(x)
+    if name not in _FINITE_RANGE:
+        big = np.finfo(name).max
+        _FINITE_RANGE[name] = (float(big), float(np.nextafter(big, big.dtype.type(0))))
+    return _FINITE_RANGE[name]
+
+
+def _network_finite(x, temperature, reverse):
+    """``network(x, 'logsumexp', temperature, 'slope')`` without per-layer inf/NaN checks.
+
+    Infinities are clipped once to the largest finite value ``+-big`` of the
+    dtype, so every layer can use :func:`~diffopt.sorting._relax.logsumexp_slope`,
+    and restored at the end: ``big`` stays ``big`` through the network
+    (``big - T log 2`` rounds back to ``big`` for any sane ``T``), and
+    ``exp(-(big - x) / T)`` underflows to an exact 0, so a clipped value never
+    mixes with the data. NaN propagates through the clip. Values from ``below``
+    (the float under ``big``) up come out as ``+inf``. Two equal clipped values
+    are a tie (weight 1/2): :func:`diffopt.sorting.soft_sort` clips the user's
+    ``+inf`` to ``below`` before padding with ``+inf``, so that the padding
+    (``big``) is compared exactly with them and takes none of their gradient.
+    """
+    big, below = finite_range(x)
+    out, weights = _layers(ar.do("clip", x, -big, big), lambda a, b: logsumexp_slope(a, b, temperature), reverse)
+    out = ar.do("where", out >= below, float("inf"), out)
+    return ar.do("where", out <= -big, float("-inf"), out), weights
 
 
 def _expand(w, t):
@@ -119,19 +194,19 @@ def _split_t(t, m):
     return tr[:, :, 0], tr[:, :, 1]
 
 
-def push(t, weights, big_n):
-    """``M @ t`` for transport state ``t`` of shape ``(B, N, ...)``."""
-    for (_, m), w in zip(layer_sizes(big_n), weights):
+def push(t, weights, big_n, reverse=False):
+    """``M @ t`` for transport state ``t`` of shape ``(B, N, ...)`` (layout as in :func:`network`)."""
+    for (_, m), w in zip(layer_sizes(big_n, reverse), weights):
         ta, tb = _split_t(t, m)
-        lo = tb + _expand(w, ta) * (ta - tb)
-        t = _join(lo, ta + tb - lo, t)
+        delta = _expand(w, ta) * (ta - tb)  # lo = w * ta + (1 - w) * tb, hi = ta + tb - lo
+        t = _join(tb + delta, ta - delta, t)
     return t
 
 
-def pull(t, weights, big_n):
-    """``M.T @ t`` for transport state ``t`` of shape ``(B, N, ...)``."""
-    for (_, m), w in reversed(list(zip(layer_sizes(big_n), weights))):
+def pull(t, weights, big_n, reverse=False):
+    """``M.T @ t`` for transport state ``t`` of shape ``(B, N, ...)`` (layout as in :func:`network`)."""
+    for (_, m), w in reversed(list(zip(layer_sizes(big_n, reverse), weights))):
         g_lo, g_hi = _split_t(t, m)
-        ga = g_hi + _expand(w, g_lo) * (g_lo - g_hi)
-        t = _join(ga, g_lo + g_hi - ga, t)
+        delta = _expand(w, g_lo) * (g_lo - g_hi)  # ga = w * g_lo + (1 - w) * g_hi, gb = g_lo + g_hi - ga
+        t = _join(g_hi + delta, g_lo - delta, t)
     return t
