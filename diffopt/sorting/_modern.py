@@ -92,24 +92,47 @@ def _unpad_zeros(g, big_n):
 # ------------------------------------------------------------------ soft_sort
 
 
+# From this many rows up, soft_sort's network keeps the batch innermost.
+_BATCH_LAST_ROWS = 8
+
+
+def _to_network(rows):
+    """``(B, N)`` rows in the layout :func:`_sorter` runs the network on.
+
+    Positions are bit-reversed (see :mod:`diffopt.sorting._soft`). For
+    ``B >= 8`` the rows become one ``(1, N, B)`` block with the batch innermost,
+    so that every comparator reads and writes runs of at least ``B`` contiguous
+    values; fewer rows stay ``(B, N)``.
+    """
+    if rows.shape[0] < _BATCH_LAST_ROWS:
+        return bit_reverse(rows)
+    block = bit_reverse(ar.do("transpose", rows), axis=0)
+    return ar.do("reshape", block, (1,) + tuple(block.shape))
+
+
+def _from_network(x, n):
+    """Inverse of :func:`_to_network`, keeping the first ``n`` positions."""
+    if len(x.shape) == 2:
+        return bit_reverse(x, n)
+    return ar.do("transpose", bit_reverse(x[0], n, axis=0))
+
+
 @functools.lru_cache(maxsize=256)
 def _sorter(shim, n, relaxation, temperature):
     """A natively differentiable ``(B, n) -> (B, n)`` relaxed sort for the backend ``shim``."""
     big_n = _next_pow2(n)
 
-    # The network runs in the bit-reversed layout (see diffopt.sorting._soft): one
-    # gather in and one out per pass, for contiguous halves in almost every layer.
+    # One gather into the network's layout and one out per pass (_to_network).
     def fwd(rows):
         if relaxation == "logsumexp" and big_n > n:  # keep +inf apart from the padding
             big, below = finite_range(rows)
             rows = ar.do("clip", rows, -big, below)
-        x = bit_reverse(_pad(rows, big_n))
-        out, weights = network(x, relaxation, temperature, want="slope", reverse=True)
-        return bit_reverse(out, n), tuple(weights)
+        out, weights = network(_to_network(_pad(rows, big_n)), relaxation, temperature, want="slope", reverse=True)
+        return _from_network(out, n), tuple(weights)
 
     def bwd(weights, g):
-        t = bit_reverse(_unpad_zeros(g, big_n))
-        return (bit_reverse(pull(t, weights, big_n, reverse=True), n),)
+        t = _to_network(_unpad_zeros(g, big_n))
+        return (_from_network(pull(t, weights, big_n, reverse=True), n),)
 
     return shim.custom_vjp(fwd, bwd, jit=True)
 

@@ -1,8 +1,10 @@
-"""Reshape-based relaxed bitonic network on a ``(batch, N)`` array, ``N = 2**k``.
+"""Reshape-based relaxed bitonic network on a ``(batch, N, ...)`` array, ``N = 2**k``.
 
-Layer ``m`` views the rows as ``(batch, N / 2m, 2, m)``: the two halves of the
-third axis are the comparator inputs, so no index arrays or ``N x N`` matrices
-are built. Descending blocks of a stage are handled by negating them before and
+Layer ``m`` views the rows as ``(batch, N / 2m, 2, m, ...)``: the two halves of
+the third axis are the comparator inputs, so no index arrays or ``N x N``
+matrices are built. Trailing axes are carried along: ``soft_sort`` runs many
+rows as one ``(1, N, B)`` block, batch innermost, so that every read and write
+is a run of at least ``B`` contiguous values. Descending blocks of a stage are handled by negating them before and
 after the stage (the relaxations are odd: ``lo(-a, -b) = -hi(a, b)``), so every
 comparator runs ascending.
 
@@ -17,8 +19,8 @@ the position reversed (:func:`bit_reverse`), so logical partner distance ``m``
 becomes ``N / 2m``. The network compares at ``m = 1`` in every stage, which in
 the natural layout means stride-2 (slow, unvectorised) reads and interleaved
 writes; reversed, the frequent small distances become large contiguous
-halves and only the last stage's first layer works at stride 2. The values and
-weights are the same, permuted.
+halves and only the last stage's first layer works at stride 2 (times the
+trailing size). The values and weights are the same, permuted.
 """
 
 import functools
@@ -49,16 +51,16 @@ def bit_reversal(big_n):
     return np.arange(big_n).reshape((2,) * k).transpose(tuple(range(k))[::-1]).reshape(big_n)
 
 
-def bit_reverse(x, n=None):
-    """Columns of ``x`` (``(B, N, ...)``) in bit-reversed order; the first ``n`` only if given."""
-    idx = bit_reversal(x.shape[1])
-    return ar.do("take", x, idx if n is None else idx[:n], axis=1)
+def bit_reverse(x, n=None, axis=1):
+    """``x`` in bit-reversed order along ``axis`` (of length ``N``); the first ``n`` only if given."""
+    idx = bit_reversal(x.shape[axis])
+    return ar.do("take", x, idx if n is None else idx[:n], axis=axis)
 
 
 def _split(x, m):
-    """View ``(B, N)`` as comparator inputs ``a, b`` of shape ``(B, N/2m, m)``."""
-    b_, n_ = x.shape[0], x.shape[1]
-    xr = ar.do("reshape", x, (b_, n_ // (2 * m), 2, m))
+    """View ``(B, N, ...)`` as comparator inputs ``a, b`` of shape ``(B, N/2m, m, ...)``."""
+    shape = tuple(x.shape)
+    xr = ar.do("reshape", x, (shape[0], shape[1] // (2 * m), 2, m) + shape[2:])
     return xr[:, :, 0], xr[:, :, 1]
 
 
@@ -83,10 +85,11 @@ def _flip_signs(big_n, stages, reverse):
 
 
 def _flip(x, stages, reverse):
-    """Apply the sign flips of ``stages`` to ``(B, N)`` rows (one multiplication)."""
+    """Apply the sign flips of ``stages`` to ``(B, N, ...)`` rows (one multiplication)."""
     signs = _flip_signs(x.shape[1], tuple(stages), reverse)
     if signs is None:
         return x
+    signs = signs.reshape((-1,) + (1,) * (len(x.shape) - 2))
     return x * ar.astype(ar.do("asarray", signs, like=x), ar.get_dtype_name(x))
 
 
@@ -109,8 +112,8 @@ def network(x, relaxation, temperature, want=None, reverse=False):
 
     Parameters
     ----------
-    x : array, shape ``(B, N)``
-        ``N`` a power of two.
+    x : array, shape ``(B, N, ...)``
+        ``N`` a power of two; trailing axes are more independent rows.
     relaxation : str or None
         See :mod:`diffopt.sorting._relax`.
     temperature : float
@@ -122,10 +125,10 @@ def network(x, relaxation, temperature, want=None, reverse=False):
 
     Returns
     -------
-    out : array, shape ``(B, N)``
-        Rows sorted ascending (relaxed).
+    out : array, shape ``(B, N, ...)``
+        Rows sorted ascending (relaxed) along axis 1.
     weights : list of array
-        One ``(B, N / 2m, m)`` array per layer (empty when ``want`` is None).
+        One ``(B, N / 2m, m, ...)`` array per layer (empty when ``want`` is None).
     """
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # inf - inf, 1 / 0 (NumPy only)
         if relaxation == "logsumexp" and want == "slope":
@@ -187,17 +190,10 @@ def _expand(w, t):
     return ar.do("reshape", w, tuple(w.shape) + (1,) * (t.ndim - w.ndim))
 
 
-def _split_t(t, m):
-    """Split transport state ``(B, N, ...)`` like :func:`_split`."""
-    shape = tuple(t.shape)
-    tr = ar.do("reshape", t, (shape[0], shape[1] // (2 * m), 2, m) + shape[2:])
-    return tr[:, :, 0], tr[:, :, 1]
-
-
 def push(t, weights, big_n, reverse=False):
     """``M @ t`` for transport state ``t`` of shape ``(B, N, ...)`` (layout as in :func:`network`)."""
     for (_, m), w in zip(layer_sizes(big_n, reverse), weights):
-        ta, tb = _split_t(t, m)
+        ta, tb = _split(t, m)
         delta = _expand(w, ta) * (ta - tb)  # lo = w * ta + (1 - w) * tb, hi = ta + tb - lo
         t = _join(tb + delta, ta - delta, t)
     return t
@@ -206,7 +202,7 @@ def push(t, weights, big_n, reverse=False):
 def pull(t, weights, big_n, reverse=False):
     """``M.T @ t`` for transport state ``t`` of shape ``(B, N, ...)`` (layout as in :func:`network`)."""
     for (_, m), w in reversed(list(zip(layer_sizes(big_n, reverse), weights))):
-        g_lo, g_hi = _split_t(t, m)
+        g_lo, g_hi = _split(t, m)
         delta = _expand(w, g_lo) * (g_lo - g_hi)  # ga = w * g_lo + (1 - w) * g_hi, gb = g_lo + g_hi - ga
         t = _join(g_hi + delta, g_lo - delta, t)
     return t
