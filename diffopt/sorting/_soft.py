@@ -4,9 +4,9 @@ Layer ``m`` views the rows as ``(batch, N / 2m, 2, m, ...)``: the two halves of
 the third axis are the comparator inputs, so no index arrays or ``N x N``
 matrices are built. Trailing axes are carried along: ``soft_sort`` runs many
 rows as one ``(1, N, B)`` block, batch innermost, so that every read and write
-is a run of at least ``B`` contiguous values. Descending blocks of a stage are handled by negating them before and
-after the stage (the relaxations are odd: ``lo(-a, -b) = -hi(a, b)``), so every
-comparator runs ascending.
+is a run of at least ``B`` contiguous values. Descending blocks of a stage are
+handled by negating them before and after the stage (the relaxations are odd:
+``lo(-a, -b) = -hi(a, b)``), so every comparator runs ascending.
 
 Linear "transports" reuse the per-layer weights:
 ``push`` applies the network's mixing matrix ``M`` to columns (``M @ t``),
