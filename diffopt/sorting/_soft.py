@@ -30,7 +30,7 @@ import numpy as np
 
 from diffopt.sorting._relax import logsumexp_slope, relax_terms
 
-__all__ = ["network", "push", "pull", "layer_sizes", "bit_reverse", "bit_reversal", "finite_range"]
+__all__ = ["network", "lse_network", "push", "pull", "layer_sizes", "bit_reverse", "bit_reversal", "finite_range"]
 
 
 def layer_sizes(big_n, reverse=False):
@@ -132,7 +132,7 @@ def network(x, relaxation, temperature, want=None, reverse=False):
     """
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # inf - inf, 1 / 0 (NumPy only)
         if relaxation == "logsumexp" and want == "slope":
-            return _network_finite(x, temperature, reverse)
+            return lse_network(x, temperature, reverse)
         return _layers(x, lambda a, b: _cswap(a, b, relaxation, temperature, want), reverse)
 
 
@@ -165,24 +165,38 @@ def finite_range(x):
     return _FINITE_RANGE[name]
 
 
-def _network_finite(x, temperature, reverse):
-    """``network(x, 'logsumexp', temperature, 'slope')`` without per-layer inf/NaN checks.
+@ar.compose(name="diffopt_sorting_lse_network")
+def lse_network(x, temperature, reverse=False):
+    """``network(x, 'logsumexp', temperature, 'slope', reverse)`` without per-layer inf/NaN checks.
 
-    Infinities are clipped once to the largest finite value ``+-big`` of the
-    dtype, so every layer can use :func:`~diffopt.sorting._relax.logsumexp_slope`,
-    and restored at the end: ``big`` stays ``big`` through the network
-    (``big - T log 2`` rounds back to ``big`` for any sane ``T``), and
-    ``exp(-(big - x) / T)`` underflows to an exact 0, so a clipped value never
-    mixes with the data. NaN propagates through the clip. Values from ``below``
-    (the float under ``big``) up come out as ``+inf``. Two equal clipped values
-    are a tie (weight 1/2): :func:`diffopt.sorting.soft_sort` clips the user's
-    ``+inf`` to ``below`` before padding with ``+inf``, so that the padding
-    (``big``) is compared exactly with them and takes none of their gradient.
+    The hot loop of :func:`diffopt.sorting.soft_sort`. Infinities are clipped
+    once to the largest finite value ``+-big`` of the dtype, so every layer can
+    use :func:`~diffopt.sorting._relax.logsumexp_slope`, and restored at the
+    end: ``big`` stays ``big`` through the network (``big - T log 2`` rounds
+    back to ``big`` for any sane ``T``), and ``exp(-(big - x) / T)`` underflows
+    to an exact 0, so a clipped value never mixes with the data. NaN propagates
+    through the clip. Values from ``below`` (the float under ``big``) up come out
+    as ``+inf``. Two equal clipped values are a tie (weight 1/2):
+    :func:`diffopt.sorting.soft_sort` clips the user's ``+inf`` to ``below``
+    before padding with ``+inf``, so that the padding (``big``) is compared
+    exactly with them and takes none of their gradient.
+
+    Eager torch has its own loop (:func:`diffopt.sorting._torch_loops.lse_network`,
+    registered below).
     """
     big, below = finite_range(x)
     out, weights = _layers(ar.do("clip", x, -big, big), lambda a, b: logsumexp_slope(a, b, temperature), reverse)
     out = ar.do("where", out >= below, float("inf"), out)
     return ar.do("where", out <= -big, float("-inf"), out), weights
+
+
+def _torch_lse_network(x, temperature, reverse=False):
+    from diffopt.sorting import _torch_loops  # imports torch: only once a tensor is here
+
+    return _torch_loops.lse_network(x, temperature, reverse)
+
+
+lse_network.register("torch", _torch_lse_network)
 
 
 def _expand(w, t):
@@ -199,8 +213,27 @@ def push(t, weights, big_n, reverse=False):
     return t
 
 
+@ar.compose(name="diffopt_sorting_pull")
 def pull(t, weights, big_n, reverse=False):
-    """``M.T @ t`` for transport state ``t`` of shape ``(B, N, ...)`` (layout as in :func:`network`)."""
+    """``M.T @ t`` for transport state ``t`` of shape ``(B, N, ...)`` (layout as in :func:`network`).
+
+    Eager torch has its own loop where torch records no gradient
+    (:func:`diffopt.sorting._torch_loops.pull`, registered below).
+    """
+    return _pull(t, weights, big_n, reverse)
+
+
+def _torch_pull(t, weights, big_n, reverse=False):
+    from diffopt.sorting import _torch_loops
+
+    out = _torch_loops.pull(t, weights, big_n, reverse)
+    return _pull(t, weights, big_n, reverse) if out is None else out
+
+
+pull.register("torch", _torch_pull)
+
+
+def _pull(t, weights, big_n, reverse):
     for (_, m), w in reversed(list(zip(layer_sizes(big_n, reverse), weights))):
         g_lo, g_hi = _split(t, m)
         delta = _expand(w, g_lo) * (g_lo - g_hi)  # ga = w * g_lo + (1 - w) * g_hi, gb = g_lo + g_hi - ga

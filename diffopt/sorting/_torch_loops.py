@@ -1,0 +1,142 @@
+"""Eager-torch loops for :func:`diffopt.sorting.soft_sort`'s default path.
+
+The same network, weights and values as the generic
+:func:`diffopt.sorting._soft.lse_network` and :func:`~diffopt.sorting._soft.pull`
+(up to rounding), written for eager PyTorch, where every kernel launch costs a
+few microseconds of dispatch whatever its size:
+
+* every layer writes into two ping-pong buffers and one weight slab allocated
+  per call, through ``out=`` and in-place kernels (10 per layer forward, 2
+  backward), so no layer allocates and nothing is ``stack``-ed;
+* a stage's sign flips are in-place negations of a strided view, not a product
+  with a constant array, so no constant crosses from host to device;
+* on the CPU, rows without an infinity or NaN (checked with one ``aminmax``)
+  skip the clip-and-restore of infinities, whose boolean masks are slow there.
+
+Registered for ``'torch'`` with ``autoray`` by :mod:`diffopt.sorting._soft` and
+imported only when a torch tensor reaches it. Only for code that torch does not
+differentiate (``soft_sort``'s ``autograd.Function``): :func:`pull` hands back
+to the generic loop when a gradient is being recorded (double backward, ranks).
+"""
+
+import torch
+
+from diffopt.sorting._soft import finite_range, layer_sizes
+
+__all__ = ["lse_network", "pull"]
+
+
+def _rows3(t):
+    """``(B, N, ...)`` as a contiguous ``(B, N, T)`` copy the loop may overwrite."""
+    return t.reshape(t.shape[0], t.shape[1], -1).clone(memory_format=torch.contiguous_format)
+
+
+def _halves(t, m):
+    """The comparator inputs of distance ``m``: views ``(B, N/2m, m, T)`` of ``t`` (``(B, N, T)``)."""
+    b0, big_n, tail = t.shape
+    return t.view(b0, big_n // (2 * m), 2, m, tail).unbind(2)
+
+
+def _negate_descending(t, stage, reverse):
+    """Negate, in place, the positions of ``t`` that ``stage`` sorts descending.
+
+    Those are the logical positions with bit ``stage + 1`` set (none in the last
+    stage); stored bit-reversed, that is bit ``k - 2 - stage`` of the storage index.
+    """
+    b0, big_n, tail = t.shape
+    k = big_n.bit_length() - 1
+    if stage < 0 or stage > k - 2:
+        return
+    d = k - 2 - stage if reverse else stage + 1
+    t.view(b0, big_n >> (d + 1), 2, 1 << d, tail)[:, :, 1].neg_()
+
+
+def _all_finite(t):
+    """Whether ``t`` has no infinity and no NaN; ``False`` (unknown) off the CPU, to avoid a sync."""
+    if t.device.type != "cpu":
+        return False
+    lo, hi = torch.aminmax(t)
+    return bool(hi < float("inf")) and bool(lo > float("-inf"))  # NaN: False
+
+
+def lse_network(x, temperature, reverse=False):
+    """Torch version of :func:`diffopt.sorting._soft.lse_network` (same contract).
+
+    With every value finite (CPU), nothing is clipped: finite values just below
+    the dtype's maximum stay finite, where the generic path turns them into ``+inf``.
+    """
+    cur = _rows3(x)
+    if _all_finite(cur):
+        return _lse_layers(cur, temperature, reverse, tuple(x.shape))
+    big, below = finite_range(x)
+    out, weights = _lse_layers(cur.clamp_(-big, big), temperature, reverse, tuple(x.shape))
+    out.masked_fill_(out >= below, float("inf"))
+    return out.masked_fill_(out <= -big, float("-inf")), weights
+
+
+def _lse_layers(cur, temperature, reverse, shape):
+    """The layers on ``cur`` (``(B, N, T)``, overwritten); the result has ``shape``."""
+    nxt = torch.empty_like(cur)
+    b0, big_n, tail = cur.shape
+    sizes = layer_sizes(big_n, reverse)
+    spread = torch.empty((b0, big_n // 2, tail), dtype=cur.dtype, device=cur.device)
+    slab = torch.empty((len(sizes), b0, big_n // 2, tail), dtype=cur.dtype, device=cur.device)
+    scale = 1.0 / temperature
+    weights = []
+    stage_now = -1
+    for i, (stage, m) in enumerate(sizes):
+        if stage != stage_now:  # undo the last stage's flips, do this one's
+            _negate_descending(cur, stage_now, reverse)
+            _negate_descending(cur, stage, reverse)
+            stage_now = stage
+        a, b = _halves(cur, m)
+        lo, hi = _halves(nxt, m)
+        s = spread.view(b0, big_n // (2 * m), m, tail)
+        w = slab[i].view(b0, big_n // (2 * m), m, tail)
+        torch.minimum(a, b, out=lo)
+        torch.maximum(a, b, out=hi)
+        # spread = T * log(1 + exp(-|a - b| / T))
+        torch.sub(lo, hi, out=s)
+        if scale != 1.0:
+            s.mul_(scale)
+        s.exp_().add_(1.0).log_()
+        if scale != 1.0:
+            s.mul_(temperature)
+        # w = d lo / d a = sigmoid((b - a) / T)
+        torch.sub(b, a, out=w)
+        if scale != 1.0:
+            w.mul_(scale)
+        w.sigmoid_()
+        lo.sub_(s)
+        hi.add_(s)
+        weights.append(w if len(shape) == 3 else w.view((b0, big_n // (2 * m), m) + shape[2:]))
+        cur, nxt = nxt, cur
+    _negate_descending(cur, stage_now, reverse)
+    return cur.view(shape), weights
+
+
+def _fast_pull_applies(t, weights):
+    if not weights:
+        return False
+    if torch.is_grad_enabled() and (t.requires_grad or any(w.requires_grad for w in weights)):
+        return False
+    w_tail = weights[0][0, 0, 0].numel()
+    return t.ndim >= 2 and w_tail in (1, t[0, 0].numel())
+
+
+def pull(t, weights, big_n, reverse=False):
+    """Torch version of :func:`diffopt.sorting._soft.pull`; ``None`` where it does not apply."""
+    if not _fast_pull_applies(t, weights):
+        return None
+    shape = tuple(t.shape)
+    cur = _rows3(t)
+    nxt = torch.empty_like(cur)
+    b0 = cur.shape[0]
+    for (_, m), w in reversed(list(zip(layer_sizes(big_n, reverse), weights))):
+        g_lo, g_hi = _halves(cur, m)
+        ga, gb = _halves(nxt, m)
+        w = w.reshape(b0, big_n // (2 * m), m, -1)
+        torch.lerp(g_hi, g_lo, w, out=ga)  # w * g_lo + (1 - w) * g_hi
+        torch.lerp(g_lo, g_hi, w, out=gb)  # (1 - w) * g_lo + w * g_hi
+        cur, nxt = nxt, cur
+    return cur.view(shape)
