@@ -467,6 +467,47 @@ def test_torch_vmap():
     _close(out.numpy(), ds.soft_sort(x, temperature=0.2).numpy(), atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "shape, reverse, temperature, special",
+    [((1, 16, 5), True, 1.0, None), ((3, 32), True, 0.3, np.inf), ((2, 64, 2, 3), False, 2.0, -np.inf),
+     ((2, 8), True, 1.0, np.nan)],
+)
+def test_torch_loops_match_generic_loops(shape, reverse, temperature, special):
+    # eager torch runs soft_sort's forward and backward with in-place kernels of its own
+    torch = pytest.importorskip("torch")
+    from diffopt.sorting import _soft, _torch_loops
+
+    rs = np.random.RandomState(19)
+    x, t = torch.from_numpy(rs.randn(*shape) * 3), torch.from_numpy(rs.randn(*shape))
+    if special is not None:
+        x[0, 1] = x[-1, 3] = special
+    out, w = _torch_loops.lse_network(x, temperature, reverse)
+    ref, w_ref = _soft._lse_network(x, temperature, reverse)
+    np.testing.assert_array_equal(out.isnan().numpy(), ref.isnan().numpy())
+    np.testing.assert_array_equal(out.isinf().numpy(), ref.isinf().numpy())
+    finite = ref.isfinite()
+    _close(out[finite].numpy(), ref[finite].numpy(), atol=1e-12)
+    assert [a.shape for a in w] == [b.shape for b in w_ref]
+    for a, b in zip(w, w_ref):
+        _close(a.nan_to_num(-1.0).numpy(), b.nan_to_num(-1.0).numpy(), atol=1e-12)
+    back = _torch_loops.pull(t, w, shape[1], reverse)
+    _close(back.nan_to_num(-1.0).numpy(), _soft._pull(t, w_ref, shape[1], reverse).nan_to_num(-1.0).numpy(), atol=1e-12)
+    assert x.isnan().sum() == (0 if special is None or not np.isnan(special) else 2)  # the input is untouched
+
+
+def test_torch_func_transforms_of_soft_sort():
+    # torch.func wraps tensors, which the in-place loops cannot take: they hand back to the generic ones
+    torch = pytest.importorskip("torch")
+    x = torch.randn(3, 11, dtype=torch.float64)
+    w = torch.randn(3, 11, dtype=torch.float64)
+    jac = torch.func.jacrev(lambda v: ds.soft_sort(v, temperature=0.5))(x[0])
+    ref = torch.autograd.functional.jacobian(lambda v: ds.soft_sort(v, temperature=0.5), x[0])
+    _close(jac.numpy(), ref.numpy(), atol=1e-12)
+    _close(jac.sum(0).numpy(), np.ones(11), atol=1e-12)  # a soft permutation: columns sum to 1
+    g = torch.func.grad(lambda v: (w * ds.soft_sort(v, temperature=0.5)).sum())(x)
+    _close(g.sum(1).numpy(), w.sum(1).numpy(), atol=1e-12)
+
+
 # ----------------------------------------------------------------------- errors
 
 

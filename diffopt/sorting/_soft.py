@@ -184,19 +184,24 @@ def lse_network(x, temperature, reverse=False):
     Eager torch has its own loop (:func:`diffopt.sorting._torch_loops.lse_network`,
     registered below).
     """
-    big, below = finite_range(x)
-    out, weights = _layers(ar.do("clip", x, -big, big), lambda a, b: logsumexp_slope(a, b, temperature), reverse)
-    out = ar.do("where", out >= below, float("inf"), out)
-    return ar.do("where", out <= -big, float("-inf"), out), weights
+    return _lse_network(x, temperature, reverse)
 
 
 def _torch_lse_network(x, temperature, reverse=False):
     from diffopt.sorting import _torch_loops  # imports torch: only once a tensor is here
 
-    return _torch_loops.lse_network(x, temperature, reverse)
+    out = _torch_loops.lse_network(x, temperature, reverse)
+    return _lse_network(x, temperature, reverse) if out is None else out
 
 
 lse_network.register("torch", _torch_lse_network)
+
+
+def _lse_network(x, temperature, reverse):
+    big, below = finite_range(x)
+    out, weights = _layers(ar.do("clip", x, -big, big), lambda a, b: logsumexp_slope(a, b, temperature), reverse)
+    out = ar.do("where", out >= below, float("inf"), out)
+    return ar.do("where", out <= -big, float("-inf"), out), weights
 
 
 def _expand(w, t):

@@ -6,7 +6,7 @@ The same network, weights and values as the generic
 few microseconds of dispatch whatever its size:
 
 * every layer writes into two ping-pong buffers and one weight slab allocated
-  per call, through ``out=`` and in-place kernels (10 per layer forward, 2
+  per call, through ``out=`` and in-place kernels (9 per layer forward, 2
   backward), so no layer allocates and nothing is ``stack``-ed;
 * a stage's sign flips are in-place negations of a strided view, not a product
   with a constant array, so no constant crosses from host to device;
@@ -64,7 +64,10 @@ def lse_network(x, temperature, reverse=False):
 
     With every value finite (CPU), nothing is clipped: finite values just below
     the dtype's maximum stay finite, where the generic path turns them into ``+inf``.
+    ``None`` for a tensor wrapped by a ``torch.func`` transform (no ``out=`` there).
     """
+    if not _plain(x):
+        return None
     cur = _rows3(x)
     if _all_finite(cur):
         return _lse_layers(cur, temperature, reverse, tuple(x.shape))
@@ -82,6 +85,7 @@ def _lse_layers(cur, temperature, reverse, shape):
     spread = torch.empty((b0, big_n // 2, tail), dtype=cur.dtype, device=cur.device)
     slab = torch.empty((len(sizes), b0, big_n // 2, tail), dtype=cur.dtype, device=cur.device)
     scale = 1.0 / temperature
+    one = torch.ones((), dtype=cur.dtype, device=cur.device)  # a Python 1.0 would be converted per call
     weights = []
     stage_now = -1
     for i, (stage, m) in enumerate(sizes):
@@ -95,28 +99,32 @@ def _lse_layers(cur, temperature, reverse, shape):
         w = slab[i].view(b0, big_n // (2 * m), m, tail)
         torch.minimum(a, b, out=lo)
         torch.maximum(a, b, out=hi)
-        # spread = T * log(1 + exp(-|a - b| / T))
-        torch.sub(lo, hi, out=s)
-        if scale != 1.0:
-            s.mul_(scale)
-        s.exp_().add_(1.0).log_()
-        if scale != 1.0:
-            s.mul_(temperature)
         # w = d lo / d a = sigmoid((b - a) / T)
         torch.sub(b, a, out=w)
         if scale != 1.0:
             w.mul_(scale)
         w.sigmoid_()
-        lo.sub_(s)
-        hi.add_(s)
+        # -spread = -T log(1 + exp(-|a - b| / T)) = T log(max(w, 1 - w))
+        torch.sub(one, w, out=s)
+        torch.maximum(s, w, out=s).log_()
+        if scale != 1.0:
+            s.mul_(temperature)
+        lo.add_(s)
+        hi.sub_(s)
         weights.append(w if len(shape) == 3 else w.view((b0, big_n // (2 * m), m) + shape[2:]))
         cur, nxt = nxt, cur
     _negate_descending(cur, stage_now, reverse)
     return cur.view(shape), weights
 
 
+def _plain(t):
+    """Whether ``t`` is an ordinary tensor (not wrapped by a ``torch.func`` transform)."""
+    return not torch._C._functorch.is_functorch_wrapped_tensor(t)
+
+
 def _fast_pull_applies(t, weights):
-    if not weights:
+    """Whether :func:`pull` may run in place: plain tensors, nothing recorded for autograd."""
+    if not weights or not _plain(t) or not _plain(weights[0]):
         return False
     if torch.is_grad_enabled() and (t.requires_grad or any(w.requires_grad for w in weights)):
         return False
@@ -125,7 +133,11 @@ def _fast_pull_applies(t, weights):
 
 
 def pull(t, weights, big_n, reverse=False):
-    """Torch version of :func:`diffopt.sorting._soft.pull`; ``None`` where it does not apply."""
+    """Torch version of :func:`diffopt.sorting._soft.pull`; ``None`` where it does not apply.
+
+    It does not apply to tensors wrapped by ``torch.func`` (``jacrev`` of ``soft_sort``
+    vmaps this backward) nor where autograd records (double backward, ranks).
+    """
     if not _fast_pull_applies(t, weights):
         return None
     shape = tuple(t.shape)
