@@ -64,7 +64,8 @@ def lse_network(x, temperature, reverse=False):
 
     With every value finite (CPU), nothing is clipped: finite values just below
     the dtype's maximum stay finite, where the generic path turns them into ``+inf``.
-    ``None`` for a tensor wrapped by a ``torch.func`` transform (no ``out=`` there).
+    ``None`` (use the generic loop) under ``torch.compile`` and for a tensor wrapped
+    by a ``torch.func`` transform (no ``out=`` there).
     """
     if not _plain(x):
         return None
@@ -117,9 +118,15 @@ def _lse_layers(cur, temperature, reverse, shape):
     return cur.view(shape), weights
 
 
+_is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+
+
 def _plain(t):
-    """Whether ``t`` is an ordinary tensor (not wrapped by a ``torch.func`` transform)."""
-    return not torch._C._functorch.is_functorch_wrapped_tensor(t)
+    """Whether ``t`` is an ordinary eager tensor: not traced by ``torch.compile`` (whose
+    compiler fuses the generic loops itself), not wrapped by a ``torch.func`` transform."""
+    if _is_wrapped is None or torch.compiler.is_compiling():
+        return False
+    return not _is_wrapped(t)
 
 
 def _fast_pull_applies(t, weights):
@@ -135,8 +142,9 @@ def _fast_pull_applies(t, weights):
 def pull(t, weights, big_n, reverse=False):
     """Torch version of :func:`diffopt.sorting._soft.pull`; ``None`` where it does not apply.
 
-    It does not apply to tensors wrapped by ``torch.func`` (``jacrev`` of ``soft_sort``
-    vmaps this backward) nor where autograd records (double backward, ranks).
+    It does not apply under ``torch.compile``, to tensors wrapped by ``torch.func``
+    (``jacrev`` of ``soft_sort`` vmaps this backward), nor where autograd records
+    (double backward, ranks).
     """
     if not _fast_pull_applies(t, weights):
         return None
