@@ -107,6 +107,56 @@ def test_custom_vjp_tuple_outputs(grad_backend):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def _grad_of_grad(b, f, x):
+    """``d/dx sum(df/dx)`` for a scalar ``f``, with the framework's own nested autodiff."""
+    if b.name == "torch":
+        import torch
+
+        x = x.detach().clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(f(x), x, create_graph=True)
+        return torch.autograd.grad(g.sum(), x)[0]
+    if b.name == "jax":
+        import jax
+
+        return jax.grad(lambda v: jax.grad(f)(v).sum())(x)
+    if b.name == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                y = f(x)
+            s = tf.reduce_sum(inner.gradient(y, x))
+        return outer.gradient(s, x)
+    import autograd
+    import autograd.numpy as anp
+
+    return autograd.grad(lambda v: anp.sum(autograd.grad(f)(v)))(x)
+
+
+def test_custom_vjp_second_derivative_is_an_error(grad_backend):
+    # differentiating a hand-written backward again would miss the residuals' dependence on x
+    b = grad_backend
+    w = b.asarray(W0)
+
+    def loss(x):
+        f = get_backend(x).custom_vjp(*sin_pair())
+        return ar.do("sum", f(x, w) ** 2) + ar.do("sum", x**3)  # x**3: a second path to x
+
+    with pytest.raises((NotImplementedError, RuntimeError), match="second-order|differentiate twice"):
+        _grad_of_grad(b, loss, b.asarray(X0))
+
+
+def test_custom_vjp_jax_second_order_opt_in():
+    jax = pytest.importorskip("jax")
+    x, w = jax.numpy.asarray(X0), jax.numpy.asarray(W0)
+    f = get_backend(x).custom_vjp(*sin_pair(), second_order=True)
+    got = jax.grad(lambda v: jax.grad(lambda u: (f(u, w) ** 2).sum())(v).sum())(x)
+    # d2/dx2 (w sin x)^2 = 2 w^2 cos(2x)
+    np.testing.assert_allclose(np.asarray(got), 2 * W0**2 * np.cos(2 * X0), rtol=1e-5)
+
+
 def test_custom_vjp_forward_only_backends_return_the_forward(backend):
     x = backend.asarray(X0)
     y = get_backend(x).custom_vjp(*sin_pair())(x, backend.asarray(W0))

@@ -460,6 +460,26 @@ def test_jax_vmap():
     _close(np.asarray(g).sum(1), np.ones(5), atol=1e-6)
 
 
+def test_jax_second_derivatives_match_finite_differences():
+    # JAX differentiates soft_sort's forward and backward (smooth code) for a Hessian;
+    # the other frameworks raise instead (tests/test_backends.py)
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    rs = np.random.RandomState(20)
+    for n in (6, 8):  # padded and not
+        x, c = rs.randn(2, n).astype(np.float32), rs.randn(2, n).astype(np.float32)
+
+        def loss(v):
+            return jnp.sum(ds.soft_sort(v, temperature=0.7) ** 2 * c)
+
+        hess = np.asarray(jax.hessian(loss)(jnp.asarray(x))).reshape(2 * n, 2 * n)
+        grad = jax.jit(jax.grad(loss))
+        eps = 1e-2  # float32: central differences with error O(eps^2) + O(1e-7 / eps)
+        basis = np.eye(2 * n, dtype=np.float32).reshape(2 * n, 2, n)
+        fd = np.stack([np.asarray(grad(x + eps * e) - grad(x - eps * e)).ravel() / (2 * eps) for e in basis], 1)
+        _close(hess, fd, atol=2e-3 * max(1.0, np.abs(fd).max()))
+
+
 def test_torch_vmap():
     torch = pytest.importorskip("torch")
     x = torch.randn(5, 7, dtype=torch.float64)

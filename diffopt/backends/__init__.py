@@ -5,10 +5,16 @@ Every shim module (``numpy``, ``autograd``, ``torch``, ``jax``, ``tensorflow``,
 
 ``NAME``
     The backend name, as :func:`autoray.infer_backend` spells it.
-``custom_vjp(fwd, bwd, jit=False)``
+``custom_vjp(fwd, bwd, jit=False, second_order=False)``
     Turn a pure pair into a natively differentiable function ``f(*arrays)``.
     ``jit=True`` asks for compilation where eager execution is slow (JAX);
     use it for a function built once and reused (e.g. cached per configuration).
+    Differentiating ``f``'s gradient again raises an error (torch:
+    ``once_differentiable``; TF, autograd: an error op on the cotangents; JAX: an
+    error if ``fwd`` itself is differentiated), because it would silently miss
+    the residuals' dependence on the inputs, except on JAX with
+    ``second_order=True``, which differentiates ``fwd`` and ``bwd`` with JAX's
+    autodiff (correct when both are smooth, as for the sorting network).
     ``fwd(*arrays) -> (out, residuals)`` with ``out`` an array or a tuple of
     arrays and ``residuals`` a tuple of arrays; ``bwd(residuals, cotangent)``
     returns one input cotangent (or ``None`` for zero) per array argument.

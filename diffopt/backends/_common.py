@@ -37,9 +37,16 @@ def numpy_seed(rng, framework):
     )
 
 
-def forward_only(fwd, bwd, jit=False):
+SECOND_ORDER_MESSAGE = (
+    "diffopt: second-order derivatives through this operation are not supported on the "
+    "{framework} backend: its gradient is a hand-written backward pass, and differentiating "
+    "that again would silently miss how its saved values depend on the inputs{hint}"
+)
+
+
+def forward_only(fwd, bwd, jit=False, second_order=False):
     """``custom_vjp`` for frameworks without autodiff: run the forward, drop residuals."""
-    del bwd, jit
+    del bwd, jit, second_order
 
     def f(*arrays):
         return fwd(*arrays)[0]

@@ -5,6 +5,7 @@ from autograd.extend import defvjp_argnums, primitive
 from autograd.tracer import getval
 
 from diffopt.backends import numpy as _np_shim
+from diffopt.backends._common import SECOND_ORDER_MESSAGE
 
 NAME = "autograd"
 
@@ -19,13 +20,30 @@ def to_numpy(x):
     return np.asarray(getval(x))
 
 
-def custom_vjp(fwd, bwd, jit=False):
+@primitive
+def _first_order_only(c, *inputs):
+    """``c`` (a cotangent), tied to the inputs of the op it came from; its derivative raises."""
+    return c
+
+
+def _no_second_order(argnums, ans, args, kwargs):
+    def vjp(g):
+        raise NotImplementedError(SECOND_ORDER_MESSAGE.format(framework="autograd", hint="."))
+
+    return vjp
+
+
+defvjp_argnums(_first_order_only, _no_second_order)
+
+
+def custom_vjp(fwd, bwd, jit=False, second_order=False):
     """Register ``(fwd, bwd)`` as an autograd primitive (see :mod:`diffopt.backends`).
 
     autograd builds the VJP right after the forward runs, so the residuals of
-    the latest forward are read from a one-slot store then.
+    the latest forward are read from a one-slot store then. Differentiating
+    the returned cotangents again raises ``NotImplementedError``.
 
-    ``jit`` is accepted for a uniform signature and ignored here.
+    ``jit`` and ``second_order`` are accepted for a uniform signature and ignored here.
     """
     store = {}
 
@@ -40,7 +58,7 @@ def custom_vjp(fwd, bwd, jit=False):
         def vjp(g):
             grads = bwd(res, g)
             return tuple(
-                np.zeros_like(arrays[i]) if grads[i] is None else grads[i] for i in argnums
+                np.zeros_like(arrays[i]) if grads[i] is None else _first_order_only(grads[i], *arrays) for i in argnums
             )
 
         return vjp

@@ -7,28 +7,48 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffopt.backends import _common
-from diffopt.backends._common import check_int_seed, numpy_seed
+from diffopt.backends._common import SECOND_ORDER_MESSAGE, check_int_seed, numpy_seed
 from diffopt.random import Rng
 
 NAME = "jax"
 
 
-def custom_vjp(fwd, bwd, jit=False):
+@jax.custom_jvp
+def _first_order_only(x):
+    """Identity whose derivative raises: JAX differentiates a ``custom_vjp``'s
+    forward pass only for a derivative of its gradient."""
+    return x
+
+
+@_first_order_only.defjvp
+def _first_order_only_jvp(primals, tangents):
+    raise NotImplementedError(SECOND_ORDER_MESSAGE.format(
+        framework="jax", hint=" (jax.hessian, a jvp or grad of a gradient)."))
+
+
+def custom_vjp(fwd, bwd, jit=False, second_order=False):
     """See :mod:`diffopt.backends`. Works under ``jit``, ``vmap`` and ``grad``.
 
     With ``jit=True`` the function is compiled (``jax.jit``): eager JAX runs op
     by op, which is slow for long networks of small ops; for a function that
-    the caller builds once and reuses.
+    the caller builds once and reuses. With ``second_order=True`` JAX may
+    differentiate ``fwd`` and ``bwd`` for derivatives of the gradient; otherwise
+    that raises ``NotImplementedError``.
     """
 
     @jax.custom_vjp
     def f(*arrays):
         return fwd(*arrays)[0]
 
+    def f_fwd(*arrays):
+        if not second_order:
+            arrays = tuple(_first_order_only(a) for a in arrays)
+        return fwd(*arrays)
+
     def f_bwd(res, g):
         return tuple(bwd(res, g))
 
-    f.defvjp(fwd, f_bwd)
+    f.defvjp(f_fwd, f_bwd)
     return jax.jit(f) if jit else f
 
 

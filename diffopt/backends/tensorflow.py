@@ -5,15 +5,29 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from diffopt.backends._common import fori_loop, as_tuple, check_int_seed, numpy_seed
+from diffopt.backends._common import SECOND_ORDER_MESSAGE, fori_loop, as_tuple, check_int_seed, numpy_seed
 from diffopt.random import Rng
 
 NAME = "tensorflow"
 _SEED_HIGH = 2**62
 
 
-def custom_vjp(fwd, bwd, jit=False):
-    """See :mod:`diffopt.backends`. Works eagerly and inside ``tf.function``. ``jit`` is ignored here."""
+@tf.custom_gradient
+def _first_order_only(c, *inputs):
+    """``c`` (a cotangent), tied to the inputs of the op it came from; its gradient raises."""
+
+    def grad(dy):
+        raise NotImplementedError(SECOND_ORDER_MESSAGE.format(framework="tensorflow", hint="."))
+
+    return tf.identity(c), grad
+
+
+def custom_vjp(fwd, bwd, jit=False, second_order=False):
+    """See :mod:`diffopt.backends`. Works eagerly and inside ``tf.function``.
+
+    ``jit`` and ``second_order`` are ignored here: the inputs are cut from ``fwd``
+    (``stop_gradient``), so a gradient of the gradient raises instead.
+    """
 
     @tf.custom_gradient
     def f(*arrays):
@@ -24,7 +38,7 @@ def custom_vjp(fwd, bwd, jit=False):
         def grad(*upstream):
             gs = tuple(tf.zeros_like(o) if g is None else g for o, g in zip(outs, upstream))
             cot = bwd(res, gs if is_tuple else gs[0])
-            return [None if c is None else tf.convert_to_tensor(c) for c in cot]
+            return [None if c is None else _first_order_only(tf.convert_to_tensor(c), *arrays) for c in cot]
 
         return out, grad
 

@@ -6,7 +6,7 @@ import autoray
 import numpy as np
 import torch
 
-from diffopt.backends._common import fori_loop, map_leading, as_tuple, check_int_seed, numpy_seed
+from diffopt.backends._common import SECOND_ORDER_MESSAGE, as_tuple, check_int_seed, fori_loop, map_leading, numpy_seed
 from diffopt.random import SeededRng
 
 NAME = "torch"
@@ -69,6 +69,9 @@ class _Pair(torch.autograd.Function):
         # Residual outputs never get a gradient: don't let torch allocate zeros for them.
         ctx.set_materialize_grads(False)
         ctx.out_specs = [(o.shape, o.dtype, o.device) for o in output[: meta.nout]]
+        # The inputs that need a gradient, to tie the cotangents to under create_graph=True
+        # (inputs, not outputs: no reference cycle through this node).
+        ctx.tie = tuple(a for a in inputs[3:] if isinstance(a, torch.Tensor) and a.requires_grad)
 
     @staticmethod
     def backward(ctx, *grads):
@@ -77,9 +80,12 @@ class _Pair(torch.autograd.Function):
             torch.zeros(shape, dtype=dtype, device=device) if g is None else g
             for g, (shape, dtype, device) in zip(grads[: meta.nout], ctx.out_specs)
         )
-        cot = ctx.bwd(tuple(ctx.saved_tensors), gs if meta.is_tuple else gs[0])
+        with torch.no_grad():
+            cot = ctx.bwd(tuple(ctx.saved_tensors), gs if meta.is_tuple else gs[0])
         if len(cot) != ctx.n_inputs:
             raise ValueError(f"backward returned {len(cot)} cotangents for {ctx.n_inputs} inputs")
+        if torch.is_grad_enabled() and ctx.tie:  # create_graph=True: differentiating cot again raises
+            cot = tuple(None if c is None else _FirstOrderOnly.apply(c, *ctx.tie) for c in cot)
         return (None, None, None, *cot)
 
     @staticmethod
@@ -93,6 +99,28 @@ class _Pair(torch.autograd.Function):
         return outs, (0,) * len(outs)
 
 
+class _FirstOrderOnly(torch.autograd.Function):
+    """``c`` (a cotangent), tied to the inputs of the op it came from; its backward raises.
+
+    A derivative of a hand-written gradient would miss how the saved residuals
+    depend on the inputs, so it is an error rather than a silently wrong number.
+    """
+
+    generate_vmap_rule = True  # torch.func.jacrev vmaps the backward that applies this
+
+    @staticmethod
+    def forward(c, *inputs):
+        return c.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise NotImplementedError(SECOND_ORDER_MESSAGE.format(framework="torch", hint="."))
+
+
 class _Meta:
     """Output structure, filled by ``forward`` (a plain object: torch.func's pytree
     handling copies dicts, so a dict would not carry the update back)."""
@@ -101,8 +129,10 @@ class _Meta:
     is_tuple = False
 
 
-def custom_vjp(fwd, bwd, jit=False):
-    """See :mod:`diffopt.backends`. Residuals must be tensors. ``jit`` is ignored here."""
+def custom_vjp(fwd, bwd, jit=False, second_order=False):
+    """See :mod:`diffopt.backends`. Residuals must be tensors. ``jit`` and ``second_order``
+    are ignored here: under ``create_graph=True`` the cotangents are tied to the inputs
+    by an op whose backward raises."""
     meta = _Meta()
 
     def f(*arrays):

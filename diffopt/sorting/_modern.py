@@ -134,7 +134,8 @@ def _sorter(shim, n, relaxation, temperature):
         t = _to_network(_unpad_zeros(g, big_n))
         return (_from_network(pull(t, weights, big_n, reverse=True), n),)
 
-    return shim.custom_vjp(fwd, bwd, jit=True)
+    # fwd and bwd are smooth JAX code: JAX's own autodiff of them gives correct second derivatives
+    return shim.custom_vjp(fwd, bwd, jit=True, second_order=True)
 
 
 def soft_sort(x, axis=-1, *, temperature=1.0, descending=False, relaxation="logsumexp"):
