@@ -9,10 +9,11 @@ Every shim module (``numpy``, ``autograd``, ``torch``, ``jax``, ``tensorflow``,
     Turn a pure pair into a natively differentiable function ``f(*arrays)``.
     ``jit=True`` asks for compilation where eager execution is slow (JAX);
     use it for a function built once and reused (e.g. cached per configuration).
-    Differentiating ``f``'s gradient again raises an error (torch:
-    ``once_differentiable``; TF, autograd: an error op on the cotangents; JAX: an
-    error if ``fwd`` itself is differentiated), because it would silently miss
-    the residuals' dependence on the inputs, except on JAX with
+    Differentiating ``f``'s gradient again raises ``NotImplementedError`` (torch,
+    TF, autograd: the cotangents are tied to the inputs by an op whose derivative
+    raises; JAX: ``fwd``'s inputs pass through such an op, and JAX differentiates
+    ``fwd`` only then), because it would silently miss the residuals' dependence
+    on the inputs, except on JAX with
     ``second_order=True``, which differentiates ``fwd`` and ``bwd`` with JAX's
     autodiff (correct when both are smooth, as for the sorting network).
     ``fwd(*arrays) -> (out, residuals)`` with ``out`` an array or a tuple of
