@@ -520,3 +520,18 @@ def test_fenchel_young_mixed_frameworks():
         loss(torch.tensor(THETA_BATCH), jnp.asarray(np.eye(5)[[1, 3]]))
     with pytest.raises(TypeError, match="floating"):
         loss(torch.tensor([[1, 2]]), torch.tensor([[0, 1]]))
+
+
+def test_torch_vmap_matches_row_by_row_calls():
+    # torch.func.vmap over a leading axis: each slice as if called alone, values and gradients
+    torch = pytest.importorskip("torch")
+    pert = perturbed(argmax_one_hot, num_samples=200, sigma=0.5)
+    theta = torch.from_numpy(np.random.RandomState(21).randn(3, 2, 4))
+    w = torch.from_numpy(np.random.RandomState(22).randn(2, 4))
+    out = torch.func.vmap(lambda t: pert(t, rng=0))(theta)
+    grads = torch.func.vmap(torch.func.grad(lambda t: (pert(t, rng=0) * w).sum()))(theta)
+    for i in range(3):
+        np.testing.assert_allclose(out[i].numpy(), pert(theta[i], rng=0).numpy(), atol=1e-12)
+        t = theta[i].clone().requires_grad_(True)
+        (pert(t, rng=0) * w).sum().backward()
+        np.testing.assert_allclose(grads[i].numpy(), t.grad.numpy(), atol=1e-12)
