@@ -446,3 +446,15 @@ def test_torch_vmap_matches_row_by_row_calls():
         t = theta[i].clone().requires_grad_(True)
         (solver(t, rng=0) * w).sum().backward()
         np.testing.assert_allclose(grads[i].numpy(), t.grad.numpy(), atol=1e-12)
+
+
+def test_adaptive_step_in_float16_does_not_overflow(backend):
+    # 600 values of size ~50: the float16 sum of squares (~1e6) overflows; the norms are taken in float32
+    backend.require("float16")
+    rs = np.random.RandomState(25)
+    theta, dy = rs.randn(2, 600) * 50, rs.randn(2, 600) * 30
+    target = AdaptiveTargetDistribution()
+    want = float(target.step(theta, dy))  # float64 reference
+    got = target.step(backend.asarray(theta, "float16"), backend.asarray(dy, "float16"))
+    assert ar.get_dtype_name(got) == "float16"
+    np.testing.assert_allclose(float(backend.to_numpy(got)), want, rtol=2e-3)  # float16 inputs: ~1e-3

@@ -29,7 +29,15 @@ def _real(name, value, minimum=None):
     return value
 
 
+# Half-precision dtypes: their squares (float16 above 256) and sums overflow, so norms
+# are taken in float32.
+_HALF = ("float16", "bfloat16")
+
+
 def _norm(x):
+    """Frobenius norm of ``x``; half-precision inputs are summed in float32."""
+    if ar.get_dtype_name(x) in _HALF:
+        x = ar.astype(x, "float32")
     return ar.do("sqrt", ar.do("sum", x * x))
 
 
@@ -224,7 +232,8 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
     def nonzero_ratio(gradient):
         """Non-zero entries per sample of ``gradient`` ``[B, S, ...]`` (0-d array)."""
         count = gradient.shape[0] * gradient.shape[1]
-        return ar.do("sum", ar.astype(gradient != 0, ar.get_dtype_name(gradient))) / count
+        name = ar.get_dtype_name(gradient)  # half precision counts exactly only to 2048: count in float32
+        return ar.do("sum", ar.astype(gradient != 0, "float32" if name in _HALF else name)) / count
 
     def next_state(self, state, ratio):
         """The state after a backward pass whose gradient had ``ratio`` non-zeros per sample.
@@ -252,7 +261,9 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
         norm_dy = _norm(dy)
         safe = ar.do("where", norm_dy > 0, norm_dy, 1.0 + 0.0 * norm_dy)
         lam = beta * _norm(theta) / safe
-        return ar.do("where", norm_dy > 0, lam, 0.0 * lam)
+        lam = ar.do("where", norm_dy > 0, lam, 0.0 * lam)
+        name = ar.get_dtype_name(theta)
+        return ar.astype(lam, name) if name in _HALF else lam
 
     def scale(self, gradient, lam):
         safe = ar.do("where", lam > 0, lam, 1.0 + 0.0 * lam)
