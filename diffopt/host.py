@@ -6,16 +6,14 @@ import os
 import autoray
 import numpy as np
 
+from diffopt._dtypes import HALF
 from diffopt.backends import get_backend
 
 __all__ = ["host_solver", "HostSolver"]
 
-_HALF = ("float16", "bfloat16")
-
-
 def _to_host_input(a):
     a = np.asarray(a)
-    if a.dtype.name in _HALF:
+    if a.dtype.name in HALF:
         a = a.astype(np.float32)
     return a
 

@@ -12,9 +12,10 @@ import numpy as np
 
 import autoray
 
+from diffopt._dtypes import compute_dtype
+
 __all__ = ["Rng", "SeededRng", "make_rng", "sample_dtype"]
 
-_LOW_PRECISION = ("float16", "bfloat16")
 _SEED_BOUND = 2**63 - 1
 
 
@@ -24,7 +25,7 @@ def sample_dtype(dtype):
     Half-precision draws are made in float32 and rounded once, so that
     transforms such as ``-log(-log(u))`` do not hit 0 or 1.
     """
-    return "float32" if dtype in _LOW_PRECISION else dtype
+    return compute_dtype(dtype)
 
 
 class Rng:

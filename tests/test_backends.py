@@ -144,7 +144,7 @@ def test_custom_vjp_second_derivative_is_an_error(grad_backend):
         f = get_backend(x).custom_vjp(*sin_pair())
         return ar.do("sum", f(x, w) ** 2) + ar.do("sum", x**3)  # x**3: a second path to x
 
-    with pytest.raises((NotImplementedError, RuntimeError), match="second-order|differentiate twice"):
+    with pytest.raises((NotImplementedError, RuntimeError), match="second-order"):
         _grad_of_grad(b, loss, b.asarray(X0))
 
 

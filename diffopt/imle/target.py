@@ -15,6 +15,7 @@ import numpy as np
 import autoray as ar
 
 from diffopt._checks import check_positive
+from diffopt._dtypes import compute_dtype
 
 __all__ = ["BaseTargetDistribution", "TargetDistribution", "AdaptiveTargetDistribution"]
 
@@ -29,15 +30,11 @@ def _real(name, value, minimum=None):
     return value
 
 
-# Half-precision dtypes: their squares (float16 above 256) and sums overflow, so norms
-# are taken in float32.
-_HALF = ("float16", "bfloat16")
-
-
 def _norm(x):
     """Frobenius norm of ``x``; half-precision inputs are summed in float32."""
-    if ar.get_dtype_name(x) in _HALF:
-        x = ar.astype(x, "float32")
+    name = ar.get_dtype_name(x)
+    if compute_dtype(name) != name:
+        x = ar.astype(x, compute_dtype(name))
     return ar.do("sqrt", ar.do("sum", x * x))
 
 
@@ -232,8 +229,7 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
     def nonzero_ratio(gradient):
         """Non-zero entries per sample of ``gradient`` ``[B, S, ...]`` (0-d array)."""
         count = gradient.shape[0] * gradient.shape[1]
-        name = ar.get_dtype_name(gradient)  # half precision counts exactly only to 2048: count in float32
-        return ar.do("sum", ar.astype(gradient != 0, "float32" if name in _HALF else name)) / count
+        return ar.do("sum", ar.astype(gradient != 0, compute_dtype(ar.get_dtype_name(gradient)))) / count
 
     def next_state(self, state, ratio):
         """The state after a backward pass whose gradient had ``ratio`` non-zeros per sample.
@@ -263,7 +259,7 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
         lam = beta * _norm(theta) / safe
         lam = ar.do("where", norm_dy > 0, lam, 0.0 * lam)
         name = ar.get_dtype_name(theta)
-        return ar.astype(lam, name) if name in _HALF else lam
+        return ar.astype(lam, name) if compute_dtype(name) != name else lam
 
     def scale(self, gradient, lam):
         safe = ar.do("where", lam > 0, lam, 1.0 + 0.0 * lam)

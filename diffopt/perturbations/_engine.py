@@ -11,6 +11,7 @@ import math
 import autoray as ar
 
 from diffopt._checks import check_choice, check_floating, check_int, check_min_rank, check_positive
+from diffopt._dtypes import compute_dtype
 from diffopt._ops import fori_loop
 from diffopt.backends import backend_name, get_backend
 from diffopt.noise import get_noise
@@ -20,14 +21,6 @@ __all__ = ["Settings", "Problem", "run_chunks", "num_chunks", "CHUNK_BUDGET"]
 
 #: Numbers (samples × batch × input size) held by one chunk by default.
 CHUNK_BUDGET = 2**22
-
-_HALF = ("float16", "bfloat16")
-
-
-def compute_dtype(dtype):
-    """Accumulation dtype for inputs of ``dtype`` (half precision accumulates in float32)."""
-    return "float32" if dtype in _HALF else dtype
-
 
 def shape_of(x):
     """Static shape of ``x`` as a tuple of ints."""

@@ -21,6 +21,7 @@ to the generic loop when a gradient is being recorded (double backward, ranks).
 
 import torch
 
+from diffopt.backends.torch import is_symbolic
 from diffopt.sorting._soft import finite_range, layer_sizes
 
 __all__ = ["lse_network", "pull"]
@@ -124,7 +125,7 @@ _is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
 def _plain(t):
     """Whether ``t`` is an ordinary eager tensor: not traced by ``torch.compile`` (whose
     compiler fuses the generic loops itself), not wrapped by a ``torch.func`` transform."""
-    if _is_wrapped is None or torch.compiler.is_compiling():
+    if _is_wrapped is None or is_symbolic(t):
         return False
     return not _is_wrapped(t)
 
