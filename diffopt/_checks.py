@@ -1,19 +1,44 @@
 """Argument validation shared by the estimators (raise before any work)."""
 
+import math
 import numbers
 
 import autoray as ar
 
-__all__ = ["check_positive", "check_int", "check_floating", "check_min_rank", "check_choice"]
+__all__ = [
+    "check_positive", "check_nonnegative", "check_real", "check_int", "check_floating", "check_min_rank",
+    "check_choice",
+]
+
+
+def check_real(name, value, minimum=None):
+    """``value`` must be a finite real number (``>= minimum`` when given); returns it as a float.
+
+    ``inf`` and ``nan`` are rejected: as a scale or temperature they turn every
+    output into NaN or a constant without an error.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {name}={value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {name}={value!r}")
+    return value
 
 
 def check_positive(name, value):
-    """``value`` must be a real number > 0."""
+    """``value`` must be a finite real number > 0."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a positive number, got {value!r}")
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {name}={value!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number > 0, got {name}={value!r}")
     return value
+
+
+def check_nonnegative(name, value):
+    """``value`` must be a finite real number >= 0; returns it as a float."""
+    return check_real(name, value, minimum=0.0)
 
 
 def check_int(name, value, minimum=1):

@@ -382,7 +382,7 @@ def test_bad_estimator_arguments(kwargs, exc, name):
     (lambda: TargetDistribution(beta=-1.0), ValueError, "beta"),
     (lambda: AdaptiveTargetDistribution(grad_norm_decay_rate=1.5), ValueError, "grad_norm_decay_rate"),
     (lambda: ste(top2, nb_samples=0), ValueError, "nb_samples"),
-    (lambda: ste(top2, noise_temperature=-1), ValueError, "input_noise_temperature"),
+    (lambda: ste(top2, noise_temperature=-1), ValueError, "^noise_temperature"),
 ])
 def test_bad_distribution_arguments(make, exc, name):
     with pytest.raises(exc, match=name):

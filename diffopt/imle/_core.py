@@ -5,13 +5,12 @@ Shapes: θ is ``[B, *inst]``; the solver sees ``[B·T, *inst]`` with
 of instance ``b`` are rows ``b·T … b·T+T-1``).
 """
 
-import numbers
 import warnings
 
 import autoray as ar
 
 from diffopt import backends
-from diffopt._checks import check_floating, check_int, check_min_rank
+from diffopt._checks import check_floating, check_int, check_min_rank, check_nonnegative
 from diffopt.random import make_rng
 
 _ARRAY_BACKENDS = {"numpy", "autograd", "torch", "jax", "jaxlib", "tensorflow", "cupy"}
@@ -19,12 +18,8 @@ _ARRAY_BACKENDS = {"numpy", "autograd", "torch", "jax", "jaxlib", "tensorflow", 
 
 # -- validation ----------------------------------------------------------------------
 def check_temperature(name, value):
-    """A temperature: a real number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number >= 0, got {value!r}")
-    if not value >= 0:
-        raise ValueError(f"{name} must be >= 0, got {name}={value!r}")
-    return float(value)
+    """A temperature: a finite real number >= 0."""
+    return check_nonnegative(name, value)
 
 
 def check_function(function):

@@ -13,17 +13,11 @@ import numpy as np
 
 import autoray as ar
 
-from diffopt._checks import check_int, check_positive
+from diffopt._checks import check_int, check_positive, check_real
 from diffopt.noise import Noise
 from diffopt.random import make_rng
 
 __all__ = ["BaseNoiseDistribution", "GumbelNoiseDistribution", "SumOfGammaNoiseDistribution"]
-
-
-def _check_real(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    return float(value)
 
 
 class BaseNoiseDistribution(Noise):
@@ -83,7 +77,7 @@ class GumbelNoiseDistribution(BaseNoiseDistribution):
 
     def __init__(self, location=0.0, scale=1.0, device=None):
         del device
-        self.location = _check_real("location", location)
+        self.location = check_real("location", location)
         self.scale = float(check_positive("scale", scale))
 
     def __repr__(self):

@@ -8,26 +8,15 @@ AAAI 2023) uses ``λ = β‖θ‖/‖dy‖`` and adapts β after every backward 
 All arithmetic is written with autoray, for every framework.
 """
 
-import math
 
 import numpy as np
 
 import autoray as ar
 
-from diffopt._checks import check_positive
+from diffopt._checks import check_positive, check_real
 from diffopt._dtypes import compute_dtype
 
 __all__ = ["BaseTargetDistribution", "TargetDistribution", "AdaptiveTargetDistribution"]
-
-
-def _real(name, value, minimum=None):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or (minimum is not None and value < minimum):
-        bound = "finite" if minimum is None else f"finite and >= {minimum}"
-        raise ValueError(f"{name} must be {bound}, got {name}={value!r}")
-    return value
 
 
 def _norm(x):
@@ -101,8 +90,8 @@ class TargetDistribution(BaseTargetDistribution):
     """
 
     def __init__(self, alpha=1.0, beta=1.0, do_gradient_scaling=False, *, eps=1e-7):
-        self.alpha = _real("alpha", alpha)
-        self.beta = _real("beta", beta, minimum=0.0)
+        self.alpha = check_real("alpha", alpha)
+        self.beta = check_real("beta", beta, minimum=0.0)
         self.do_gradient_scaling = bool(do_gradient_scaling)
         self.eps = float(check_positive("eps", eps))
 
@@ -174,15 +163,15 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
     def __init__(self, initial_alpha=1.0, initial_beta=1.0, beta_update_step=1e-4,
                  beta_update_momentum=0.0, grad_norm_decay_rate=0.9, target_norm=1.0, *,
                  initial_grad_norm=1.0):
-        self.alpha = _real("initial_alpha", initial_alpha)
-        self.beta = _real("initial_beta", initial_beta, minimum=0.0)
-        self.beta_update_step = _real("beta_update_step", beta_update_step, minimum=0.0)
-        self.beta_update_momentum = _real("beta_update_momentum", beta_update_momentum, minimum=0.0)
-        self.grad_norm_decay_rate = _real("grad_norm_decay_rate", grad_norm_decay_rate, minimum=0.0)
+        self.alpha = check_real("initial_alpha", initial_alpha)
+        self.beta = check_real("initial_beta", initial_beta, minimum=0.0)
+        self.beta_update_step = check_real("beta_update_step", beta_update_step, minimum=0.0)
+        self.beta_update_momentum = check_real("beta_update_momentum", beta_update_momentum, minimum=0.0)
+        self.grad_norm_decay_rate = check_real("grad_norm_decay_rate", grad_norm_decay_rate, minimum=0.0)
         if self.grad_norm_decay_rate > 1.0:
             raise ValueError(f"grad_norm_decay_rate must be in [0, 1], got {grad_norm_decay_rate!r}")
-        self.target_norm = _real("target_norm", target_norm, minimum=0.0)
-        self.grad_norm = _real("initial_grad_norm", initial_grad_norm, minimum=0.0)
+        self.target_norm = check_real("target_norm", target_norm, minimum=0.0)
+        self.grad_norm = check_real("initial_grad_norm", initial_grad_norm, minimum=0.0)
         self.previous_beta_update = 0.0
 
     def __repr__(self):

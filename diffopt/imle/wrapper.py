@@ -297,6 +297,7 @@ def ste(function=None, noise_distribution=None, noise_temperature=1.0, nb_sample
     if function is None:
         return functools.partial(ste, noise_distribution=noise_distribution,
                                  noise_temperature=noise_temperature, nb_samples=nb_samples)
+    noise_temperature = _core.check_temperature("noise_temperature", noise_temperature)
     config = _Config("ste", None, noise_distribution, nb_samples, 1, noise_temperature, 0.0)
     wrapped = _make_wrapper(function, config)
 

@@ -14,6 +14,7 @@ import numbers
 import autoray as ar
 import numpy as np
 
+from diffopt._checks import check_positive
 from diffopt._ops import logaddexp, sigmoid
 from diffopt._ops import softmax as _row_softmax
 from diffopt.sorting._network import check_power_of_two
@@ -315,7 +316,7 @@ def order_matrix(original, sortd, sigma=0.1):
     original, sortd : array
         Values (flattened) and their relaxed sort.
     sigma : float
-        Kernel width.
+        Kernel width, a finite number > 0 (``ValueError`` otherwise).
 
     Returns
     -------
@@ -323,6 +324,8 @@ def order_matrix(original, sortd, sigma=0.1):
         ``exp(-(original_i - sortd_j)^2 / (2 sigma^2))`` with rows summing to 1
         (computed as a stable row softmax).
     """
+    if isinstance(sigma, numbers.Real):  # an array sigma is the caller's business
+        check_positive("sigma", sigma)
     original, sortd = _asfloat(original), _asfloat(sortd)
     diff = ar.do("reshape", original, (-1, 1)) - ar.do("reshape", sortd, (1, -1))
     return _row_softmax(-(diff**2) / (2 * sigma**2), axis=1)
