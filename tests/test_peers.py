@@ -1,0 +1,165 @@
+"""The installed peer packages as references (the ``peers`` tox environment).
+
+- ``differentiable_sorting``: diffopt's drop-in gives the same numbers (<= 1e-12).
+- ``diffsort`` (Petersen et al.): the ``logistic``, ``cauchy`` and ``optimal``
+  relaxations equal diffsort's at ``steepness = 1 / temperature``;
+  ``reciprocal`` at ``steepness = 2 / temperature`` (diffsort's reciprocal
+  sigmoid is ``(v + 1) / (v + 2)`` of ``v = steepness * gap``, diffopt's
+  ``(2v' + 1) / (2v' + 2)`` of ``v' = gap / T``). Powers of two only: for other
+  lengths diffsort drops the top wires of its network, diffopt pads with
+  ``+inf``, so the two networks differ.
+- ``optax.perturbations.make_perturbed_fun``: diffopt's estimator on the same
+  noise draws gives the same value and gradient.
+
+Each test skips when its peer (or its framework, per ``DIFFOPT_TEST_BACKENDS``)
+is absent, so the other environments stay green.
+"""
+
+import numpy as np
+import pytest
+
+from conftest import SELECTED
+
+
+def _peer(module, framework):
+    if framework not in SELECTED:
+        pytest.skip(f"{framework} is not among DIFFOPT_TEST_BACKENDS")
+    return pytest.importorskip(module)
+
+
+# ----------------------------------------------------------- differentiable_sorting
+
+
+@pytest.mark.parametrize("n", [2, 8, 32])
+def test_dropin_equals_differentiable_sorting(n):
+    ds = _peer("differentiable_sorting", "numpy")
+    from diffopt import sorting
+
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=n) * 3.0
+    theirs_m, ours_m = ds.bitonic_matrices(n), sorting.bitonic_matrices(n)
+    for a, b in zip(theirs_m, ours_m):
+        for ma, mb in zip(a, b):
+            np.testing.assert_array_equal(np.asarray(ma), np.asarray(mb))
+    np.testing.assert_allclose(sorting.diff_sort(ours_m, x), ds.diff_sort(theirs_m, x), rtol=0, atol=1e-12)
+    idx_t, idx_o = ds.bitonic_indices(n), sorting.bitonic_indices(n)
+    np.testing.assert_allclose(sorting.diff_sort_indexed(idx_o, x), ds.diff_sort_indexed(idx_t, x), atol=1e-12)
+    for transpose in (False, True):
+        np.testing.assert_allclose(
+            sorting.diff_argsort(ours_m, x, sigma=0.3, transpose=transpose),
+            ds.diff_argsort(theirs_m, x, sigma=0.3, transpose=transpose), atol=1e-12)
+        np.testing.assert_allclose(
+            sorting.diff_argsort_indexed(idx_o, x, sigma=0.3, transpose=transpose),
+            ds.diff_argsort_indexed(idx_t, x, sigma=0.3, transpose=transpose), atol=1e-12)
+    woven_t, woven_o = ds.bitonic_woven_matrices(n), sorting.bitonic_woven_matrices(n)
+    for beta in (0.0, 0.25):
+        np.testing.assert_allclose(sorting.diff_sort_weave(woven_o, x, beta=beta),
+                                   ds.diff_sort_weave(woven_t, x, beta=beta), atol=1e-12)
+    X = rng.normal(size=(n, 3))
+    key = lambda v: v @ np.array([1.0, -0.5, 0.25])  # noqa: E731
+    np.testing.assert_allclose(sorting.vector_sort(ours_m, X, key, alpha=0.7),
+                               ds.vector_sort(theirs_m, X, key, alpha=0.7), atol=1e-12)
+    a, b = rng.normal(size=5), rng.normal(size=5)
+    np.testing.assert_allclose(sorting.softmax(a, b, alpha=2.0), ds.softmax(a, b, alpha=2.0), atol=1e-12)
+    np.testing.assert_allclose(sorting.smoothmax(a, b, alpha=2.0), ds.smoothmax(a, b, alpha=2.0), atol=1e-12)
+    np.testing.assert_allclose(sorting.softmax_smooth(a, b, smooth=0.3), ds.softmax_smooth(a, b, smooth=0.3),
+                               atol=1e-12)
+
+
+def test_dropin_torch_equals_differentiable_sorting_torch():
+    _peer("differentiable_sorting", "torch")
+    dst = pytest.importorskip("differentiable_sorting.torch")
+    import torch
+
+    from diffopt.sorting import torch as ours
+
+    x = torch.tensor(np.random.default_rng(1).normal(size=16) * 2.0, dtype=torch.float64)
+    m_t = [[m.double() for m in layer] for layer in dst.bitonic_matrices(16)]
+    m_o = [[m.double() for m in layer] for layer in ours.bitonic_matrices(16)]
+    np.testing.assert_allclose(ours.diff_sort(m_o, x).numpy(), dst.diff_sort(m_t, x).numpy(), atol=1e-12)
+    np.testing.assert_allclose(ours.diff_argsort(m_o, x, sigma=0.2).numpy(),
+                               dst.diff_argsort(m_t, x, sigma=0.2).numpy(), atol=1e-12)
+
+
+# ----------------------------------------------------------------------- diffsort
+
+# diffsort's 'optimal' sigmoid divides by |v| + 1e-10: agreement to ~1e-10 there.
+_DIFFSORT = [("logistic", 1.0, 1e-12), ("cauchy", 1.0, 1e-12), ("optimal", 1.0, 1e-9), ("reciprocal", 2.0, 1e-12)]
+
+
+@pytest.mark.parametrize("relaxation,factor,tol", _DIFFSORT, ids=[r for r, _, _ in _DIFFSORT])
+@pytest.mark.parametrize("n", [8, 32])
+def test_relaxations_equal_diffsort(relaxation, factor, tol, n):
+    diffsort = _peer("diffsort", "torch")
+    import torch
+
+    from diffopt.sorting import soft_permutation, soft_sort
+
+    x = np.random.default_rng(n).normal(size=(4, n))
+    net = [tuple(torch.from_numpy(m) for m in layer) for layer in diffsort.networks.bitonic_network(n)]
+    for temperature in (0.3, 2.0):
+        sorted_t, perm_t = diffsort.functional.sort(net, torch.from_numpy(x), steepness=factor / temperature,
+                                                    distribution=relaxation)
+        np.testing.assert_allclose(soft_sort(x, temperature=temperature, relaxation=relaxation),
+                                   sorted_t.numpy(), rtol=0, atol=tol)
+        # diffsort's X maps inputs to sorted outputs as x @ X: diffopt's matrix is its transpose.
+        np.testing.assert_allclose(soft_permutation(x, temperature=temperature, relaxation=relaxation),
+                                   perm_t.numpy().transpose(0, 2, 1), rtol=0, atol=tol)
+
+
+# ------------------------------------------------------------- optax.perturbations
+
+
+class _Draws:
+    """A diffopt noise whose draws are given: ``[N, 1, D]`` rows, the score of ``base``."""
+
+    def __init__(self, draws, base):
+        self.draws, self.base = draws, base
+
+    def sample(self, shape, like, rng=None):
+        assert tuple(shape) == tuple(self.draws.shape), (shape, self.draws.shape)
+        return self.draws
+
+    def score(self, z):
+        return self.base.score(z)
+
+
+@pytest.mark.parametrize("noise_name", ["normal", "gumbel"])
+@pytest.mark.parametrize("use_baseline", [True, False])
+def test_make_perturbed_fun_equals_optax(noise_name, use_baseline):
+    optax = _peer("optax", "jax")
+    import jax
+    import jax.numpy as jnp
+    from optax import perturbations as op
+
+    import diffopt
+
+    def fun(tree):
+        a, b = tree["a"], tree["b"]
+        return {"hot": jax.nn.one_hot(jnp.argmax(a), 3, dtype=a.dtype), "sq": jnp.sum(b**2 * a[:2])}
+
+    num_samples, sigma = 7, 0.4
+    theirs_noise = {"normal": op.Normal(), "gumbel": op.Gumbel()}[noise_name]
+    ours_base = {"normal": diffopt.Normal(), "gumbel": diffopt.Gumbel()}[noise_name]
+    with jax.enable_x64(True):  # float64 inside this test only, never globally
+        x = {"a": jnp.array([0.3, -0.2, 0.1]), "b": jnp.array([[1.0, -2.0], [0.5, 0.25]])}
+        key = jax.random.key(3)
+        keys = jax.random.split(key, num_samples)
+        draws = jax.vmap(lambda k: optax.tree.random_like(k, x, sampler=theirs_noise.sample))(keys)
+        flat = jnp.concatenate([draws["a"].reshape(num_samples, -1), draws["b"].reshape(num_samples, -1)], axis=1)
+        ours = diffopt.make_perturbed_fun(fun, num_samples=num_samples, sigma=sigma,
+                                          noise=_Draws(flat[:, None, :], ours_base), use_baseline=use_baseline)
+        theirs = op.make_perturbed_fun(fun, num_samples=num_samples, sigma=sigma, noise=theirs_noise,
+                                       use_baseline=use_baseline)
+        weights = jnp.array([0.7, -1.3, 2.1])
+
+        def loss(f):
+            return lambda tree: jnp.sum(f(key, tree)["hot"] * weights) + 0.3 * f(key, tree)["sq"]
+
+        out_o, out_t = ours(key, x), theirs(key, x)
+        for name in ("hot", "sq"):
+            np.testing.assert_allclose(np.asarray(out_o[name]), np.asarray(out_t[name]), rtol=0, atol=1e-10)
+        g_o, g_t = jax.grad(loss(ours))(x), jax.grad(loss(theirs))(x)
+        for name in ("a", "b"):
+            assert np.abs(np.asarray(g_t[name])).max() > 1e-3  # a non-trivial gradient is compared
+            np.testing.assert_allclose(np.asarray(g_o[name]), np.asarray(g_t[name]), rtol=0, atol=1e-10)
