@@ -1,0 +1,409 @@
+"""Exact tests of the estimators: fixed noise draws, a hand-written NumPy reference, 1e-10.
+
+Every estimator's value and gradient is computed from noise draws that the
+test chooses (:class:`FixedNoise`, :class:`FixedRng`) and compared in float64
+with a few lines of NumPy written from the formulas of the papers / the spec,
+independently of diffopt's code (the sorting reference is differentiated by
+HIPS autograd, not by diffopt's hand-written backward). A wrong constant, sign,
+scale, baseline or sample count fails here, where a statistical test would
+still pass. JAX runs in float64 inside these tests only (``jax.enable_x64``).
+
+``FixedNoise`` returns, for a request of ``n`` rows, the first ``n`` rows of
+its block repeated: with a block of ``chunk_size`` rows, the chunked run
+(``n = chunk_size`` per chunk, then the remainder) and the one-chunk run see
+the same multiset of draws, so both must equal the same reference.
+"""
+
+import contextlib
+import math
+
+import autoray as ar
+import numpy as np
+import pytest
+
+import diffopt
+from diffopt import imle as dimle
+from diffopt._ops import first_max_mask
+from diffopt.random import Rng
+
+TOL = 1e-10
+
+
+@contextlib.contextmanager
+def float64(backend):
+    """float64 for this test only (JAX's x64 flag is scoped, never set globally)."""
+    if backend.name == "jax":
+        import jax
+
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield
+
+
+def close(backend, got, want, tol=TOL):
+    got = backend.to_numpy(got)
+    assert got.dtype == np.float64, got.dtype
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol)
+
+
+class FixedNoise(diffopt.Noise):
+    """Draws given by the test: rows of ``block`` repeated to the requested length."""
+
+    def __init__(self, block, backend, score):
+        self.block, self.backend, self._score = np.asarray(block, dtype=np.float64), backend, score
+
+    def draws(self, n):
+        reps = -(-n // self.block.shape[0])
+        return np.concatenate([self.block] * reps)[:n]
+
+    def sample(self, shape, like, rng=None):
+        shape = tuple(int(d) for d in shape)
+        assert shape[1:] == self.block.shape[1:], (shape, self.block.shape)
+        return self.backend.asarray(self.draws(shape[0]), ar.get_dtype_name(like))
+
+    def score(self, z):
+        return self._score(z)
+
+
+SCORES = {"normal": (lambda z: z, lambda z: z), "gumbel": (lambda z: 1.0 - ar.do("exp", -z), lambda z: 1.0 - np.exp(-z))}
+
+
+# ------------------------------------------------------------------ perturbed
+
+B, D, N, CHUNK, SIGMA = 2, 4, 7, 3, 0.3
+
+
+def solver(x):
+    """Discrete and continuous parts, 5 outputs for 4 inputs (out != in)."""
+    return ar.do("concatenate", [first_max_mask(x), 0.5 * ar.do("sum", x * x, axis=-1, keepdims=True)], axis=-1)
+
+
+def ref_solver(x):
+    return np.concatenate([np.eye(x.shape[-1])[x.argmax(-1)], 0.5 * (x * x).sum(-1, keepdims=True)], axis=-1)
+
+
+def ref_perturbed(theta, z, sigma, g, score, control_variate, multiplicative):
+    """Value ``[B, 5]`` and gradient of ``<g, y>`` ``[B, D]`` (Berthet et al. 2020, Prop. 3.1)."""
+    n = z.shape[0]
+    x = theta * np.exp(sigma * z - sigma**2 / 2) if multiplicative else theta + sigma * z
+    f = ref_solver(x.reshape(-1, theta.shape[-1])).reshape(n, theta.shape[0], -1)
+    if control_variate is None:
+        centred = f
+    elif control_variate == "value":
+        centred = f - ref_solver(theta)[None]
+    else:  # leave-one-out: sample i against the mean of the others
+        centred = f - (f.sum(0, keepdims=True) - f) / (n - 1)
+    weights = np.einsum("nbo,bo->nb", centred, g)
+    grad = np.einsum("nb,nbi->bi", weights, score(z)) / (n * sigma)
+    return f.mean(0), (grad / theta if multiplicative else grad)
+
+
+RUNS = [dict(chunk_size=None), dict(chunk_size=CHUNK), dict(chunk_size=CHUNK, residual="recompute"),
+        dict(chunk_size=CHUNK, residual="jacobian"), dict(chunk_size=None, residual="recompute")]
+
+
+@pytest.mark.parametrize("multiplicative", [False, True], ids=["additive", "multiplicative"])
+@pytest.mark.parametrize("control_variate", [None, "mean", "value"])
+def test_perturbed_exact(backend, control_variate, multiplicative):
+    rng = np.random.default_rng(0)
+    theta = rng.uniform(0.5, 2.0, size=(B, D)) * np.array([[1.0], [1.3]])
+    g = rng.normal(size=(B, D + 1))
+    for noise_name, (score, ref_score) in SCORES.items():
+        noise = FixedNoise(rng.normal(size=(CHUNK, B, D)), backend, score)
+        z = noise.draws(N)
+        want_y, want_g = ref_perturbed(theta, z, SIGMA, g, ref_score, control_variate, multiplicative)
+        with float64(backend):
+            t, gb = backend.asarray(theta, "float64"), backend.asarray(g, "float64")
+            for run in RUNS:
+                fn = diffopt.perturbed(solver, num_samples=N, sigma=SIGMA, noise=noise, multiplicative=multiplicative,
+                                       control_variate=control_variate, **run)
+                close(backend, fn(t, rng=0), want_y)
+                if backend.has_grad:
+                    close(backend, backend.grad(lambda u: ar.do("sum", fn(u, rng=0) * gb), t), want_g)
+
+
+def test_perturbed_unbatched_exact(backend):
+    rng = np.random.default_rng(1)
+    theta, g = rng.normal(size=D), rng.normal(size=D + 1)
+    noise = FixedNoise(rng.normal(size=(N, 1, D)), backend, SCORES["gumbel"][0])
+    want_y, want_g = ref_perturbed(theta[None], noise.draws(N), SIGMA, g[None], SCORES["gumbel"][1], None, False)
+    with float64(backend):
+        fn = diffopt.perturbed(solver, num_samples=N, sigma=SIGMA, noise=noise, batched=False)
+        t = backend.asarray(theta, "float64")
+        close(backend, fn(t, rng=0), want_y[0])
+        if backend.has_grad:
+            gb = backend.asarray(g, "float64")
+            close(backend, backend.grad(lambda u: ar.do("sum", fn(u, rng=0) * gb), t), want_g[0])
+
+
+# --------------------------------------------------- perturbed_max and Fenchel-Young
+
+
+def ref_max(theta, z, sigma):
+    """F_σ(θ) = mean_i <θ + σZ_i, y*(θ + σZ_i)> ``[B]`` and y_σ(θ) ``[B, D]``."""
+    x = theta[None] + sigma * z
+    y = np.eye(theta.shape[-1])[x.argmax(-1)]
+    return (x * y).sum(-1).mean(0), y.mean(0)
+
+
+@pytest.mark.parametrize("chunk_size", [None, CHUNK])
+def test_perturbed_max_exact(backend, chunk_size):
+    rng = np.random.default_rng(2)
+    theta, w = rng.normal(size=(B, D)), rng.normal(size=B)
+    for score, _ in SCORES.values():
+        noise = FixedNoise(rng.normal(size=(CHUNK, B, D)), backend, score)
+        value, ybar = ref_max(theta, noise.draws(N), SIGMA)
+        with float64(backend):
+            fn = diffopt.perturbed_max(first_max_mask, num_samples=N, sigma=SIGMA, noise=noise, chunk_size=chunk_size)
+            t, wb = backend.asarray(theta, "float64"), backend.asarray(w, "float64")
+            close(backend, fn(t, rng=0), value)
+            if backend.has_grad:
+                close(backend, backend.grad(lambda u: ar.do("sum", fn(u, rng=0) * wb), t), w[:, None] * ybar)
+
+
+@pytest.mark.parametrize("maximize", [True, False], ids=["max", "min"])
+@pytest.mark.parametrize("chunk_size", [None, CHUNK])
+def test_fenchel_young_exact(backend, maximize, chunk_size):
+    rng = np.random.default_rng(3)
+    theta, w = rng.normal(size=(B, D)), rng.normal(size=B)
+    y_true = np.eye(D)[[1, 3]] * 0.75
+    sign = 1.0 if maximize else -1.0
+    noise = FixedNoise(rng.normal(size=(CHUNK, B, D)), backend, SCORES["normal"][0])
+    value, ybar = ref_max(theta, noise.draws(N), SIGMA)
+    losses = sign * (value - (theta * y_true).sum(-1))
+    with float64(backend):
+        t, y, wb = (backend.asarray(a, "float64") for a in (theta, y_true, w))
+
+        def make(reduction):
+            return diffopt.FenchelYoungLoss(first_max_mask, num_samples=N, sigma=SIGMA, noise=noise,
+                                            maximize=maximize, reduction=reduction, chunk_size=chunk_size)
+
+        close(backend, make("none")(t, y, rng=0), losses)
+        close(backend, make("sum")(t, y, rng=0), losses.sum())
+        close(backend, make("mean")(t, y, rng=0), losses.mean())
+        if backend.has_grad:
+            loss = make("none")
+            weighted = lambda u: ar.do("sum", loss(u, y, rng=0) * wb)  # noqa: E731
+            close(backend, backend.grad(weighted, t), sign * w[:, None] * (ybar - y_true))
+            d_y = backend.grad(lambda v: ar.do("sum", loss(t, v, rng=0) * wb), y)
+            close(backend, d_y, -sign * w[:, None] * theta)
+            close(backend, backend.grad(lambda u: make("mean")(u, y, rng=0), t), sign * (ybar - y_true) / B)
+
+
+# ------------------------------------------------------------------- I-MLE family
+
+S, M = 2, 2  # samples and marginal samples
+
+
+def imle_solver(x):
+    """Argmax plus a small linear part: every coefficient of the targets shows in z - z'."""
+    return first_max_mask(x) + 0.1 * x
+
+
+def ref_imle_solver(x):
+    return np.eye(x.shape[-1])[x.argmax(-1)] + 0.1 * x
+
+
+def ref_imle(theta, eps, dy, *, kind, alpha=1.0, beta=1.0, scaling=False, adaptive=False, t_in=1.0, t_tgt=1.0,
+             samples=S, marginal=1, minimize=False, symmetric=False, solve=ref_imle_solver):
+    """Forward ``[B·T, D]`` and gradient ``[B, D]`` (Niepert et al. 2021; Minervini et al. 2023).
+
+    Returns also the I-MLE difference ``[B, S, D]`` (for the adaptive update).
+    """
+    b, t, d = eps.shape
+    theta3 = np.repeat(theta[:, None], t, axis=1)
+    z = solve(theta3 + t_in * eps)
+    dy3 = dy.reshape(b, t, d)
+    if kind == "ste":
+        return z.reshape(b * t, d), dy3.mean(1), None
+    lam = beta * np.linalg.norm(theta3) / np.linalg.norm(dy3) if adaptive else beta
+    step = lam * dy3 if minimize else -lam * dy3  # θ' = αθ − λ dy (maximise), αθ + λ dy (minimise)
+    right = solve(alpha * theta3 + step + t_tgt * eps)
+    if kind == "imle":
+        left = z
+    else:
+        left = solve(alpha * theta3 - (step if symmetric else 0.0) + t_tgt * eps)
+    diff = (left - right).reshape(b, samples, marginal, d).mean(2)
+    if symmetric:
+        diff = diff / 2.0
+    if adaptive:
+        diff_scaled = diff / lam
+    elif scaling:
+        diff_scaled = diff / beta
+    else:
+        diff_scaled = diff
+    grad = diff_scaled.mean(1)
+    return z.reshape(b * t, d), (-grad if minimize else grad), diff
+
+
+IMLE_CASES = {
+    "default": dict(),
+    "alpha-beta-scaled": dict(alpha=0.6, beta=1.7, scaling=True),
+    "temperatures": dict(t_in=0.5, t_tgt=0.8, beta=2.0),
+    "marginal": dict(marginal=M, beta=1.2),
+    "minimize": dict(minimize=True, beta=1.5, alpha=0.9),
+}
+
+
+def _imle_inputs(seed, marginal=1):
+    rng = np.random.default_rng(seed)
+    theta = rng.normal(size=(B, D))
+    eps = rng.gumbel(size=(B, S * marginal, D))
+    dy = rng.normal(size=(B * S * marginal, D)) * 2.0
+    return theta, eps, dy
+
+
+def _check_imle(backend, make, theta, eps, dy, want_z, want_g):
+    with float64(backend):
+        noise = FixedNoise(eps, backend, None)
+        fn = make(noise)
+        t, dyb = backend.asarray(theta, "float64"), backend.asarray(dy, "float64")
+        close(backend, fn(t, rng=0), want_z)
+        if backend.has_grad:
+            close(backend, backend.grad(lambda u: ar.do("sum", fn(u, rng=0) * dyb), t), want_g)
+
+
+@pytest.mark.parametrize("case", list(IMLE_CASES))
+def test_imle_exact(backend, case):
+    opts = IMLE_CASES[case]
+    theta, eps, dy = _imle_inputs(4, opts.get("marginal", 1))
+    want_z, want_g, diff = ref_imle(theta, eps, dy, kind="imle", **opts)
+    assert np.abs(diff).max() > 0.5  # the discrete part moved: the test sees the solver's jumps
+
+    def make(noise):
+        target = dimle.TargetDistribution(alpha=opts.get("alpha", 1.0), beta=opts.get("beta", 1.0),
+                                          do_gradient_scaling=opts.get("scaling", False))
+        return dimle.imle(imle_solver, target_distribution=target, noise_distribution=noise, nb_samples=S,
+                          input_noise_temperature=opts.get("t_in", 1.0),
+                          target_noise_temperature=opts.get("t_tgt", 1.0),
+                          nb_marginal_samples=opts.get("marginal", 1), minimize=opts.get("minimize", False))
+
+    _check_imle(backend, make, theta, eps, dy, want_z, want_g)
+
+
+AIMLE_CASES = {
+    "reuse": dict(),
+    "symmetric": dict(symmetric=True),
+    "alpha": dict(alpha=0.7),
+    "temperatures-min": dict(t_in=0.6, t_tgt=0.9, minimize=True),
+    "symmetric-marginal": dict(symmetric=True, marginal=M),
+}
+
+
+@pytest.mark.parametrize("case", list(AIMLE_CASES))
+def test_aimle_exact(backend, case):
+    opts = AIMLE_CASES[case]
+    theta, eps, dy = _imle_inputs(5, opts.get("marginal", 1))
+    beta0 = 0.8
+    want_z, want_g, _ = ref_imle(theta, eps, dy, kind="aimle", adaptive=True, beta=beta0, **opts)
+
+    def make(noise):
+        target = dimle.AdaptiveTargetDistribution(initial_alpha=opts.get("alpha", 1.0), initial_beta=beta0,
+                                                  beta_update_step=0.0)
+        return dimle.aimle(imle_solver, target_distribution=target, noise_distribution=noise, nb_samples=S,
+                           input_noise_temperature=opts.get("t_in", 1.0),
+                           target_noise_temperature=opts.get("t_tgt", 1.0),
+                           nb_marginal_samples=opts.get("marginal", 1), minimize=opts.get("minimize", False),
+                           symmetric_perturbation=opts.get("symmetric", False))
+
+    _check_imle(backend, make, theta, eps, dy, want_z, want_g)
+
+
+def test_ste_exact(backend):
+    theta, eps, dy = _imle_inputs(6)
+    want_z, want_g, _ = ref_imle(theta, eps, dy, kind="ste", t_in=0.7)
+    _check_imle(backend, lambda noise: dimle.ste(imle_solver, noise_distribution=noise, noise_temperature=0.7,
+                                                 nb_samples=S), theta, eps, dy, want_z, want_g)
+
+
+def ref_beta_update(state, ratio, *, step, momentum, decay, target_norm):
+    beta, grad_norm, previous = state
+    grad_norm = decay * grad_norm + (1.0 - decay) * ratio
+    update = momentum * previous + (step if grad_norm < target_norm else -step)
+    return max(beta + update, 0.0), grad_norm, update
+
+
+@pytest.mark.parametrize("symmetric", [False, True], ids=["one-sided", "symmetric"])
+def test_aimle_beta_update_exact(grad_backend, symmetric):
+    """Three backward passes: β, the running non-zero ratio and the momentum follow the rule."""
+    backend = grad_backend
+    hyper = dict(step=0.05, momentum=0.5, decay=0.6, target_norm=1.9)
+    theta, eps, dy = _imle_inputs(7)
+    target = dimle.AdaptiveTargetDistribution(initial_beta=0.9, beta_update_step=hyper["step"],
+                                              beta_update_momentum=hyper["momentum"],
+                                              grad_norm_decay_rate=hyper["decay"], target_norm=hyper["target_norm"],
+                                              initial_grad_norm=2.5)
+    state = (0.9, 2.5, 0.0)
+    directions = []
+    with float64(backend):
+        fn = dimle.aimle(first_max_mask, target_distribution=target, noise_distribution=FixedNoise(eps, backend, None),
+                         nb_samples=S, symmetric_perturbation=symmetric)
+        t = backend.asarray(theta, "float64")
+        for k in range(3):
+            scale = 1.0 + 4.0 * k  # larger steps: more argmaxes move, the ratio changes
+            _, want_g, diff = ref_imle(theta, eps, dy * scale, kind="aimle", adaptive=True, beta=state[0],
+                                       symmetric=symmetric, solve=lambda x: np.eye(D)[x.argmax(-1)])
+            dyb = backend.asarray(dy * scale, "float64")
+            close(backend, backend.grad(lambda u: ar.do("sum", fn(u, rng=0) * dyb), t), want_g)
+            ratio = np.count_nonzero(diff) / (B * S)
+            new = ref_beta_update(state, ratio, **hyper)
+            directions.append(new[2] - hyper["momentum"] * state[2] > 0)
+            state = new
+            np.testing.assert_allclose(target.state, state, rtol=0, atol=1e-12)
+    assert len(set(directions)) == 2, directions  # β went both up and down: both branches are checked
+
+
+# ---------------------------------------------------------------------- noise
+
+
+class FixedRng(Rng):
+    """An :class:`~diffopt.random.Rng` returning given uniforms, normals and gammas."""
+
+    def __init__(self, like, backend, uniform=None, normal=None, gamma=None):
+        super().__init__(0, like)
+        self.backend, self.u, self.n, self.g = backend, uniform, normal, gamma
+        self.alphas = []
+
+    def _arr(self, a, shape, dtype):
+        assert tuple(a.shape) == tuple(shape), (a.shape, shape)
+        return self.backend.asarray(a, dtype)
+
+    def _uniform(self, shape, dtype):
+        return self._arr(self.u, shape, dtype)
+
+    def _normal(self, shape, dtype):
+        return self._arr(self.n, shape, dtype)
+
+    def _gamma(self, shape, alpha, dtype):
+        self.alphas.append(alpha)
+        return self._arr(self.g, shape, dtype)
+
+    def fold(self, index):
+        return self
+
+
+def test_noise_samples_and_scores_exact(backend):
+    rng = np.random.default_rng(8)
+    shape = (3, 5)
+    u = rng.uniform(0.01, 0.99, size=shape)
+    u[0, 0], u[0, 1] = 0.0, 1.0  # clipped into the open interval
+    normal = rng.normal(size=shape)
+    sog_k, sog_s = 3.0, 4
+    gammas = rng.gamma(1.0 / sog_k, size=(sog_s,) + shape)
+    u_safe = np.clip(u, np.finfo(np.float64).tiny, 1.0 - np.finfo(np.float64).epsneg)
+    gumbel = -np.log(-np.log(u_safe))
+    with float64(backend):
+        like = backend.asarray(np.zeros(1), "float64")
+        fixed = FixedRng(like, backend, uniform=u, normal=normal, gamma=gammas)
+        close(backend, diffopt.Normal().sample(shape, like, fixed), normal)
+        close(backend, diffopt.Gumbel().sample(shape, like, fixed), gumbel)
+        close(backend, dimle.GumbelNoiseDistribution(0.4, 1.7).sample(shape, like, fixed), 0.4 + 1.7 * gumbel)
+        sog = dimle.SumOfGammaNoiseDistribution(k=sog_k, nb_iterations=sog_s).sample(shape, like, fixed)
+        terms = sum(gammas[i] * sog_k / (i + 1) for i in range(sog_s))
+        close(backend, sog, (terms - math.log(sog_s)) / sog_k)
+        assert fixed.alphas == [1.0 / sog_k]
+        z = backend.asarray(normal, "float64")
+        close(backend, diffopt.Normal().score(z), normal)
+        close(backend, diffopt.Gumbel().score(z), 1.0 - np.exp(-normal))
+        close(backend, dimle.GumbelNoiseDistribution(0.4, 1.7).score(z), (1.0 - np.exp(-(normal - 0.4) / 1.7)) / 1.7)
