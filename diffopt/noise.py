@@ -1,16 +1,78 @@
-"""Noise distributions for perturbed optimizers: sampling and score.
+"""Noise distributions for perturbed optimizers: sampling, score and log-density.
 
 A noise object has ``sample(shape, like, rng=None)``, drawing in ``like``'s
 framework, dtype and device, and ``score(z)``, the gradient of the negative
 log-density ``ν`` at ``z`` used by the score-function estimator
 ``∇y_σ(θ) = E[f(θ + σZ) ∇ν(Z)ᵀ] / σ``. Subclass :class:`Noise` to add one.
+
+Noise objects written for the original packages are accepted too, each in its
+own calling convention, told apart by the signature of their ``sample``
+method (see :func:`sample_convention`), never by guessing from values:
+
+- ``optax.perturbations`` style: ``sample(key, sample_shape, dtype)`` and
+  ``log_prob(x)`` (JAX keys); the score is ``-∇ log_prob``.
+- ``torch-imle`` style: ``sample(shape)`` only, drawing from the sampler's
+  own generator (an explicit ``rng=`` then warns that it is not used).
+
+:class:`Normal` and :class:`Gumbel` themselves answer both ``sample(shape,
+like, rng)`` and optax's ``sample(key, sample_shape=(), dtype=float)``.
 """
+
+import inspect
+import warnings
 
 import autoray as ar
 
 from diffopt.random import make_rng, sample_dtype
 
-__all__ = ["Noise", "Normal", "Gumbel", "get_noise"]
+__all__ = ["Noise", "Normal", "Gumbel", "get_noise", "get_sampler", "sample_convention", "draw"]
+
+
+def _split_sample_args(args, kwargs):
+    """``('key', (key, shape, dtype))`` for optax's convention, else ``('shape', (shape, like, rng))``.
+
+    optax's first argument is a JAX key (an array); diffopt's is a shape (a
+    tuple, list or int), so the two never overlap.
+    """
+    first = args[0] if args else kwargs.get("key", kwargs.get("shape"))
+    if "key" in kwargs or (args and hasattr(first, "shape") and hasattr(first, "dtype")):
+        names = ("key", "sample_shape", "dtype")
+        values = {"key": None, "sample_shape": (), "dtype": float}
+    else:
+        names = ("shape", "like", "rng")
+        values = {"shape": None, "like": None, "rng": None}
+    if len(args) > 3:
+        raise TypeError(f"sample() takes at most 3 arguments ({', '.join(names)}), got {len(args)}")
+    values.update(zip(names, args))
+    for key, value in kwargs.items():
+        if key not in names:
+            raise TypeError(f"sample() got an unexpected keyword argument {key!r} (arguments: {', '.join(names)})")
+        if key in names[:len(args)]:
+            raise TypeError(f"sample() got multiple values for argument {key!r}")
+        values[key] = value
+    kind = "key" if names[0] == "key" else "shape"
+    if kind == "shape" and (values["shape"] is None or values["like"] is None):
+        raise TypeError("sample() needs shape and like: sample(shape, like, rng=None), "
+                        "or optax's sample(key, sample_shape=(), dtype=float) with a JAX key")
+    return kind, tuple(values[n] for n in names)
+
+
+def _shape_tuple(shape):
+    return (int(shape),) if isinstance(shape, int) else tuple(int(d) for d in shape)
+
+
+def _draw_with_key(kind, key, shape, dtype):
+    """optax's ``sample(key, sample_shape, dtype)``: the key's framework draws (JAX)."""
+    from diffopt.backends import get_backend
+
+    shim = get_backend(key, argnames=("key",))
+    draw = getattr(shim, "draw_with_key", None)
+    if draw is None:
+        raise TypeError(
+            f"sample(key, sample_shape, dtype) (optax's convention) needs a JAX key, got a {shim.NAME} "
+            "array; for other frameworks call sample(shape, like, rng)"
+        )
+    return draw(kind, key, _shape_tuple(shape), dtype)
 
 
 class Noise:
@@ -38,6 +100,10 @@ class Noise:
         """Gradient of the negative log-density at ``z`` (same shape as ``z``)."""
         raise NotImplementedError
 
+    def log_prob(self, x):
+        """Log-density at ``x`` up to an additive constant (as ``optax.perturbations``)."""
+        raise NotImplementedError
+
     def __repr__(self):
         return f"{type(self).__name__}()"
 
@@ -49,26 +115,44 @@ class Noise:
 
 
 class Normal(Noise):
-    """Standard normal noise: ``ν(z) = |z|²/2``, score ``z``."""
+    """Standard normal noise: ``ν(z) = |z|²/2``, score ``z``.
+
+    ``sample(shape, like, rng=None)`` draws in ``like``'s framework;
+    ``sample(key, sample_shape=(), dtype=float)`` with a JAX key is optax's
+    call and draws ``jax.random.normal(key, sample_shape, dtype)`` (the same
+    numbers as ``optax.perturbations.Normal``). ``log_prob(x) = -x²/2``.
+    """
 
     name = "normal"
 
-    def sample(self, shape, like, rng=None):
-        return make_rng(rng, like).normal(shape)
+    def sample(self, *args, **kwargs):
+        kind, (a, b, c) = _split_sample_args(args, kwargs)
+        if kind == "key":
+            return _draw_with_key("normal", a, b, c)
+        return make_rng(c, b).normal(_shape_tuple(a))
 
     def score(self, z):
         return z
+
+    def log_prob(self, x):
+        return -0.5 * x**2
 
 
 class Gumbel(Noise):
     """Standard Gumbel noise: ``ν(z) = z + exp(-z)``, score ``1 - exp(-z)``.
 
     Sampled as ``-log(-log U)`` from uniforms in the open interval (0, 1).
+    ``sample(key, sample_shape=(), dtype=float)`` with a JAX key is optax's
+    call (``jax.random.gumbel``). ``log_prob(x) = -x - exp(-x)``.
     """
 
     name = "gumbel"
 
-    def sample(self, shape, like, rng=None):
+    def sample(self, *args, **kwargs):
+        kind, (a, b, c) = _split_sample_args(args, kwargs)
+        if kind == "key":
+            return _draw_with_key("gumbel", a, b, c)
+        shape, like, rng = _shape_tuple(a), b, c
         dtype = ar.get_dtype_name(like)
         u = make_rng(rng, like).uniform(shape, dtype=sample_dtype(dtype))
         z = -ar.do("log", -ar.do("log", u))
@@ -77,8 +161,161 @@ class Gumbel(Noise):
     def score(self, z):
         return 1.0 - ar.do("exp", -z)
 
+    def log_prob(self, x):
+        return -x - ar.do("exp", -x)
+
 
 _NAMED = {"normal": Normal, "gumbel": Gumbel}
+
+
+def sample_convention(noise):
+    """Which calling convention ``noise.sample`` follows, from its signature.
+
+    Returns
+    -------
+    {'diffopt', 'key', 'shape', None}
+        ``'diffopt'``: ``sample(shape, like, rng)`` (diffopt's own, also any
+        ``sample(*args, **kwargs)``); ``'key'``: optax's ``sample(key,
+        sample_shape, dtype)`` (first parameter named ``key``); ``'shape'``:
+        ``torch-imle``'s ``sample(shape)`` (takes one argument only);
+        ``None``: no callable ``sample`` or none of these.
+    """
+    sample = getattr(noise, "sample", None)
+    if not callable(sample):
+        return None
+    try:
+        sig = inspect.signature(sample)
+    except (TypeError, ValueError):  # builtins without a signature: assume diffopt's
+        return "diffopt"
+    params = list(sig.parameters.values())
+    if params and params[0].name in ("key", "rng_key", "prng_key"):
+        return "key"
+    for convention, args in (("diffopt", ((1,), None, None)), ("shape", ((1,),))):
+        try:
+            sig.bind(*args)
+        except TypeError:
+            continue
+        return convention
+    return None
+
+
+class _KeyedNoise(Noise):
+    """An optax-style noise (``sample(key, sample_shape, dtype)``, ``log_prob``) as a :class:`Noise`.
+
+    Draws with a JAX key from ``rng`` (JAX arrays only: optax's samplers are
+    ``jax.random`` functions); the score is ``-∇ log_prob`` by JAX autodiff.
+    """
+
+    def __init__(self, noise):
+        self.noise = noise
+        self.name = getattr(noise, "name", type(noise).__name__)
+
+    def __repr__(self):
+        return f"{type(self.noise).__name__}() (optax convention)"
+
+    def sample(self, shape, like, rng=None):
+        from diffopt.backends import get_backend
+
+        shim = get_backend(like)
+        if not hasattr(shim, "draw_with_key"):
+            raise TypeError(
+                f"{type(self.noise).__name__}.sample(key, sample_shape, dtype) (optax's convention) draws "
+                f"with a JAX key, but the input is a {shim.NAME} array; use diffopt.Normal() or "
+                "diffopt.Gumbel(), which draw in every framework"
+            )
+        key = make_rng(rng, like).fold(0).key
+        z = self.noise.sample(key, _shape_tuple(shape), ar.get_dtype_name(like))
+        return z if ar.get_dtype_name(z) == ar.get_dtype_name(like) else ar.astype(z, ar.get_dtype_name(like))
+
+    def score(self, z):
+        from diffopt.backends import get_backend
+
+        return get_backend(z).score_from_log_prob(self.noise.log_prob, z)
+
+    def log_prob(self, x):
+        return self.noise.log_prob(x)
+
+
+class _ShapeOnlySampler:
+    """A ``torch-imle`` style sampler, ``sample(shape)``, called as ``sample(shape, like, rng)``.
+
+    The draw comes from the sampler's own generator and is moved to ``like``'s
+    framework (from NumPy), device and dtype. An explicit ``rng`` cannot reach
+    it: that warns instead of being silently ignored.
+    """
+
+    #: :func:`draw` passes the caller's ``rng`` as given (to warn when one is set).
+    raw_rng = True
+
+    def __init__(self, noise, argname):
+        self.noise = noise
+        self.argname = argname
+
+    def sample(self, shape, like, rng=None):
+        if rng is not None:
+            warnings.warn(
+                f"{self.argname}.sample(shape) takes no rng (the torch-imle signature): rng={rng!r} "
+                "does not control its draws, which come from its own generator; define "
+                "sample(self, shape, like, rng=None) to make them reproducible",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        z = self.noise.sample(_shape_tuple(shape))
+        return _like(z, like, f"{self.argname}.sample(shape)")
+
+
+def _like(z, like, what):
+    """``z`` in ``like``'s framework (NumPy draws are converted), dtype and device."""
+    from diffopt.backends import backend_name
+
+    have, want = backend_name(z), backend_name(like)
+    if have != want and not {have, want} <= {"numpy", "autograd"}:
+        if have != "numpy":
+            raise TypeError(f"{what} returned a {have} array for {want} input; return {want} or NumPy arrays")
+        z = ar.do("asarray", z, like=like)
+    device = getattr(like, "device", None)
+    if device is not None and getattr(z, "device", device) != device and callable(getattr(z, "to", None)):
+        z = z.to(device)
+    dtype = ar.get_dtype_name(like)
+    return z if ar.get_dtype_name(z) == dtype else ar.astype(z, dtype)
+
+
+def draw(sampler, shape, like, rng=None):
+    """``sampler.sample(shape, like, rng)`` for a sampler from :func:`get_sampler`.
+
+    ``rng`` (see :mod:`diffopt.random`) becomes an :class:`~diffopt.random.Rng`
+    for ``like``, except for ``torch-imle`` style samplers, which receive it
+    as given so that a set ``rng`` they cannot use warns.
+    """
+    if not getattr(sampler, "raw_rng", False):
+        rng = make_rng(rng, like)
+    return sampler.sample(shape, like, rng)
+
+
+def get_sampler(noise, argname="noise_distribution"):
+    """An object with ``sample(shape, like, rng)`` for a noise object of any convention.
+
+    Parameters
+    ----------
+    noise : object
+        With ``sample`` in one of the conventions of :func:`sample_convention`.
+
+    Raises
+    ------
+    TypeError
+        If ``noise.sample`` fits none of them (or an optax-style noise has no ``log_prob``).
+    """
+    convention = sample_convention(noise)
+    if convention == "diffopt":
+        return noise
+    if convention == "shape":
+        return _ShapeOnlySampler(noise, argname)
+    if convention == "key" and callable(getattr(noise, "log_prob", None)):
+        return _KeyedNoise(noise)
+    raise TypeError(
+        f"{argname} must have sample(shape, like, rng=None) (diffopt), sample(shape) (torch-imle) or "
+        f"sample(key, sample_shape, dtype) with log_prob(x) (optax), got {type(noise).__name__}"
+    )
 
 
 def get_noise(noise, argname="noise"):
@@ -89,7 +326,10 @@ def get_noise(noise, argname="noise"):
     ValueError
         For an unknown name.
     TypeError
-        For anything that is neither a name nor an object with ``sample`` and ``score``.
+        For anything that is neither a name, an object with ``sample(shape,
+        like, rng)`` and ``score``, nor an optax-style noise (``sample(key,
+        sample_shape, dtype)`` and ``log_prob``, wrapped: its score is
+        ``-∇ log_prob``).
     """
     if isinstance(noise, str):
         cls = _NAMED.get(noise.lower())
@@ -100,9 +340,13 @@ def get_noise(noise, argname="noise"):
         return cls()
     if isinstance(noise, type) and issubclass(noise, Noise):
         return noise()
-    if callable(getattr(noise, "sample", None)) and callable(getattr(noise, "score", None)):
+    convention = sample_convention(noise)
+    if convention == "key" and callable(getattr(noise, "log_prob", None)):
+        return _KeyedNoise(noise)
+    if convention == "diffopt" and callable(getattr(noise, "score", None)):
         return noise
     raise TypeError(
-        f"{argname} must be a name ({sorted(_NAMED)}) or an object with sample() and score(), "
+        f"{argname} must be a name ({sorted(_NAMED)}), an object with sample(shape, like, rng) and "
+        f"score(z), or an optax noise with sample(key, sample_shape, dtype) and log_prob(x); "
         f"got {type(noise).__name__}"
     )

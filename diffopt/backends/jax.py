@@ -167,3 +167,13 @@ def map_leading(fn, leaves, size):
     """``fn`` on each leading-axis slice, vectorised by ``jax.vmap``."""
     del size
     return tuple(jax.vmap(fn)(tuple(leaves)))
+
+
+def draw_with_key(kind, key, shape, dtype):
+    """``jax.random.<kind>(key, shape, dtype)``: optax's ``noise.sample(key, sample_shape, dtype)``."""
+    return getattr(jax.random, kind)(key, tuple(shape), dtype)
+
+
+def score_from_log_prob(log_prob, z):
+    """``-∇ log_prob(z)`` for an elementwise log-density (optax's noise objects)."""
+    return -jax.grad(lambda v: jnp.sum(log_prob(v)))(z)

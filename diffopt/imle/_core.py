@@ -5,13 +5,15 @@ Shapes: θ is ``[B, *inst]``; the solver sees ``[B·T, *inst]`` with
 of instance ``b`` are rows ``b·T … b·T+T-1``).
 """
 
+import sys
+import types
 import warnings
 
 import autoray as ar
 
 from diffopt import backends
 from diffopt._checks import check_floating, check_int, check_min_rank, check_nonnegative
-from diffopt.random import make_rng
+from diffopt.noise import draw, get_sampler
 
 _ARRAY_BACKENDS = {"numpy", "autograd", "torch", "jax", "jaxlib", "tensorflow", "cupy"}
 
@@ -30,13 +32,14 @@ def check_function(function):
 
 
 def check_noise(noise):
-    """``None`` (no noise) or an object with ``sample(shape, like, rng)``."""
+    """``None`` (no noise) or a noise object: ``sample(shape, like, rng)``, or
+    ``torch-imle``'s ``sample(shape)`` (see :func:`diffopt.noise.get_sampler`)."""
     if noise is not None and not callable(getattr(noise, "sample", None)):
         raise TypeError(
             "noise_distribution must be None or a noise object with sample(shape, like, rng) "
             f"(e.g. diffopt.imle.SumOfGammaNoiseDistribution), got {type(noise).__name__}"
         )
-    return noise
+    return noise if noise is None else get_sampler(noise, "noise_distribution")
 
 
 def check_target(target):
@@ -117,7 +120,7 @@ def sample_noise(noise, theta, layout, rng):
     """ε of shape ``[B, T, *inst]``: drawn from ``noise``, or zeros when it is ``None``."""
     if noise is None:
         return ar.do("zeros_like", layout.repeat(theta))
-    eps = noise.sample(layout.noise_shape, theta, make_rng(rng, theta))
+    eps = draw(noise, layout.noise_shape, theta, rng)
     if tuple(eps.shape) != layout.noise_shape:
         raise ValueError(
             f"noise_distribution.sample returned shape {tuple(eps.shape)}, expected {layout.noise_shape}"
@@ -189,3 +192,21 @@ def warn_frozen_state():
         RuntimeWarning,
         stacklevel=3,
     )
+
+
+class _CallableModule(types.ModuleType):
+    """A drop-in module named like the function it holds (``imle.aimle.aimle``).
+
+    Importing ``diffopt.imle.aimle`` rebinds the package attribute
+    ``diffopt.imle.aimle`` from the function to the module; calling the
+    module calls the function, so ``from diffopt.imle import aimle`` keeps
+    working either way.
+    """
+
+    def __call__(self, *args, **kwargs):
+        return getattr(self, self.__name__.rpartition(".")[2])(*args, **kwargs)
+
+
+def callable_module(name):
+    """Make the module ``name`` (``__name__`` of a drop-in module) callable as its namesake function."""
+    sys.modules[name].__class__ = _CallableModule

@@ -55,17 +55,20 @@ class BaseTargetDistribution:
         del lam
         return gradient
 
-    def params(self, theta, dy, _is_minimization=False, lam=None):
+    def params(self, theta, dy, _is_minimization=False, *, lam=None):
         """Target parameters ``αθ − λ·dy`` (``αθ + λ·dy`` when minimising).
 
         ``dy=None`` gives ``αθ``. ``lam`` defaults to :meth:`step`.
         """
+        return self._params(theta, dy, self.alpha, lam, _is_minimization)
+
+    def _params(self, theta, dy, alpha, lam, minimize):
         if dy is None:
-            return self.alpha * theta
+            return alpha * theta
         if lam is None:
             lam = self.step(theta, dy)
-        sign = 1.0 if _is_minimization else -1.0
-        return self.alpha * theta + sign * lam * dy
+        sign = 1.0 if minimize else -1.0
+        return alpha * theta + sign * lam * dy
 
 
 class TargetDistribution(BaseTargetDistribution):
@@ -98,6 +101,16 @@ class TargetDistribution(BaseTargetDistribution):
     def __repr__(self):
         return (f"TargetDistribution(alpha={self.alpha}, beta={self.beta}, "
                 f"do_gradient_scaling={self.do_gradient_scaling})")
+
+    def params(self, theta, dy, alpha=None, beta=None, _is_minimization=False, *, lam=None):
+        """Target parameters ``αθ − β·dy`` (``αθ + β·dy`` when minimising).
+
+        The positional order is ``torch-adaptive-imle``'s: ``alpha`` and
+        ``beta`` override the object's; ``dy=None`` gives ``αθ``.
+        """
+        alpha = self.alpha if alpha is None else alpha
+        lam = (self.beta if beta is None else beta) if lam is None else lam
+        return self._params(theta, dy, alpha, lam, _is_minimization)
 
     def step(self, theta, dy, beta=None):
         return self.beta if beta is None else beta
@@ -148,21 +161,24 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
     ----------
     initial_alpha : float, default 1.0
     initial_beta : float, default 1.0
+    initial_grad_norm : float, default 1.0
+        Initial value of the running statistic ``n``.
     beta_update_step : float, default 1e-4
     beta_update_momentum : float, default 0.0
     grad_norm_decay_rate : float, default 0.9
         In [0, 1].
     target_norm : float, default 1.0
         Target number of non-zero gradient entries per sample.
-    initial_grad_norm : float, default 1.0
-        Initial value of the running statistic (keyword only).
+
+    The positional order is ``torch-adaptive-imle``'s (``initial_grad_norm``
+    third), so ``AdaptiveTargetDistribution(1.0, 1.0, 0.5)`` means the same
+    there and here.
     """
 
     adaptive = True
 
-    def __init__(self, initial_alpha=1.0, initial_beta=1.0, beta_update_step=1e-4,
-                 beta_update_momentum=0.0, grad_norm_decay_rate=0.9, target_norm=1.0, *,
-                 initial_grad_norm=1.0):
+    def __init__(self, initial_alpha=1.0, initial_beta=1.0, initial_grad_norm=1.0, beta_update_step=1e-4,
+                 beta_update_momentum=0.0, grad_norm_decay_rate=0.9, target_norm=1.0):
         self.alpha = check_real("initial_alpha", initial_alpha)
         self.beta = check_real("initial_beta", initial_beta, minimum=0.0)
         self.beta_update_step = check_real("beta_update_step", beta_update_step, minimum=0.0)

@@ -101,12 +101,12 @@ class _Estimator:
         beta = None if state is None else ar.astype(state[0], lay.dtype)
         lam = target.step(theta3, dy3, beta)
         noise = c.t_target * eps
-        right = lay.flat(target.params(theta3, dy3, c.minimize, lam) + noise)
+        right = lay.flat(target.params(theta3, dy3, _is_minimization=c.minimize, lam=lam) + noise)
         if c.reuses_forward:
             (z_right,) = self._solve([right], args)
             z_left3 = z3
         else:
-            left = target.params(theta3, -dy3 if c.symmetric else None, c.minimize, lam)
+            left = target.params(theta3, -dy3 if c.symmetric else None, _is_minimization=c.minimize, lam=lam)
             z_left, z_right = self._solve([lay.flat(left + noise), right], args)
             z_left3 = lay.split(z_left)
         diff = lay.marginalise(z_left3) - lay.marginalise(lay.split(z_right))

@@ -9,11 +9,22 @@ Drop-in for the TensorFlow ``perturbations`` package, its PyTorch port
 - :func:`perturbed_max`: F_σ(θ) = E[max_y ⟨θ + σZ, y⟩], gradient y_σ(θ).
 - :class:`FenchelYoungLoss`: F_σ(θ) − ⟨θ, y⟩, gradient y_σ(θ) − y.
 - :func:`make_perturbed_fun`: ``fn(rng, x)`` on pytrees.
+
+The originals' module names are kept: ``_GUMBEL``, ``_NORMAL``,
+``SUPPORTED_NOISES`` and ``sample_noise_with_gradients(noise, shape)``
+(NumPy draws here unless ``like=`` is given; TensorFlow in
+:mod:`diffopt.perturbations.perturbations`, torch in
+:mod:`diffopt.perturbations.torch.perturbations`).
 """
 
 from diffopt.noise import Gumbel, Noise, Normal
+from diffopt.perturbations._dropin import _GUMBEL, _NORMAL, SUPPORTED_NOISES, noise_sampler
 from diffopt.perturbations._fenchel_young import FenchelYoungLoss, perturbed_max
 from diffopt.perturbations._fun import make_perturbed_fun
 from diffopt.perturbations._perturbed import perturbed
 
-__all__ = ["perturbed", "perturbed_max", "FenchelYoungLoss", "make_perturbed_fun", "Gumbel", "Normal", "Noise"]
+sample_noise_with_gradients = noise_sampler("numpy")
+sample_noise_with_gradients.__module__ = __name__
+
+__all__ = ["perturbed", "perturbed_max", "FenchelYoungLoss", "make_perturbed_fun", "Gumbel", "Normal", "Noise",
+           "sample_noise_with_gradients", "SUPPORTED_NOISES"]

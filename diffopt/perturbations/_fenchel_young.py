@@ -11,6 +11,7 @@ import autoray as ar
 from diffopt._checks import check_choice, check_floating
 from diffopt.backends import get_backend
 from diffopt.perturbations._engine import Problem, Settings, prepare_theta, run_chunks, split_arrays
+from diffopt.perturbations._perturbed import perturbed
 from diffopt.random import make_rng
 
 __all__ = ["perturbed_max", "FenchelYoungLoss"]
@@ -132,7 +133,8 @@ class FenchelYoungLoss:
     but its value is the true Fenchel-Young loss (≥ 0 up to Monte-Carlo error),
     not ‖y_σ − y‖². Its gradient is y_σ(θ) − y (``maximize=True``); for a
     minimising solver (``maximize=False``) the loss is ⟨θ, y⟩ − F_σ(θ) with
-    gradient y − y_σ(θ). The gradient with respect to ``y_true`` is ∓θ.
+    gradient y − y_σ(θ). ``y_true`` is a label: it gets no gradient (as in
+    the originals), also when it is computed from θ.
 
     Parameters
     ----------
@@ -161,13 +163,21 @@ class FenchelYoungLoss:
         self.reduction = _REDUCTIONS[check_choice("reduction", reduction, tuple(_REDUCTIONS))]
         self._chunk_size = chunk_size
 
+    @property
+    def perturbed(self):
+        """The perturbed optimizer y_σ = E[func(θ + σZ)] of this loss (as the originals' ``loss.perturbed``)."""
+        if self.func is None:
+            raise AttributeError("this FenchelYoungLoss has no func yet (it is a decorator): no perturbed")
+        s = self.settings
+        return perturbed(self.func, s.num_samples, s.sigma, s.noise, s.batched, chunk_size=self._chunk_size)
+
     def _bind(self, func):
         s = self.settings
         return FenchelYoungLoss(func, s.num_samples, s.sigma, s.noise, s.batched, self.maximize, self.reduction,
                                 chunk_size=self._chunk_size)
 
     def __call__(self, theta, y_true=None, *args, rng=None, **kwargs):
-        """The loss (reduced over the batch), differentiable in ``theta`` and ``y_true``."""
+        """The loss (reduced over the batch), differentiable in ``theta`` (``y_true`` gets no gradient)."""
         if self.func is None:
             if callable(theta) and y_true is None and not args:
                 return self._bind(theta)
@@ -191,20 +201,52 @@ class FenchelYoungLoss:
         call = _MaxCall(self.settings, self.func, [theta_b, y_b], key, args, kwargs, shim.NAME)
         sign = 1.0 if self.maximize else -1.0
         dtype, shape = ar.get_dtype_name(theta_b), _shape(theta_b)
-        y_dtype = ar.get_dtype_name(y_b)
-        y_float = y_dtype.startswith(("float", "bfloat"))
 
         def fwd(*arrays):
             problem, ybar, value = call.expectation(arrays)
             y = ar.do("reshape", _cast(arrays[1], problem.cdtype), (problem.batch, problem.in_size))
             loss = sign * (value - ar.do("sum", problem.theta_c * y, axis=-1))
-            return _cast(loss, dtype), (ybar - y, problem.theta_c)
+            return _cast(loss, dtype), (ybar - y,)
 
         def bwd(res, g):
-            diff, theta_c = res
+            (diff,) = res
             g = _cast(g, ar.get_dtype_name(diff))[:, None] * sign
             d_theta = _cast(ar.do("reshape", g * diff, shape), dtype)
-            d_y = _cast(ar.do("reshape", -g * theta_c, shape), y_dtype) if y_float else None
-            return (d_theta, d_y) + call.nones(2)
+            return (d_theta, None) + call.nones(2)
 
         return shim.custom_vjp(fwd, bwd)(*call.inputs)
+
+
+def squared_losses(settings, func, theta, y_true, maximize, args, kwargs, rng):
+    """The originals' Fenchel-Young loss value ‖y_σ(θ) − y‖² per instance, gradient y_σ(θ) − y.
+
+    As the TensorFlow ``perturbations`` package and its PyTorch port compute
+    it: the value is the squared distance to the label (``[B]``; a scalar
+    when unbatched), the gradient with respect to ``theta`` the Fenchel-Young
+    one (negated for ``maximize=False``), and ``y_true`` (cast to θ's dtype)
+    gets none.
+    """
+    shim = get_backend(theta, y_true, argnames=("theta", "y_true"))
+    check_floating("theta", theta)
+    if _shape(y_true) != _shape(theta):
+        raise ValueError(f"y_true must have theta's shape {_shape(theta)}, got {_shape(y_true)}")
+    theta_b, _ = prepare_theta(theta, settings.batched)
+    y_b = y_true if settings.batched else y_true[None]
+    key = make_rng(rng, theta_b).key
+    call = _MaxCall(settings, func, [theta_b, y_b], key, args, kwargs, shim.NAME)
+    sign = 1.0 if maximize else -1.0
+    dtype, shape = ar.get_dtype_name(theta_b), _shape(theta_b)
+
+    def fwd(*arrays):
+        problem, ybar, _ = call.expectation(arrays)
+        y = ar.do("reshape", _cast(arrays[1], problem.cdtype), (problem.batch, problem.in_size))
+        diff = sign * (ybar - y)
+        return _cast(ar.do("sum", diff * diff, axis=-1), dtype), (diff,)
+
+    def bwd(res, g):
+        (diff,) = res
+        g = _cast(g, ar.get_dtype_name(diff))[:, None]
+        return (_cast(ar.do("reshape", g * diff, shape), dtype), None) + call.nones(2)
+
+    losses = shim.custom_vjp(fwd, bwd)(*call.inputs)
+    return losses if settings.batched else losses[0]

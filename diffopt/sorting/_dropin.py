@@ -43,6 +43,10 @@ def _asfloat(x):
     if not hasattr(x, "shape"):
         return np.asarray(x, dtype=float)
     if not ar.get_dtype_name(x).startswith(("float", "bfloat", "complex")):
+        if ar.infer_backend(x) in ("numpy", "autograd"):
+            # HIPS autograd's astype casts the gradient back to int (all zeros):
+            # promote by arithmetic instead, as the original's ``matrix @ x`` does.
+            return x * 1.0
         return ar.astype(x, "float64")
     return x
 

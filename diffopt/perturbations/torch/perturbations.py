@@ -1,0 +1,13 @@
+"""Drop-in for the PyTorch port's ``perturbations`` module.
+
+``perturbed`` works on arrays of every framework; ``sample_noise_with_gradients(noise, shape)``
+draws torch tensors, as the port (``like=`` picks another framework).
+"""
+
+from diffopt.perturbations._dropin import _GUMBEL, _NORMAL, SUPPORTED_NOISES, noise_sampler
+from diffopt.perturbations._perturbed import perturbed
+
+sample_noise_with_gradients = noise_sampler("torch")
+sample_noise_with_gradients.__module__ = __name__
+
+__all__ = ["perturbed", "sample_noise_with_gradients", "SUPPORTED_NOISES", "_GUMBEL", "_NORMAL"]
