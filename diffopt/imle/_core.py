@@ -195,18 +195,22 @@ def warn_frozen_state():
 
 
 class _CallableModule(types.ModuleType):
-    """A drop-in module named like the function it holds (``imle.aimle.aimle``).
+    """A drop-in module named like a function of the package (``imle.aimle.aimle``).
 
     Importing ``diffopt.imle.aimle`` rebinds the package attribute
     ``diffopt.imle.aimle`` from the function to the module; calling the
-    module calls the function, so ``from diffopt.imle import aimle`` keeps
-    working either way.
+    module calls the package's function (not the module's drop-in one), so
+    ``from diffopt.imle import aimle`` means the same either way.
     """
 
+    _package_function = None
+
     def __call__(self, *args, **kwargs):
-        return getattr(self, self.__name__.rpartition(".")[2])(*args, **kwargs)
+        return self._package_function(*args, **kwargs)
 
 
-def callable_module(name):
-    """Make the module ``name`` (``__name__`` of a drop-in module) callable as its namesake function."""
-    sys.modules[name].__class__ = _CallableModule
+def callable_module(name, package_function):
+    """Make the module ``name`` callable as ``package_function``."""
+    module = sys.modules[name]
+    module.__class__ = _CallableModule
+    module._package_function = staticmethod(package_function).__func__
