@@ -8,7 +8,16 @@ from diffopt import backends
 from diffopt.host import HostSolver, host_solver
 from diffopt.noise import Gumbel, Noise, Normal
 from diffopt.random import Rng, make_rng
-from diffopt.solvers import argmax_one_hot, grid_shortest_path, ranking, shortest_path, top_k_mask
+from diffopt.solvers import (
+    argmax_one_hot,
+    dag_shortest_path,
+    grid_edges,
+    grid_shortest_path,
+    knapsack_solver,
+    ranking,
+    shortest_path,
+    top_k_mask,
+)
 
 __version__ = "0.1.0"
 
@@ -26,12 +35,17 @@ __all__ = [
     "ranking",
     "shortest_path",
     "grid_shortest_path",
+    "grid_edges",
+    "dag_shortest_path",
+    "knapsack_solver",
 ]
 
 from diffopt.perturbations import FenchelYoungLoss, make_perturbed_fun, perturbed, perturbed_max  # noqa: E402
 
 __all__ += ["perturbed", "perturbed_max", "FenchelYoungLoss", "make_perturbed_fun"]
 
-from diffopt import imle, sorting  # noqa: E402  (modules: diffopt.imle.imle, diffopt.sorting.soft_sort, ...)
+from diffopt import dfl, imle, sorting  # noqa: E402  (modules: diffopt.imle.imle, diffopt.sorting.soft_sort, ...)
+from diffopt.dfl import blackbox, negative_identity, normalized_regret, regret, spo_plus_loss  # noqa: E402
 
-__all__ += ["imle", "sorting"]
+__all__ += ["imle", "sorting", "dfl", "spo_plus_loss", "blackbox", "negative_identity", "regret",
+            "normalized_regret"]

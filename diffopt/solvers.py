@@ -3,6 +3,9 @@
 ``argmax_one_hot``, ``top_k_mask`` and ``ranking`` are written in autoray and
 run natively in every framework (also under ``jit``/``vmap``/``tf.function``).
 ``shortest_path`` is a SciPy Dijkstra marked as a host solver.
+``dag_shortest_path`` (PyEPO's grid shortest path on edge costs) is dynamic
+programming on the right/down grid DAG, written once with autoray.
+``knapsack_solver`` builds a host solver (SciPy's MILP) for 0/1 knapsacks.
 """
 
 import functools
@@ -15,7 +18,10 @@ from diffopt._ops import first_max_mask
 from diffopt.backends import get_backend
 from diffopt.host import host_solver
 
-__all__ = ["argmax_one_hot", "top_k_mask", "ranking", "shortest_path", "grid_shortest_path"]
+__all__ = [
+    "argmax_one_hot", "top_k_mask", "ranking", "shortest_path", "grid_shortest_path",
+    "grid_edges", "dag_shortest_path", "knapsack_solver",
+]
 
 
 def argmax_one_hot(x, axis=-1):
@@ -116,3 +122,201 @@ top-left to bottom-right); the result is the ``[..., H, W]`` path indicator in
 the input's framework and dtype. For a process pool or a cluster, wrap
 :func:`grid_shortest_path` with ``host_solver(..., vectorized=False, executor=...)``.
 """
+
+
+# -- the right/down grid DAG with edge costs (PyEPO's shortest path) ------------------------------
+
+
+def _check_grid(grid):
+    ok = isinstance(grid, (tuple, list)) and len(grid) == 2 and all(
+        isinstance(g, numbers.Integral) and not isinstance(g, bool) and g >= 1 for g in grid)
+    if not ok or tuple(grid) == (1, 1):
+        raise ValueError(f"grid must be a pair (rows, columns) of integers >= 1, not (1, 1); got grid={grid!r}")
+    return int(grid[0]), int(grid[1])
+
+
+@functools.lru_cache(maxsize=32)
+def _grid_edges(height, width):
+    edges = []
+    for i in range(height):
+        edges += [(i * width + j, i * width + j + 1) for j in range(width - 1)]
+        if i < height - 1:
+            edges += [(i * width + j, (i + 1) * width + j) for j in range(width)]
+    return tuple(edges)
+
+
+def grid_edges(grid=(5, 5)):
+    """The edges ``(source, target)`` of the right/down grid DAG, in cost-vector order.
+
+    Nodes are numbered row-major (``i * columns + j``). Row by row, the
+    rightward edges of row ``i`` come first, then the downward edges from
+    row ``i`` to row ``i + 1`` -- PyEPO's order (``pyepo.data.shortestpath``:
+    a 5×5 grid has 40 edges).
+
+    Parameters
+    ----------
+    grid : (int, int), default (5, 5)
+        Rows and columns of nodes.
+
+    Returns
+    -------
+    tuple of (int, int)
+    """
+    return _grid_edges(*_check_grid(grid))
+
+
+@functools.lru_cache(maxsize=32)
+def _incoming(height, width):
+    """Per node: its incoming edges as ``(predecessor, edge index)``, the edge from above first."""
+    index = {e: k for k, e in enumerate(_grid_edges(height, width))}
+    out = []
+    for v in range(height * width):
+        preds = [u for u in (v - width, v - 1) if (u, v) in index]
+        out.append(tuple((u, index[(u, v)]) for u in preds))
+    return tuple(out)
+
+
+def dag_shortest_path(costs, grid=(5, 5)):
+    """Shortest top-left → bottom-right path on the right/down grid DAG with edge costs.
+
+    Vectorised over all leading axes and written once with autoray, so it runs
+    natively in every framework (also under ``jit``/``vmap``/``tf.function``
+    and ``torch.compile``). Dynamic programming in topological order (node
+    ``v``'s distance is the smaller of "from above" and "from the left"; a tie
+    goes to "from above"), then the chosen edges are traced back from the
+    target with elementwise products only (no gathers). Costs may be negative
+    (a DAG needs no Dijkstra), as in SPO+'s ``2θ̂ − c``.
+
+    Parameters
+    ----------
+    costs : array, shape [..., E]
+        Edge costs in the order of :func:`grid_edges` (``E = 40`` for 5×5).
+    grid : (int, int), default (5, 5)
+        Rows and columns of nodes.
+
+    Returns
+    -------
+    array, shape [..., E]
+        The 0/1 indicator of the path's edges, in ``costs``' framework and dtype.
+
+    Raises
+    ------
+    ValueError
+        If ``grid`` is not a pair of positive integers or ``costs``' last axis
+        is not the number of edges.
+    """
+    height, width = _check_grid(grid)
+    get_backend(costs)
+    edges = _grid_edges(height, width)
+    shape = tuple(costs.shape)
+    if len(shape) < 1 or shape[-1] != len(edges):
+        raise ValueError(
+            f"costs must have shape [..., {len(edges)}] (one cost per edge of the {height}x{width} grid), "
+            f"got {shape}")
+    c = ar.do("reshape", costs, (-1, len(edges)))
+    take = _dag_choices(c, _incoming(height, width))
+    path = _trace_back(c, take, _incoming(height, width), len(edges))
+    return ar.do("reshape", path, shape)
+
+
+def _dag_choices(c, incoming):
+    """Per node, the weight (1 or 0 per instance, ``None`` = 1) of each incoming edge on its best path."""
+    dtype = ar.get_dtype_name(c)
+    dist = [ar.do("zeros_like", c[:, 0])]
+    take = [()]
+    for preds in incoming[1:]:
+        cands = [dist[u] + c[:, k] for u, k in preds]
+        if len(cands) == 1:
+            dist.append(cands[0])
+            take.append((None,))
+            continue
+        up, left = cands
+        pick_up = up <= left
+        dist.append(ar.do("where", pick_up, up, left))
+        up_w = ar.astype(pick_up, dtype)
+        take.append((up_w, 1.0 - up_w))
+    return take
+
+
+def _trace_back(c, take, incoming, num_edges):
+    """Edge indicator ``[B, E]`` from the choices, walking back from the target."""
+    n = len(incoming)
+    on = [None] * n
+    on[n - 1] = ar.do("ones_like", c[:, 0])
+    chosen = [None] * num_edges
+    for v in range(n - 1, 0, -1):
+        for (u, k), weight in zip(incoming[v], take[v]):
+            e = on[v] if weight is None else on[v] * weight
+            chosen[k] = e
+            on[u] = e if on[u] is None else on[u] + e
+    return ar.do("stack", chosen, axis=-1)
+
+
+# -- 0/1 knapsack on the host (SciPy's MILP) -----------------------------------------------------
+
+
+def knapsack_solver(weights, capacity, *, executor=None):
+    """A host solver for the (multi-dimensional) 0/1 knapsack: ``max ⟨values, x⟩, weights·x ≤ capacity``.
+
+    Each instance is solved exactly by :func:`scipy.optimize.milp` (HiGHS);
+    instances are mapped over the leading axis, optionally on ``executor``.
+
+    Parameters
+    ----------
+    weights : array_like, shape [m, n] or [n]
+        Item weights (``m`` resource dimensions, ``n`` items), fixed across instances.
+    capacity : array_like, shape [m] or scalar
+        Capacity per dimension.
+    executor : concurrent.futures.Executor, optional
+        See :func:`diffopt.host_solver`.
+
+    Returns
+    -------
+    HostSolver
+        ``solver(values)`` with ``values`` ``[B, n]`` (any framework) returns
+        the 0/1 selections ``[B, n]`` in ``values``' framework and dtype. It
+        maximises: pass ``minimize=False`` to the estimators.
+
+    Raises
+    ------
+    ValueError
+        Bad shapes, negative weights or capacities.
+    ImportError
+        If SciPy is not installed.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("scipy") is None:
+        raise ImportError("knapsack_solver needs SciPy (pip install scipy)")
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    cap = np.atleast_1d(np.asarray(capacity, dtype=np.float64))
+    if w.ndim != 2 or w.shape[1] < 1:
+        raise ValueError(f"weights must have shape [dims, items] or [items], got {np.shape(weights)}")
+    if cap.shape != (w.shape[0],):
+        raise ValueError(f"capacity must have shape ({w.shape[0]},) (one per weight dimension), got {cap.shape}")
+    if not (np.all(np.isfinite(w)) and np.all(w >= 0) and np.all(np.isfinite(cap)) and np.all(cap >= 0)):
+        raise ValueError("weights and capacity must be finite and >= 0")
+    solve = functools.partial(_knapsack_one, w, cap)
+    solve.__name__ = "knapsack"
+    n = w.shape[1]
+
+    def output_shape(shape):
+        if shape[-1] != n:
+            raise ValueError(f"values must have shape [B, {n}] (one value per item), got {shape}")
+        return shape
+
+    return host_solver(solve, vectorized=False, executor=executor, output_shape=output_shape)
+
+
+def _knapsack_one(weights, capacity, values):
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != (weights.shape[1],):
+        raise ValueError(f"values must have shape [B, {weights.shape[1]}] (one value per item), "
+                         f"got an instance of shape {values.shape}")
+    res = milp(-values, constraints=LinearConstraint(weights, -np.inf, capacity),
+               integrality=np.ones_like(values), bounds=Bounds(0, 1))
+    if res.x is None:
+        raise RuntimeError(f"knapsack: scipy.optimize.milp failed ({res.message})")
+    return np.round(res.x)

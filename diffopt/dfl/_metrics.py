@@ -1,0 +1,62 @@
+"""Regret of predicted costs: the extra true cost of the decisions they lead to."""
+
+import autoray as ar
+
+from diffopt.backends import get_backend
+from diffopt.dfl import _common
+
+__all__ = ["regret", "normalized_regret"]
+
+
+def _parts(solver, theta_pred, c_true, z_true, minimize):
+    """Per-instance regret ``[B]`` and the true optimal objectives ``[B]``, in the work dtype."""
+    _common.check_solver(solver)
+    _common.check_sense(minimize)
+    backend = get_backend(theta_pred, c_true, z_true, argnames=("theta_pred", "c_true", "z_true"))
+    _common.check_costs("theta_pred", theta_pred, rank=2)
+    _common.check_costs("c_true", c_true, rank=2)
+    _common.check_like("c_true", c_true, "theta_pred", theta_pred)
+    if z_true is not None:
+        _common.check_objective("z_true", z_true, "theta_pred", theta_pred)
+    cd = _common.work_dtype(theta_pred)
+    c = _common.cast(c_true, cd)
+    w_hat = _common.cast(_common.solve(solver, theta_pred, backend), cd)
+    if z_true is None:
+        z = _common.rowsum(c * _common.solve(solver, c, backend))
+    else:
+        z = ar.do("reshape", _common.cast(z_true, cd), (-1,))
+    obj = _common.rowsum(c * w_hat)
+    return (obj - z if minimize else z - obj), z
+
+
+def regret(solver, theta_pred, c_true, z_true=None, *, minimize):
+    """Regret of each prediction: ``⟨c, w(θ̂)⟩ − z*`` (``z* − ⟨c, w(θ̂)⟩`` when maximising).
+
+    Parameters
+    ----------
+    solver : callable
+        ``solver(costs) -> decisions`` (see :mod:`diffopt.dfl`).
+    theta_pred, c_true : arrays, shape [B, ...]
+        Predicted and true costs.
+    z_true : array, shape [B] or [B, 1], optional
+        True optimal objectives; default: solved from ``c_true``.
+    minimize : bool
+        Whether ``solver`` minimises.
+
+    Returns
+    -------
+    array, shape [B]
+        In ``theta_pred``'s framework (float32 for half-precision input); ``>= 0``
+        when the solver is exact. Ties in ``w(θ̂)`` are broken by the solver.
+    """
+    r, _ = _parts(solver, theta_pred, c_true, z_true, minimize)
+    return r
+
+
+def normalized_regret(solver, theta_pred, c_true, z_true=None, *, minimize):
+    """Normalised regret of a batch: ``Σ_i regret_i / Σ_i |z*_i|`` (PyEPO's ``regret``).
+
+    Same arguments as :func:`regret`; returns a scalar array.
+    """
+    r, z = _parts(solver, theta_pred, c_true, z_true, minimize)
+    return ar.do("sum", r) / ar.do("sum", ar.do("abs", z))
