@@ -194,7 +194,12 @@ def to_numpy(x):
     return x.cpu().numpy()
 
 
+@torch.compiler.disable
 def host_call(fn, x, out_shape, out_dtype):
-    """Run ``fn`` on a host copy of ``x``; the result comes back on ``x``'s device."""
+    """Run ``fn`` on a host copy of ``x``; the result comes back on ``x``'s device.
+
+    Never traced by ``torch.compile`` (a graph break): dynamo must not step into
+    host code (tracing SciPy's MILP, for one, exhausts its recursion limit).
+    """
     out = np.asarray(fn(to_numpy(x)))
     return torch.as_tensor(out).to(device=x.device, dtype=getattr(torch, out_dtype))
