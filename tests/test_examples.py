@@ -91,3 +91,14 @@ def test_sorting_error(backend, tmp_path):
     assert plain and ours, text
     assert int(plain.group(1)) < 100 and int(ours.group(1)) == 100
     _figure(tmp_path, "sorting_error")
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_predict_then_optimize(backend, tmp_path):
+    text = _run("predict_then_optimize.py", backend, tmp_path, "--train", "128", "--test", "64", "--epochs", "3",
+                "--lr", "0.05")
+    for method in ("SPO+", "DBB", "NID", "PFYL"):
+        match = re.search(rf"final {re.escape(method)}: normalised regret ([\d.]+) \(from ([\d.]+)", text)
+        assert match, text
+        assert float(match.group(1)) < 0.5 * float(match.group(2))
+    _figure(tmp_path, "predict_then_optimize")
