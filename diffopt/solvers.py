@@ -255,11 +255,15 @@ def _trace_back(c, take, incoming, num_edges):
 # -- 0/1 knapsack on the host (SciPy's MILP) -----------------------------------------------------
 
 
-def knapsack_solver(weights, capacity, *, executor=None):
+def knapsack_solver(weights, capacity, *, executor=None, unit=None):
     """A host solver for the (multi-dimensional) 0/1 knapsack: ``max ⟨values, x⟩, weights·x ≤ capacity``.
 
     Each instance is solved exactly by :func:`scipy.optimize.milp` (HiGHS);
     instances are mapped over the leading axis, optionally on ``executor``.
+    With ``unit``, a one-dimensional knapsack whose weights and capacity are
+    multiples of ``unit`` is solved instead by dynamic programming over the
+    capacity, vectorised over the instances (exact, ``O(items · capacity/unit)``
+    per instance; much faster than one MILP per instance for small problems).
 
     Parameters
     ----------
@@ -268,7 +272,10 @@ def knapsack_solver(weights, capacity, *, executor=None):
     capacity : array_like, shape [m] or scalar
         Capacity per dimension.
     executor : concurrent.futures.Executor, optional
-        See :func:`diffopt.host_solver`.
+        See :func:`diffopt.host_solver` (MILP only).
+    unit : float, optional
+        Grid of the weights and capacity for the dynamic program (e.g. 0.01),
+        one weight dimension only.
 
     Returns
     -------
@@ -286,8 +293,6 @@ def knapsack_solver(weights, capacity, *, executor=None):
     """
     import importlib.util
 
-    if importlib.util.find_spec("scipy") is None:
-        raise ImportError("knapsack_solver needs SciPy (pip install scipy)")
     w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     cap = np.atleast_1d(np.asarray(capacity, dtype=np.float64))
     if w.ndim != 2 or w.shape[1] < 1:
@@ -296,8 +301,6 @@ def knapsack_solver(weights, capacity, *, executor=None):
         raise ValueError(f"capacity must have shape ({w.shape[0]},) (one per weight dimension), got {cap.shape}")
     if not (np.all(np.isfinite(w)) and np.all(w >= 0) and np.all(np.isfinite(cap)) and np.all(cap >= 0)):
         raise ValueError("weights and capacity must be finite and >= 0")
-    solve = functools.partial(_knapsack_one, w, cap)
-    solve.__name__ = "knapsack"
     n = w.shape[1]
 
     def output_shape(shape):
@@ -305,7 +308,54 @@ def knapsack_solver(weights, capacity, *, executor=None):
             raise ValueError(f"values must have shape [B, {n}] (one value per item), got {shape}")
         return shape
 
+    if unit is not None:
+        return host_solver(_knapsack_dp_solver(w, cap, unit), output_shape=output_shape)
+    if importlib.util.find_spec("scipy") is None:
+        raise ImportError("knapsack_solver needs SciPy (pip install scipy), or unit= for the dynamic program")
+    solve = functools.partial(_knapsack_one, w, cap)
+    solve.__name__ = "knapsack"
     return host_solver(solve, vectorized=False, executor=executor, output_shape=output_shape)
+
+
+def _knapsack_dp_solver(weights, capacity, unit):
+    """``solve(values [B, n])`` by dynamic programming on the capacity grid of step ``unit``."""
+    if isinstance(unit, bool) or not isinstance(unit, numbers.Real) or not unit > 0:
+        raise ValueError(f"unit must be a positive number (the grid of the weights), got unit={unit!r}")
+    if weights.shape[0] != 1:
+        raise ValueError(f"unit= (dynamic programming) solves one weight dimension, got {weights.shape[0]}")
+    w_units, cap_units = np.rint(weights[0] / unit), np.rint(capacity[0] / unit)
+    if not (np.allclose(w_units * unit, weights[0]) and np.isclose(cap_units * unit, capacity[0])):
+        raise ValueError(f"weights and capacity must be multiples of unit={unit}")
+    w_units, cap_units = w_units.astype(np.int64), int(cap_units)
+
+    def knapsack_dp(values):
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] != len(w_units):
+            raise ValueError(f"values must have shape [B, {len(w_units)}] (one value per item), got {values.shape}")
+        return _knapsack_dp(w_units, cap_units, values)
+
+    return knapsack_dp
+
+
+def _knapsack_dp(w_units, cap, values):
+    """0/1 knapsack by DP: ``best[b, j]`` = best value within capacity ``j``; then trace the choices back."""
+    batch, n = values.shape
+    best = np.zeros((batch, cap + 1))
+    take = np.zeros((n, batch, cap + 1), dtype=bool)
+    for i, wi in enumerate(w_units):
+        if wi > cap:
+            continue
+        cand = np.full_like(best, -np.inf)
+        cand[:, wi:] = best[:, :cap + 1 - wi] + values[:, i:i + 1]
+        take[i] = cand > best
+        best = np.maximum(best, cand)
+    x = np.zeros((batch, n))
+    j, rows = np.full(batch, cap), np.arange(batch)
+    for i in range(n - 1, -1, -1):
+        chosen = take[i, rows, j]
+        x[:, i] = chosen
+        j = j - chosen * w_units[i]
+    return x
 
 
 def _knapsack_one(weights, capacity, values):

@@ -300,6 +300,8 @@ def test_training_a_linear_model_reduces_regret(grad_backend, method, lr, bound)
     (lambda: dag_shortest_path(np.zeros((2, 39))), ValueError, "costs"),
     (lambda: diffopt.knapsack_solver([[1.0, 2.0]], [1.0, 2.0]), ValueError, "capacity"),
     (lambda: diffopt.knapsack_solver([[1.0, -2.0]], 1.0), ValueError, "weights"),
+    (lambda: diffopt.knapsack_solver([[1.0], [2.0]], [1.0, 2.0], unit=0.5), ValueError, "unit"),
+    (lambda: diffopt.knapsack_solver([1.0], 2.0, unit=0.0), ValueError, "unit"),
 ])
 def test_bad_arguments(make, exc, name):
     with pytest.raises(exc, match=name):
@@ -343,3 +345,18 @@ def test_solver_returning_the_wrong_shape_or_type(backend):
     if backend.name not in ("numpy", "autograd"):
         with pytest.raises(TypeError, match="solver returned a numpy array"):
             blackbox(lambda x: np.zeros((2, 3)), minimize=True)(backend.asarray(PRED))
+
+
+def test_knapsack_dynamic_program_matches_enumeration(backend):
+    rs = np.random.RandomState(7)
+    weights = rs.choice(np.arange(300, 800), 8) / 100.0  # PyEPO's weight grid: multiples of 0.01
+    solver = diffopt.knapsack_solver(weights, 12.0, unit=0.01)
+    values = rs.randn(5, 8) + 0.5  # negative values too: never taken
+    subsets = np.array(list(itertools.product([0.0, 1.0], repeat=8)))
+    feasible = subsets[subsets @ weights <= 12.0 + 1e-9]
+    best = feasible[np.argmax(values @ feasible.T, axis=1)]
+    got = _np(backend, solver(backend.asarray(values)))
+    np.testing.assert_allclose((got * values).sum(1), (best * values).sum(1))
+    assert np.all(got @ weights <= 12.0 + 1e-9)
+    with pytest.raises(ValueError, match="unit"):
+        diffopt.knapsack_solver([3.005], 12.0, unit=0.01)
