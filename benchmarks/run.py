@@ -1,4 +1,4 @@
-"""Entry point: ``python -m benchmarks [--suite sorting|perturbations|imle|all] [--quick]``.
+"""Entry point: ``python -m benchmarks [--suite sorting|perturbations|imle|all|dfl] [--quick]``.
 
 Runs diffopt and the peer packages side by side (see ``benchmarks/README.md``),
 writes ``results.json`` and ``README_table.md`` (and the scaling PNGs) into
@@ -25,7 +25,9 @@ ROOT = os.path.dirname(HERE)
 
 def _parser():
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    p.add_argument("--suite", default="all", choices=SUITES + ("all",))
+    p.add_argument("--suite", default="all", choices=SUITES + ("all", "dfl"),
+                   help="'all' runs the timing suites; 'dfl' (decision-focused learning against PyEPO, "
+                        "training runs) only runs when named")
     p.add_argument("--quick", action="store_true", help="small sizes and few repetitions (< 3 min on 2 cores)")
     p.add_argument("--tiny", action="store_true",
                    help="only the smallest case of each suite, 2 repetitions (used by the test)")
@@ -275,6 +277,11 @@ def main(argv=None):
         sys.path.insert(0, ROOT)
     if args.memory_child:
         return _memory_child(args, threads)
+
+    if args.suite == "dfl":
+        from benchmarks import suite_dfl
+
+        return suite_dfl.run(args)
 
     from benchmarks import report
 
