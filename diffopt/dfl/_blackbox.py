@@ -14,8 +14,8 @@ __all__ = ["blackbox", "negative_identity"]
 class _Solve:
     """Forward of both estimators: ``w(θ)`` in θ's dtype."""
 
-    def __init__(self, solver, minimize, backend):
-        self.solver, self.backend = solver, backend
+    def __init__(self, solver, minimize, backend, dtype):
+        self.solver, self.backend, self.dtype = solver, backend, dtype
         self.sign = 1.0 if minimize else -1.0
 
     def _solve(self, theta):
@@ -23,8 +23,8 @@ class _Solve:
 
 
 class _Blackbox(_Solve):
-    def __init__(self, solver, minimize, backend, lambd):
-        super().__init__(solver, minimize, backend)
+    def __init__(self, solver, minimize, backend, dtype, lambd):
+        super().__init__(solver, minimize, backend, dtype)
         self.lambd = lambd
 
     def fwd(self, theta):
@@ -53,8 +53,7 @@ def _wrap(solver, make):
     def wrapper(theta):
         backend = get_backend(theta, argnames=("theta",))
         _common.check_costs("theta", theta, rank=1)
-        op = make(backend)
-        op.dtype = ar.get_dtype_name(theta)
+        op = make(backend, ar.get_dtype_name(theta))
         return backend.custom_vjp(op.fwd, op.bwd)(theta)
 
     return wrapper
@@ -89,7 +88,7 @@ def blackbox(solver, lambd=10.0, *, minimize):
     _common.check_solver(solver)
     _common.check_sense(minimize)
     lambd = float(check_positive("lambd", lambd))
-    return _wrap(solver, lambda backend: _Blackbox(solver, minimize, backend, lambd))
+    return _wrap(solver, lambda backend, dtype: _Blackbox(solver, minimize, backend, dtype, lambd))
 
 
 def negative_identity(solver, *, minimize):
@@ -114,4 +113,4 @@ def negative_identity(solver, *, minimize):
     """
     _common.check_solver(solver)
     _common.check_sense(minimize)
-    return _wrap(solver, lambda backend: _NegativeIdentity(solver, minimize, backend))
+    return _wrap(solver, lambda backend, dtype: _NegativeIdentity(solver, minimize, backend, dtype))
