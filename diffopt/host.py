@@ -1,11 +1,16 @@
 """Bring NumPy solvers into every framework: :func:`host_solver`."""
 
+from __future__ import annotations
+
+from typing import Any, Callable
+from concurrent.futures import Executor
 import functools
 import os
 
 import autoray
 import numpy as np
 
+from diffopt._typing import Array, Shape, Solver
 from diffopt._dtypes import HALF
 from diffopt.backends import get_backend
 
@@ -32,7 +37,14 @@ class HostSolver:
     runs it on NumPy arrays alone.
     """
 
-    def __init__(self, fn, vectorized=True, executor=None, output_shape=None, output_dtype=None):
+    def __init__(
+        self,
+        fn: Solver | None,
+        vectorized: bool = True,
+        executor: Executor | None = None,
+        output_shape: Shape | Callable[[Shape], Shape] | None = None,
+        output_dtype: str | None = None,
+    ) -> None:
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
         if executor is not None and not callable(getattr(executor, "map", None)):
@@ -48,7 +60,7 @@ class HostSolver:
     def __repr__(self):
         return f"host_solver({getattr(self.fn, '__name__', self.fn)!r}, vectorized={self.vectorized})"
 
-    def numpy_call(self, a, *args, **kwargs):
+    def numpy_call(self, a: Array, *args: Any, **kwargs: Any) -> np.ndarray:
         """Run the solver on the NumPy array ``a`` (leading axis = instances)."""
         a = _to_host_input(a)
         name = getattr(self.fn, "__name__", "fn")
@@ -83,7 +95,7 @@ class HostSolver:
             self._shapes[key] = probe
         return probe
 
-    def __call__(self, x, *args, **kwargs):
+    def __call__(self, x: Array, *args: Any, **kwargs: Any) -> Array:
         """Solve on ``x`` (any framework); the result has ``x``'s framework, device, dtype."""
         backend = get_backend(x)
         args = tuple(_host_arg(a, backend) for a in args)
@@ -137,7 +149,14 @@ def _host_arg(a, backend):
     return other.to_numpy(a)
 
 
-def host_solver(fn=None, *, vectorized=True, executor=None, output_shape=None, output_dtype=None):
+def host_solver(
+    fn: Solver | None = None,
+    *,
+    vectorized: bool = True,
+    executor: Executor | None = None,
+    output_shape: Shape | Callable[[Shape], Shape] | None = None,
+    output_dtype: str | None = None,
+) -> HostSolver | Callable[[Solver], HostSolver]:
     """Mark a NumPy solver so that every framework can call it.
 
     The marked solver receives NumPy arrays whose leading axis holds the

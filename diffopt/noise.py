@@ -18,11 +18,15 @@ method (see :func:`sample_convention`), never by guessing from values:
 like, rng)`` and optax's ``sample(key, sample_shape=(), dtype=float)``.
 """
 
+from __future__ import annotations
+
+from typing import Any
 import inspect
 import warnings
 
 import autoray as ar
 
+from diffopt._typing import Array, NoiseLike, RngLike, Shape
 from diffopt.random import make_rng, sample_dtype
 
 __all__ = ["Noise", "Normal", "Gumbel", "get_noise", "get_sampler", "sample_convention", "draw"]
@@ -83,7 +87,7 @@ class Noise:
 
     name = None
 
-    def sample(self, shape, like, rng=None):
+    def sample(self, shape: Shape, like: Array, rng: RngLike = None) -> Array:
         """Draw noise of ``shape`` in the framework, dtype and device of ``like``.
 
         Parameters
@@ -96,11 +100,11 @@ class Noise:
         """
         raise NotImplementedError
 
-    def score(self, z):
+    def score(self, z: Array) -> Array:
         """Gradient of the negative log-density at ``z`` (same shape as ``z``)."""
         raise NotImplementedError
 
-    def log_prob(self, x):
+    def log_prob(self, x: Array) -> Array:
         """Log-density at ``x`` up to an additive constant (as ``optax.perturbations``)."""
         raise NotImplementedError
 
@@ -125,16 +129,16 @@ class Normal(Noise):
 
     name = "normal"
 
-    def sample(self, *args, **kwargs):
+    def sample(self, *args: Any, **kwargs: Any) -> Array:
         kind, (a, b, c) = _split_sample_args(args, kwargs)
         if kind == "key":
             return _draw_with_key("normal", a, b, c)
         return make_rng(c, b).normal(_shape_tuple(a))
 
-    def score(self, z):
+    def score(self, z: Array) -> Array:
         return z
 
-    def log_prob(self, x):
+    def log_prob(self, x: Array) -> Array:
         return -0.5 * x**2
 
 
@@ -148,7 +152,7 @@ class Gumbel(Noise):
 
     name = "gumbel"
 
-    def sample(self, *args, **kwargs):
+    def sample(self, *args: Any, **kwargs: Any) -> Array:
         kind, (a, b, c) = _split_sample_args(args, kwargs)
         if kind == "key":
             return _draw_with_key("gumbel", a, b, c)
@@ -158,17 +162,17 @@ class Gumbel(Noise):
         z = -ar.do("log", -ar.do("log", u))
         return z if sample_dtype(dtype) == dtype else ar.astype(z, dtype)
 
-    def score(self, z):
+    def score(self, z: Array) -> Array:
         return 1.0 - ar.do("exp", -z)
 
-    def log_prob(self, x):
+    def log_prob(self, x: Array) -> Array:
         return -x - ar.do("exp", -x)
 
 
 _NAMED = {"normal": Normal, "gumbel": Gumbel}
 
 
-def sample_convention(noise):
+def sample_convention(noise: Any) -> str | None:
     """Which calling convention ``noise.sample`` follows, from its signature.
 
     Returns
@@ -232,7 +236,7 @@ class _KeyedNoise(Noise):
 
         return get_backend(z).score_from_log_prob(self.noise.log_prob, z)
 
-    def log_prob(self, x):
+    def log_prob(self, x: Array) -> Array:
         return self.noise.log_prob(x)
 
 
@@ -280,7 +284,7 @@ def _like(z, like, what):
     return z if ar.get_dtype_name(z) == dtype else ar.astype(z, dtype)
 
 
-def draw(sampler, shape, like, rng=None):
+def draw(sampler: Any, shape: Shape, like: Array, rng: RngLike = None) -> Array:
     """``sampler.sample(shape, like, rng)`` for a sampler from :func:`get_sampler`.
 
     ``rng`` (see :mod:`diffopt.random`) becomes an :class:`~diffopt.random.Rng`
@@ -292,7 +296,7 @@ def draw(sampler, shape, like, rng=None):
     return sampler.sample(shape, like, rng)
 
 
-def get_sampler(noise, argname="noise_distribution"):
+def get_sampler(noise: Any, argname: str = "noise_distribution") -> Any:
     """An object with ``sample(shape, like, rng)`` for a noise object of any convention.
 
     Parameters
@@ -318,7 +322,7 @@ def get_sampler(noise, argname="noise_distribution"):
     )
 
 
-def get_noise(noise, argname="noise"):
+def get_noise(noise: NoiseLike, argname: str = "noise") -> Noise:
     """A :class:`Noise` from a name (``'normal'``, ``'gumbel'``) or a noise object.
 
     Raises

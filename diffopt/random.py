@@ -8,10 +8,14 @@ into an :class:`Rng`, a stream that draws in the dtype and on the device of a
 reference array and can be replayed from its :attr:`Rng.key`.
 """
 
+from __future__ import annotations
+
+from typing import Any
 import numpy as np
 
 import autoray
 
+from diffopt._typing import Array, RngLike, Shape
 from diffopt._dtypes import compute_dtype
 
 __all__ = ["Rng", "SeededRng", "make_rng", "sample_dtype"]
@@ -19,7 +23,7 @@ __all__ = ["Rng", "SeededRng", "make_rng", "sample_dtype"]
 _SEED_BOUND = 2**63 - 1
 
 
-def sample_dtype(dtype):
+def sample_dtype(dtype: str) -> str:
     """The dtype to draw in before casting to ``dtype``.
 
     Half-precision draws are made in float32 and rounded once, so that
@@ -44,7 +48,7 @@ class Rng:
         Reference array: default dtype and device of the draws.
     """
 
-    def __init__(self, key, like):
+    def __init__(self, key: Any, like: Array) -> None:
         self.key = key
         self.like = like
         self.dtype = autoray.get_dtype_name(like)
@@ -58,12 +62,12 @@ class Rng:
     def _cast(self, x, dtype):
         return x if autoray.get_dtype_name(x) == dtype else autoray.astype(x, dtype)
 
-    def normal(self, shape, dtype=None):
+    def normal(self, shape: Shape, dtype: str | None = None) -> Array:
         """Standard normal draws of ``shape``."""
         dtype = self._target(dtype)
         return self._cast(self._normal(tuple(shape), sample_dtype(dtype)), dtype)
 
-    def uniform(self, shape, dtype=None):
+    def uniform(self, shape: Shape, dtype: str | None = None) -> Array:
         """Uniform draws in the open interval (0, 1), safe for ``log``."""
         dtype = self._target(dtype)
         sdtype = sample_dtype(dtype)
@@ -72,14 +76,14 @@ class Rng:
         u = autoray.do("clip", u, float(info.tiny), float(1.0 - info.epsneg))
         return self._cast(u, dtype)
 
-    def gamma(self, shape, alpha, dtype=None):
+    def gamma(self, shape: Shape, alpha: float, dtype: str | None = None) -> Array:
         """Gamma draws of ``shape`` with shape parameter ``alpha`` and scale 1."""
         if not alpha > 0:
             raise ValueError(f"gamma shape parameter must be > 0, got alpha={alpha!r}")
         dtype = self._target(dtype)
         return self._cast(self._gamma(tuple(shape), float(alpha), sample_dtype(dtype)), dtype)
 
-    def fold(self, index):
+    def fold(self, index: int) -> Rng:
         """An independent child stream, a deterministic function of ``key`` and ``index``."""
         raise NotImplementedError
 
@@ -112,7 +116,7 @@ class SeededRng(Rng):
     Subclasses provide ``_generator()``, built once from :attr:`key`.
     """
 
-    def __init__(self, key, like):
+    def __init__(self, key: Any, like: Array) -> None:
         super().__init__(int(key), like)
         self._gen = None
 
@@ -123,14 +127,14 @@ class SeededRng(Rng):
             self._gen = self._generator()
         return self._gen
 
-    def fold(self, index):
+    def fold(self, index: int) -> Rng:
         return type(self)(child_seed(self.key, index), self.like)
 
     def _generator(self):
         raise NotImplementedError
 
 
-def make_rng(rng, like):
+def make_rng(rng: RngLike, like: Array) -> Rng:
     """Normalise ``rng=`` into an :class:`Rng` for ``like``'s framework.
 
     Parameters

@@ -8,15 +8,19 @@ programming on the right/down grid DAG, written once with autoray.
 ``knapsack_solver`` builds a host solver (SciPy's MILP) for 0/1 knapsacks.
 """
 
+from __future__ import annotations
+
+from concurrent.futures import Executor
 import functools
 import numbers
 
 import autoray as ar
 import numpy as np
 
+from diffopt._typing import Array
 from diffopt._ops import first_max_mask
 from diffopt.backends import get_backend
-from diffopt.host import host_solver
+from diffopt.host import HostSolver, host_solver
 
 __all__ = [
     "argmax_one_hot", "top_k_mask", "ranking", "shortest_path", "grid_shortest_path",
@@ -24,13 +28,13 @@ __all__ = [
 ]
 
 
-def argmax_one_hot(x, axis=-1):
+def argmax_one_hot(x: Array, axis: int = -1) -> Array:
     """One-hot vector of the (first) largest entry along ``axis``, in ``x``'s dtype."""
     get_backend(x)  # loads the shim (and its autoray registrations) for x's framework
     return first_max_mask(x, axis=axis)
 
 
-def ranking(x, axis=-1):
+def ranking(x: Array, axis: int = -1) -> Array:
     """0-based ascending ranks of the entries of ``x`` along ``axis``, in ``x``'s dtype.
 
     Ties are broken by position (the same as a stable sort).
@@ -40,7 +44,7 @@ def ranking(x, axis=-1):
     return ar.astype(ar.do("argsort", order, axis=axis), ar.get_dtype_name(x))
 
 
-def top_k_mask(x, k, axis=-1):
+def top_k_mask(x: Array, k: int, axis: int = -1) -> Array:
     """Indicator of the ``k`` largest entries of ``x`` along ``axis``, in ``x``'s dtype.
 
     Raises
@@ -72,7 +76,7 @@ def _grid_graph(height, width, neighbourhood):
     return np.concatenate(src), np.concatenate(dst)
 
 
-def grid_shortest_path(costs, neighbourhood=8):
+def grid_shortest_path(costs: Array, neighbourhood: int = 8) -> np.ndarray:
     """Shortest top-left → bottom-right path on one ``[H, W]`` cost map.
 
     Entering a cell costs its value (the start cell's cost is paid too), moves
@@ -145,7 +149,7 @@ def _grid_edges(height, width):
     return tuple(edges)
 
 
-def grid_edges(grid=(5, 5)):
+def grid_edges(grid: tuple[int, int] = (5, 5)) -> tuple[tuple[int, int], ...]:
     """The edges ``(source, target)`` of the right/down grid DAG, in cost-vector order.
 
     Nodes are numbered row-major (``i * columns + j``). Row by row, the
@@ -176,7 +180,7 @@ def _incoming(height, width):
     return tuple(out)
 
 
-def dag_shortest_path(costs, grid=(5, 5)):
+def dag_shortest_path(costs: Array, grid: tuple[int, int] = (5, 5)) -> Array:
     """Shortest top-left → bottom-right path on the right/down grid DAG with edge costs.
 
     Vectorised over all leading axes and written once with autoray, so it runs
@@ -255,7 +259,9 @@ def _trace_back(c, take, incoming, num_edges):
 # -- 0/1 knapsack on the host (SciPy's MILP) -----------------------------------------------------
 
 
-def knapsack_solver(weights, capacity, *, executor=None, unit=None):
+def knapsack_solver(
+    weights: Array, capacity: Array | float, *, executor: Executor | None = None, unit: float | None = None
+) -> HostSolver:
     """A host solver for the (multi-dimensional) 0/1 knapsack: ``max ⟨values, x⟩, weights·x ≤ capacity``.
 
     Each instance is solved exactly by :func:`scipy.optimize.milp` (HiGHS);

@@ -195,6 +195,26 @@ SELECTED = _wanted()
 _import_order(SELECTED)
 
 
+def _use_device(device):
+    """``DIFFOPT_TEST_DEVICE=cuda`` (``tox -e gpu``): torch tensors are made on that device by
+    default, and JAX must see a GPU; without one the run stops instead of testing the CPU."""
+    if "torch" in SELECTED and importlib.util.find_spec("torch"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise pytest.UsageError(f"DIFFOPT_TEST_DEVICE={device} but torch sees no CUDA device")
+        torch.set_default_device(device)
+    if "jax" in SELECTED and importlib.util.find_spec("jax"):
+        import jax
+
+        if jax.default_backend() != "gpu":
+            raise pytest.UsageError(f"DIFFOPT_TEST_DEVICE={device} but JAX runs on {jax.default_backend()}")
+
+
+if os.environ.get("DIFFOPT_TEST_DEVICE"):
+    _use_device(os.environ["DIFFOPT_TEST_DEVICE"])
+
+
 def _params():
     out = []
     for name in ALL:

@@ -45,6 +45,11 @@ The core never imports a framework: a shim module is imported only when an
 array of its framework reaches :func:`get_backend`.
 """
 
+from __future__ import annotations
+
+from typing import Any, Sequence
+from types import ModuleType
+
 import importlib
 import importlib.util
 
@@ -56,7 +61,7 @@ _FRAMEWORKS = ("numpy", "autograd", "torch", "jax", "tensorflow", "cupy")
 _SHIMS = {}
 
 
-def available():
+def available() -> list[str]:
     """Names of the frameworks importable in this environment.
 
     Returns
@@ -68,7 +73,7 @@ def available():
     return [name for name in _FRAMEWORKS if importlib.util.find_spec(name) is not None]
 
 
-def load(name):
+def load(name: str) -> ModuleType:
     """Import (once) and return the shim module for backend ``name``.
 
     Parameters
@@ -99,7 +104,7 @@ def _infer(x):
     return name
 
 
-def backend_name(*arrays, argnames=None):
+def backend_name(*arrays: Any, argnames: Sequence[str] | None = None) -> str:
     """Name of the one framework that the given arrays belong to.
 
     Parameters
@@ -134,6 +139,6 @@ def backend_name(*arrays, argnames=None):
     return next(iter(found))
 
 
-def get_backend(*arrays, argnames=None):
+def get_backend(*arrays: Any, argnames: Sequence[str] | None = None) -> ModuleType:
     """The shim module for the framework of ``arrays`` (see :func:`backend_name`)."""
     return load(backend_name(*arrays, argnames=argnames))

@@ -1,9 +1,13 @@
 """Solvers with a surrogate gradient: blackbox differentiation (DBB) and the negative identity (NID)."""
 
+from __future__ import annotations
+
+from typing import Callable
 import functools
 
 import autoray as ar
 
+from diffopt._typing import Array, Solver
 from diffopt._checks import check_positive
 from diffopt.backends import get_backend
 from diffopt.dfl import _common
@@ -59,7 +63,7 @@ def _wrap(solver, make):
     return wrapper
 
 
-def blackbox(solver, lambd=10.0, *, minimize):
+def blackbox(solver: Solver, lambd: float = 10.0, *, minimize: bool) -> Callable[[Array], Array]:
     r"""The solver with the interpolation gradient of Vlastelica et al. (ICLR 2020, "DBB").
 
     Forward: the decision ``w(θ) = solver(θ)``. Backward, for the incoming
@@ -91,7 +95,7 @@ def blackbox(solver, lambd=10.0, *, minimize):
     return _wrap(solver, lambda backend, dtype: _Blackbox(solver, minimize, backend, dtype, lambd))
 
 
-def negative_identity(solver, *, minimize):
+def negative_identity(solver: Solver, *, minimize: bool) -> Callable[[Array], Array]:
     r"""The solver with the negative-identity gradient of Sahoo et al. (TMLR 2023, "NID").
 
     Forward: the decision ``w(θ) = solver(θ)``. Backward: the Jacobian of the

@@ -1,7 +1,10 @@
 """Regret of predicted costs: the extra true cost of the decisions they lead to."""
 
+from __future__ import annotations
+
 import autoray as ar
 
+from diffopt._typing import Array, Solver
 from diffopt.backends import get_backend
 from diffopt.dfl import _common
 
@@ -29,7 +32,14 @@ def _parts(solver, theta_pred, c_true, z_true, minimize):
     return (obj - z if minimize else z - obj), z
 
 
-def regret(solver, theta_pred, c_true, z_true=None, *, minimize):
+def regret(
+    solver: Solver,
+    theta_pred: Array,
+    c_true: Array,
+    z_true: Array | None = None,
+    *,
+    minimize: bool,
+) -> Array:
     """Regret of each prediction: ``⟨c, w(θ̂)⟩ − z*`` (``z* − ⟨c, w(θ̂)⟩`` when maximising).
 
     Parameters
@@ -53,7 +63,14 @@ def regret(solver, theta_pred, c_true, z_true=None, *, minimize):
     return r
 
 
-def normalized_regret(solver, theta_pred, c_true, z_true=None, *, minimize):
+def normalized_regret(
+    solver: Solver,
+    theta_pred: Array,
+    c_true: Array,
+    z_true: Array | None = None,
+    *,
+    minimize: bool,
+) -> Array:
     """Normalised regret of a batch: ``Σ_i regret_i / Σ_i |z*_i|`` (PyEPO's ``regret``).
 
     Same arguments as :func:`regret`; returns a scalar array.

@@ -1,7 +1,11 @@
 """The SPO+ loss (Elmachtoub & Grigas, "Smart 'Predict, then Optimize'", Management Science 2022)."""
 
+from __future__ import annotations
+
+from typing import Callable
 import autoray as ar
 
+from diffopt._typing import Array, Solver
 from diffopt.backends import get_backend
 from diffopt.dfl import _common
 
@@ -35,7 +39,7 @@ class _SPOPlus:
         return (grad,) + (None,) * self.n_data
 
 
-def spo_plus_loss(solver, *, minimize, reduction="mean"):
+def spo_plus_loss(solver: Solver, *, minimize: bool, reduction: str = 'mean') -> Callable[..., Array]:
     r"""The SPO+ loss of a linear optimisation problem, differentiable in the predicted costs.
 
     For a minimisation problem ``w*(c) = argmin_w ⟨c, w⟩`` the SPO+ loss of

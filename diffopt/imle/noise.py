@@ -7,12 +7,16 @@ TensorFlow. They are :class:`diffopt.Noise` objects: the Gumbel one also has a
 ``score`` and can be given to :func:`diffopt.perturbed`.
 """
 
+from __future__ import annotations
+
+from typing import Any
 import math
 
 import numpy as np
 
 import autoray as ar
 
+from diffopt._typing import Array, RngLike, Shape
 from diffopt._checks import check_int, check_positive, check_real
 from diffopt.noise import Noise
 from diffopt.random import make_rng
@@ -28,7 +32,7 @@ class BaseNoiseDistribution(Noise):
     always pass ``like`` and ``rng``.
     """
 
-    def sample(self, shape, like=None, rng=None):
+    def sample(self, shape: Shape, like: Array = None, rng: RngLike = None) -> Array:
         """Draw noise of ``shape`` in the framework, dtype and device of ``like``.
 
         Parameters
@@ -47,7 +51,7 @@ class BaseNoiseDistribution(Noise):
         """
         raise NotImplementedError
 
-    def score(self, z):
+    def score(self, z: Array) -> Array:
         """Gradient of the negative log-density at ``z``."""
         raise NotImplementedError(f"{type(self).__name__} has no closed-form score")
 
@@ -75,7 +79,7 @@ class GumbelNoiseDistribution(BaseNoiseDistribution):
 
     name = "gumbel"
 
-    def __init__(self, location=0.0, scale=1.0, device=None):
+    def __init__(self, location: float = 0.0, scale: float = 1.0, device: Any = None) -> None:
         del device
         self.location = check_real("location", location)
         self.scale = float(check_positive("scale", scale))
@@ -83,12 +87,12 @@ class GumbelNoiseDistribution(BaseNoiseDistribution):
     def __repr__(self):
         return f"GumbelNoiseDistribution(location={self.location}, scale={self.scale})"
 
-    def sample(self, shape, like=None, rng=None):
+    def sample(self, shape: Shape, like: Array = None, rng: RngLike = None) -> Array:
         shape, stream = self._rng(shape, like, rng)
         u = stream.uniform(shape)
         return self.location - self.scale * ar.do("log", -ar.do("log", u))
 
-    def score(self, z):
+    def score(self, z: Array) -> Array:
         return (1.0 - ar.do("exp", -(z - self.location) / self.scale)) / self.scale
 
 
@@ -112,7 +116,7 @@ class SumOfGammaNoiseDistribution(BaseNoiseDistribution):
 
     name = "sum_of_gamma"
 
-    def __init__(self, k, nb_iterations=10, device=None):
+    def __init__(self, k: int, nb_iterations: int = 10, device: Any = None) -> None:
         del device
         self.k = float(check_positive("k", k))
         self.nb_iterations = check_int("nb_iterations", nb_iterations, minimum=1)
@@ -120,7 +124,7 @@ class SumOfGammaNoiseDistribution(BaseNoiseDistribution):
     def __repr__(self):
         return f"SumOfGammaNoiseDistribution(k={self.k}, nb_iterations={self.nb_iterations})"
 
-    def sample(self, shape, like=None, rng=None):
+    def sample(self, shape: Shape, like: Array = None, rng: RngLike = None) -> Array:
         shape, stream = self._rng(shape, like, rng)
         s = self.nb_iterations
         draws = stream.gamma((s,) + shape, 1.0 / self.k)

@@ -8,11 +8,14 @@ AAAI 2023) uses ``λ = β‖θ‖/‖dy‖`` and adapts β after every backward 
 All arithmetic is written with autoray, for every framework.
 """
 
+from __future__ import annotations
+
 
 import numpy as np
 
 import autoray as ar
 
+from diffopt._typing import Array
 from diffopt._checks import check_positive, check_real
 from diffopt._dtypes import compute_dtype
 
@@ -38,7 +41,7 @@ class BaseTargetDistribution:
     #: Whether the object carries state updated by the backward pass.
     adaptive = False
 
-    def step(self, theta, dy, beta=None):
+    def step(self, theta: Array, dy: Array, beta: float = None) -> Array:
         """The step λ of ``θ' = αθ − λ·dy`` (a float or a 0-d array).
 
         Parameters
@@ -50,12 +53,19 @@ class BaseTargetDistribution:
         """
         raise NotImplementedError
 
-    def scale(self, gradient, lam):
+    def scale(self, gradient: Array, lam: Array | None) -> Array:
         """Rescale the finite difference ``z − z'`` (default: unchanged)."""
         del lam
         return gradient
 
-    def params(self, theta, dy, _is_minimization=False, *, lam=None):
+    def params(
+        self,
+        theta: Array,
+        dy: Array,
+        _is_minimization: bool = False,
+        *,
+        lam: Array | None = None,
+    ) -> Array:
         """Target parameters ``αθ − λ·dy`` (``αθ + λ·dy`` when minimising).
 
         ``dy=None`` gives ``αθ``. ``lam`` defaults to :meth:`step`.
@@ -92,7 +102,14 @@ class TargetDistribution(BaseTargetDistribution):
     array([0.])
     """
 
-    def __init__(self, alpha=1.0, beta=1.0, do_gradient_scaling=False, *, eps=1e-7):
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        do_gradient_scaling: bool = False,
+        *,
+        eps: float = 1e-07,
+    ) -> None:
         self.alpha = check_real("alpha", alpha)
         self.beta = check_real("beta", beta, minimum=0.0)
         self.do_gradient_scaling = bool(do_gradient_scaling)
@@ -102,7 +119,16 @@ class TargetDistribution(BaseTargetDistribution):
         return (f"TargetDistribution(alpha={self.alpha}, beta={self.beta}, "
                 f"do_gradient_scaling={self.do_gradient_scaling})")
 
-    def params(self, theta, dy, alpha=None, beta=None, _is_minimization=False, *, lam=None):
+    def params(
+        self,
+        theta: Array,
+        dy: Array,
+        alpha: float = None,
+        beta: float = None,
+        _is_minimization: bool = False,
+        *,
+        lam: Array | None = None,
+    ) -> Array:
         """Target parameters ``αθ − β·dy`` (``αθ + β·dy`` when minimising).
 
         The positional order is ``torch-adaptive-imle``'s: ``alpha`` and
@@ -112,10 +138,10 @@ class TargetDistribution(BaseTargetDistribution):
         lam = (self.beta if beta is None else beta) if lam is None else lam
         return self._params(theta, dy, alpha, lam, _is_minimization)
 
-    def step(self, theta, dy, beta=None):
+    def step(self, theta: Array, dy: Array, beta: float = None) -> Array:
         return self.beta if beta is None else beta
 
-    def scale(self, gradient, lam):
+    def scale(self, gradient: Array, lam: Array | None) -> Array:
         if not self.do_gradient_scaling:
             return gradient
         return gradient / max(self.beta, self.eps)
@@ -177,8 +203,16 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
 
     adaptive = True
 
-    def __init__(self, initial_alpha=1.0, initial_beta=1.0, initial_grad_norm=1.0, beta_update_step=1e-4,
-                 beta_update_momentum=0.0, grad_norm_decay_rate=0.9, target_norm=1.0):
+    def __init__(
+        self,
+        initial_alpha: float = 1.0,
+        initial_beta: float = 1.0,
+        initial_grad_norm: float = 1.0,
+        beta_update_step: float = 0.0001,
+        beta_update_momentum: float = 0.0,
+        grad_norm_decay_rate: float = 0.9,
+        target_norm: float = 1.0,
+    ) -> None:
         self.alpha = check_real("initial_alpha", initial_alpha)
         self.beta = check_real("initial_beta", initial_beta, minimum=0.0)
         self.beta_update_step = check_real("beta_update_step", beta_update_step, minimum=0.0)
@@ -196,11 +230,11 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
 
     # -- state -----------------------------------------------------------------
     @property
-    def state(self):
+    def state(self) -> Array:
         """``(beta, grad_norm, previous_beta_update)`` as Python floats."""
         return (self.beta, self.grad_norm, self.previous_beta_update)
 
-    def init_state(self, like=None, dtype="float32"):
+    def init_state(self, like: Array = None, dtype: str | None = "float32") -> Array:
         """The current state as a ``[3]`` array for the functional API.
 
         Parameters
@@ -221,7 +255,7 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
         device = getattr(like, "device", None)
         return out.to(device) if hasattr(out, "to") and device is not None else out
 
-    def load_state(self, state):
+    def load_state(self, state: Array) -> None:
         """Set :attr:`beta`, :attr:`grad_norm`, :attr:`previous_beta_update` from a ``[3]`` array."""
         from diffopt.backends import get_backend
 
@@ -231,12 +265,12 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
         self.beta, self.grad_norm, self.previous_beta_update = (float(v) for v in values)
 
     @staticmethod
-    def nonzero_ratio(gradient):
+    def nonzero_ratio(gradient: Array) -> Array:
         """Non-zero entries per sample of ``gradient`` ``[B, S, ...]`` (0-d array)."""
         count = gradient.shape[0] * gradient.shape[1]
         return ar.do("sum", ar.astype(gradient != 0, compute_dtype(ar.get_dtype_name(gradient)))) / count
 
-    def next_state(self, state, ratio):
+    def next_state(self, state: Array, ratio: Array) -> Array:
         """The state after a backward pass whose gradient had ``ratio`` non-zeros per sample.
 
         ``state`` is a ``[3]`` array (any framework, also traced) and ``ratio``
@@ -252,12 +286,12 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
         beta = ar.do("maximum", beta + update, 0.0 * beta)
         return ar.do("stack", [beta, grad_norm, update])
 
-    def commit(self, new_state):
+    def commit(self, new_state: Array) -> None:
         """Store a concrete ``[3]`` state computed by :meth:`next_state`."""
         self.load_state(new_state)
 
     # -- target ----------------------------------------------------------------
-    def step(self, theta, dy, beta=None):
+    def step(self, theta: Array, dy: Array, beta: float = None) -> Array:
         beta = self.beta if beta is None else beta
         norm_dy = _norm(dy)
         safe = ar.do("where", norm_dy > 0, norm_dy, 1.0 + 0.0 * norm_dy)
@@ -266,6 +300,6 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
         name = ar.get_dtype_name(theta)
         return ar.astype(lam, name) if compute_dtype(name) != name else lam
 
-    def scale(self, gradient, lam):
+    def scale(self, gradient: Array, lam: Array | None) -> Array:
         safe = ar.do("where", lam > 0, lam, 1.0 + 0.0 * lam)
         return gradient / safe

@@ -10,13 +10,18 @@ autodiff (``loss.backward()``, ``jax.grad``, ``tf.GradientTape``, HIPS
 autograd), also under ``jax.jit``/``tf.function`` with a host solver.
 """
 
+from __future__ import annotations
+
+from typing import Any, Callable
 import functools
 
 import autoray as ar
 
+from diffopt._typing import Solver
+from diffopt.noise import Noise
 from diffopt import backends
 from diffopt.imle import _core
-from diffopt.imle.target import AdaptiveTargetDistribution, TargetDistribution
+from diffopt.imle.target import AdaptiveTargetDistribution, BaseTargetDistribution, TargetDistribution
 
 __all__ = ["imle", "aimle", "ste"]
 
@@ -174,9 +179,18 @@ def _check_state(config, target_state):
     return True
 
 
-def imle(function=None, target_distribution=None, noise_distribution=None, nb_samples=1,
-         input_noise_temperature=1.0, target_noise_temperature=1.0, *, nb_marginal_samples=1,
-         minimize=False, **legacy):
+def imle(
+    function: Solver | None = None,
+    target_distribution: BaseTargetDistribution | None = None,
+    noise_distribution: Noise | None = None,
+    nb_samples: int = 1,
+    input_noise_temperature: float = 1.0,
+    target_noise_temperature: float = 1.0,
+    *,
+    nb_marginal_samples: int = 1,
+    minimize: bool = False,
+    **legacy: Any,
+) -> Callable[..., Any]:
     r"""Make a discrete solver differentiable with Implicit MLE (Niepert et al., 2021).
 
     Usable as a call, ``imle(solver, ...)``, or a decorator, ``@imle(...)``.
@@ -245,9 +259,19 @@ def imle(function=None, target_distribution=None, noise_distribution=None, nb_sa
     return _make_wrapper(function, config)
 
 
-def aimle(function=None, target_distribution=None, noise_distribution=None, nb_samples=1,
-          input_noise_temperature=1.0, target_noise_temperature=1.0, *, nb_marginal_samples=1,
-          minimize=False, symmetric_perturbation=False, **legacy):
+def aimle(
+    function: Solver | None = None,
+    target_distribution: BaseTargetDistribution | None = None,
+    noise_distribution: Noise | None = None,
+    nb_samples: int = 1,
+    input_noise_temperature: float = 1.0,
+    target_noise_temperature: float = 1.0,
+    *,
+    nb_marginal_samples: int = 1,
+    minimize: bool = False,
+    symmetric_perturbation: bool = False,
+    **legacy: Any,
+) -> Callable[..., Any]:
     r"""Adaptive I-MLE (Minervini et al., AAAI 2023): I-MLE with a two-sided difference.
 
     Same call as :func:`imle`; the default target is a fresh
@@ -281,7 +305,12 @@ def aimle(function=None, target_distribution=None, noise_distribution=None, nb_s
     return _make_wrapper(function, config)
 
 
-def ste(function=None, noise_distribution=None, noise_temperature=1.0, nb_samples=1):
+def ste(
+    function: Solver | None = None,
+    noise_distribution: Noise | None = None,
+    noise_temperature: float = 1.0,
+    nb_samples: int = 1,
+) -> Callable[..., Any]:
     """Straight-through estimator around a (perturbed) discrete solver.
 
     Forward as in :func:`imle` (θ repeated to ``[B·S, ...]``, perturbed with

@@ -12,8 +12,11 @@ Both work on arrays of every framework; only the calling convention and the
 reduction follow the original each one replaces.
 """
 
+from __future__ import annotations
+
 import autoray as ar
 
+from diffopt._typing import Array, RngLike, Shape
 from diffopt._checks import check_choice
 from diffopt.noise import get_noise
 from diffopt.perturbations._engine import Settings
@@ -31,7 +34,9 @@ SUPPORTED_NOISES = (_GUMBEL, _NORMAL)
 def noise_sampler(framework):
     """``sample_noise_with_gradients`` drawing in ``framework`` unless told otherwise."""
 
-    def sample_noise_with_gradients(noise, shape, *, like=None, rng=None):
+    def sample_noise_with_gradients(
+        noise: str, shape: Shape, *, like: Array | None = None, rng: RngLike = None
+    ) -> tuple[Array, Array]:
         """Noise samples of ``shape`` and the gradient of their negative log-density.
 
         Parameters

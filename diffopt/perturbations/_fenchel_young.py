@@ -4,10 +4,14 @@ Both have an exact gradient given by the perturbed optimizer y_σ(θ) (no score
 function needed): ∇F_σ = y_σ, ∇_θ L_FY = y_σ(θ) − y.
 """
 
+from __future__ import annotations
+
+from typing import Any, Callable
 import functools
 
 import autoray as ar
 
+from diffopt._typing import Array, NoiseLike, RngLike, Solver
 from diffopt._checks import check_choice, check_floating
 from diffopt.backends import get_backend
 from diffopt.perturbations._engine import Problem, Settings, prepare_theta, run_chunks, split_arrays
@@ -70,8 +74,16 @@ def _shape(x):
     return tuple(int(d) for d in x.shape)
 
 
-def perturbed_max(func=None, num_samples=1000, sigma=0.05, noise="normal", batched=True, device=None, *,
-                  chunk_size=None):
+def perturbed_max(
+    func: Solver | None = None,
+    num_samples: int = 1000,
+    sigma: float | Array = 0.05,
+    noise: NoiseLike = "normal",
+    batched: bool = True,
+    device: Any = None,
+    *,
+    chunk_size: int | None = None,
+) -> Callable[..., Any]:
     """The perturbed maximum F_σ(θ) = E[⟨θ + σZ, func(θ + σZ)⟩], differentiable.
 
     ``func`` is an argmax oracle (``y*(θ) = argmax_y ⟨θ, y⟩``, returning
@@ -154,8 +166,19 @@ class FenchelYoungLoss:
         See :func:`diffopt.perturbed`.
     """
 
-    def __init__(self, func=None, num_samples=1000, sigma=0.01, noise="normal", batched=True, maximize=True,
-                 reduction="sum", device=None, *, chunk_size=None):
+    def __init__(
+        self,
+        func: Solver | None = None,
+        num_samples: int = 1000,
+        sigma: float | Array = 0.01,
+        noise: NoiseLike = "normal",
+        batched: bool = True,
+        maximize: bool = True,
+        reduction: str = "sum",
+        device: Any = None,
+        *,
+        chunk_size: int | None = None,
+    ) -> None:
         del device
         self.settings = Settings(num_samples, sigma, noise, batched, chunk_size)
         self.func = func
@@ -164,7 +187,7 @@ class FenchelYoungLoss:
         self._chunk_size = chunk_size
 
     @property
-    def perturbed(self):
+    def perturbed(self) -> Callable[..., Any]:
         """The perturbed optimizer y_σ = E[func(θ + σZ)] of this loss (as the originals' ``loss.perturbed``)."""
         if self.func is None:
             raise AttributeError("this FenchelYoungLoss has no func yet (it is a decorator): no perturbed")
@@ -176,7 +199,14 @@ class FenchelYoungLoss:
         return FenchelYoungLoss(func, s.num_samples, s.sigma, s.noise, s.batched, self.maximize, self.reduction,
                                 chunk_size=self._chunk_size)
 
-    def __call__(self, theta, y_true=None, *args, rng=None, **kwargs):
+    def __call__(
+        self,
+        theta: Array,
+        y_true: Array | None = None,
+        *args: Any,
+        rng: RngLike = None,
+        **kwargs: Any,
+    ) -> Array:
         """The loss (reduced over the batch), differentiable in ``theta`` (``y_true`` gets no gradient)."""
         if self.func is None:
             if callable(theta) and y_true is None and not args:
@@ -217,7 +247,16 @@ class FenchelYoungLoss:
         return shim.custom_vjp(fwd, bwd)(*call.inputs)
 
 
-def squared_losses(settings, func, theta, y_true, maximize, args, kwargs, rng):
+def squared_losses(
+    settings,
+    func: Solver | None,
+    theta: Array,
+    y_true: Array | None,
+    maximize: bool,
+    args,
+    kwargs,
+    rng: RngLike,
+):
     """The originals' Fenchel-Young loss value ‖y_σ(θ) − y‖² per instance, gradient y_σ(θ) − y.
 
     As the TensorFlow ``perturbations`` package and its PyTorch port compute

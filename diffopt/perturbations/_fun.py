@@ -1,9 +1,13 @@
 """``make_perturbed_fun``: the ``optax.perturbations`` API on pytrees of any framework."""
 
+from __future__ import annotations
+
+from typing import Any, Callable
 import math
 
 import autoray as ar
 
+from diffopt._typing import Array, NoiseLike, RngLike, Solver
 from diffopt._checks import check_floating
 from diffopt._ops import map_leading
 from diffopt.backends import get_backend
@@ -14,7 +18,15 @@ from diffopt.perturbations._tree import tree_flatten, tree_unflatten
 __all__ = ["make_perturbed_fun"]
 
 
-def make_perturbed_fun(fun, num_samples=1000, sigma=0.1, noise=Gumbel(), use_baseline=True, *, chunk_size=None):
+def make_perturbed_fun(
+    fun: Solver,
+    num_samples: int = 1000,
+    sigma: float | Array = 0.1,
+    noise: NoiseLike = Gumbel(),
+    use_baseline: bool = True,
+    *,
+    chunk_size: int | None = None,
+) -> Callable[[RngLike, Any], Any]:
     """A differentiable Monte-Carlo approximation f_σ(x) = E[fun(x + σZ)] of ``fun`` on pytrees.
 
     Drop-in for ``optax.perturbations.make_perturbed_fun``, for arrays of

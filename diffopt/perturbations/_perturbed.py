@@ -1,9 +1,13 @@
 """``perturbed``: the perturbed optimizer y_σ(θ) = E[f(θ + σZ)] and its score-function Jacobian."""
 
+from __future__ import annotations
+
+from typing import Any, Callable
 import functools
 
 import autoray as ar
 
+from diffopt._typing import Array, NoiseLike, Solver
 from diffopt.host import HostSolver
 from diffopt.perturbations._engine import (
     CHUNK_BUDGET,
@@ -184,18 +188,18 @@ def _samples_pieces(s, f, g):
 
 
 def perturbed(
-    func=None,
-    num_samples=1000,
-    sigma=0.05,
-    noise="normal",
-    batched=True,
-    device=None,
+    func: Solver | None = None,
+    num_samples: int = 1000,
+    sigma: float | Array = 0.05,
+    noise: NoiseLike = "normal",
+    batched: bool = True,
+    device: Any = None,
     *,
-    multiplicative=False,
-    control_variate=None,
-    chunk_size=None,
-    residual="auto",
-):
+    multiplicative: bool = False,
+    control_variate: str | None = None,
+    chunk_size: int | None = None,
+    residual: str = "auto",
+) -> Callable[..., Any]:
     """Turn a solver ``func`` into the differentiable perturbed optimizer y_σ(θ) = E[func(θ + σZ)].
 
     Usable as a decorator (``@perturbed(...)``, ``@perturbed``) or a call

@@ -8,12 +8,16 @@ device on use). Differences: lengths that are not powers of two raise
 finite results instead of overflowing.
 """
 
+from __future__ import annotations
+
+from typing import Callable
 import math
 import numbers
 
 import autoray as ar
 import numpy as np
 
+from diffopt._typing import Array
 from diffopt._checks import check_positive
 from diffopt._ops import logaddexp, sigmoid
 from diffopt._ops import softmax as _row_softmax
@@ -85,7 +89,7 @@ def _column(w, like):
 # ------------------------------------------------------------- soft maxima
 
 
-def softmax(a, b, alpha=1, normalize=0):
+def softmax(a: Array, b: Array, alpha: float = 1, normalize: float = 0) -> tuple[Array, Array]:
     """Soft maximum ``log(exp(alpha a) + exp(alpha b) - normalize) / alpha``, computed stably.
 
     Parameters
@@ -111,7 +115,7 @@ def softmax(a, b, alpha=1, normalize=0):
     return (top + ar.do("log", inner)) / alpha
 
 
-def smoothmax(a, b, alpha=1):
+def smoothmax(a: Array, b: Array, alpha: float = 1) -> tuple[Array, Array]:
     """Exponentially weighted mean ``(a e^{alpha a} + b e^{alpha b}) / (e^{alpha a} + e^{alpha b})``.
 
     Parameters
@@ -129,7 +133,7 @@ def smoothmax(a, b, alpha=1):
     return b + sigmoid(alpha * (a - b)) * (a - b)
 
 
-def softmax_smooth(a, b, smooth=0):
+def softmax_smooth(a: Array, b: Array, smooth: float = 0) -> tuple[Array, Array]:
     """Soft maximum relaxed towards the mean.
 
     Parameters
@@ -151,7 +155,7 @@ def softmax_smooth(a, b, smooth=0):
 # ---------------------------------------------------------------- networks
 
 
-def diff_sort(matrices, x, softmax=softmax):
+def diff_sort(matrices: list[Array], x: Array, softmax: Callable[..., Array] = softmax) -> Array:
     """Relaxed ascending sort of ``x`` with the matrices of :func:`bitonic_matrices`.
 
     Parameters
@@ -182,7 +186,7 @@ def diff_sort(matrices, x, softmax=softmax):
     return x
 
 
-def diff_sort_indexed(indices, x, softmax=softmax):
+def diff_sort_indexed(indices: list[Array], x: Array, softmax: Callable[..., Array] = softmax) -> Array:
     """Relaxed sort with the index vectors of :func:`bitonic_indices` (no matrices).
 
     Parameters
@@ -210,7 +214,12 @@ def diff_sort_indexed(indices, x, softmax=softmax):
     return x
 
 
-def diff_sort_weave(fused, x, softmax=softmax, beta=0.0):
+def diff_sort_weave(
+    fused: list[Array],
+    x: Array,
+    softmax: Callable[..., Array] = softmax,
+    beta: float = 0.0,
+) -> Array:
     """Relaxed sort with the fused matrices of :func:`bitonic_woven_matrices`.
 
     Parameters
@@ -262,7 +271,7 @@ def _weighted_network(matrices, x, weight_fn):
     return x
 
 
-def vector_sort(matrices, X, key, alpha=1):
+def vector_sort(matrices: list[Array], X: Array, key: Callable[..., Array], alpha: float = 1) -> Array:
     """Relaxed descending sort of the rows of ``X`` by a differentiable ``key``.
 
     Parameters
@@ -285,7 +294,13 @@ def vector_sort(matrices, X, key, alpha=1):
     return _weighted_network(matrices, X, lambda a, b: sigmoid(alpha * (key(a) - key(b))))
 
 
-def comparison_sort(matrices, x, compare_fn, alpha=1, scale=250):
+def comparison_sort(
+    matrices: list[Array],
+    x: Array,
+    compare_fn: Callable[..., Array],
+    alpha: float = 1,
+    scale: float = 250,
+) -> Array:
     """Relaxed descending sort with any differentiable comparator.
 
     Parameters
@@ -312,7 +327,7 @@ def comparison_sort(matrices, x, compare_fn, alpha=1, scale=250):
 # ----------------------------------------------------------------- ranking
 
 
-def order_matrix(original, sortd, sigma=0.1):
+def order_matrix(original: Array, sortd: Array, sigma: float | Array = 0.1) -> Array:
     """Row-normalised RBF kernel between ``original`` and ``sortd``.
 
     Parameters
@@ -335,7 +350,7 @@ def order_matrix(original, sortd, sigma=0.1):
     return _row_softmax(-(diff**2) / (2 * sigma**2), axis=1)
 
 
-def dargsort(original, sortd, sigma, transpose=False):
+def dargsort(original: Array, sortd: Array, sigma: float | Array, transpose: bool = False) -> Array:
     """Approximate ranks of ``original`` given its relaxed sort ``sortd``.
 
     Parameters
@@ -358,7 +373,13 @@ def dargsort(original, sortd, sigma, transpose=False):
     return ar.do("sum", order * pos, axis=1)
 
 
-def diff_argsort(matrices, x, sigma=0.1, softmax=softmax, transpose=False):
+def diff_argsort(
+    matrices: list[Array],
+    x: Array,
+    sigma: float | Array = 0.1,
+    softmax: Callable[..., Array] = softmax,
+    transpose: bool = False,
+) -> Array:
     """Relaxed 0-based ranks of ``x`` (or argsort with ``transpose=True``).
 
     Parameters
@@ -382,7 +403,13 @@ def diff_argsort(matrices, x, sigma=0.1, softmax=softmax, transpose=False):
     return dargsort(x, diff_sort(matrices, x, softmax), sigma, transpose)
 
 
-def diff_argsort_indexed(indices, x, sigma=0.1, softmax=softmax, transpose=False):
+def diff_argsort_indexed(
+    indices: list[Array],
+    x: Array,
+    sigma: float | Array = 0.1,
+    softmax: Callable[..., Array] = softmax,
+    transpose: bool = False,
+) -> Array:
     """:func:`diff_argsort` using :func:`diff_sort_indexed` (``bitonic_indices(n)``).
 
     Parameters

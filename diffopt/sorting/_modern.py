@@ -8,12 +8,15 @@ ranks, top-k masks and permutation matrices are linear transports with the
 same weights and are differentiated by the framework's own autodiff.
 """
 
+from __future__ import annotations
+
 import functools
 import numbers
 
 import autoray as ar
 import numpy as np
 
+from diffopt._typing import Array
 from diffopt._checks import check_floating, check_positive
 from diffopt.backends import get_backend
 from diffopt.sorting._relax import check_relaxation
@@ -138,7 +141,14 @@ def _sorter(shim, n, relaxation, temperature):
     return shim.custom_vjp(fwd, bwd, jit=True, second_order=True)
 
 
-def soft_sort(x, axis=-1, *, temperature=1.0, descending=False, relaxation="logsumexp"):
+def soft_sort(
+    x: Array,
+    axis: int = -1,
+    *,
+    temperature: float | Array = 1.0,
+    descending: bool = False,
+    relaxation: str | None = "logsumexp",
+) -> Array:
     """Differentiable sort along ``axis``, for any length and batch shape.
 
     Parameters
@@ -201,7 +211,14 @@ def _const(values, like):
     return ar.do("from_numpy", np.asarray(values), like=like)
 
 
-def soft_rank(x, axis=-1, *, temperature=1.0, descending=False, relaxation="logsumexp"):
+def soft_rank(
+    x: Array,
+    axis: int = -1,
+    *,
+    temperature: float | Array = 1.0,
+    descending: bool = False,
+    relaxation: str | None = "logsumexp",
+) -> Array:
     """Differentiable 0-based ranks along ``axis``.
 
     The rank of ``x[i]`` is its expected position under the network's relaxed
@@ -226,7 +243,15 @@ def soft_rank(x, axis=-1, *, temperature=1.0, descending=False, relaxation="logs
     return undo(pull(pos[:, :, None], weights, big_n)[:, : rows.shape[1], 0])
 
 
-def soft_topk(x, k, axis=-1, *, temperature=1.0, largest=True, relaxation="logsumexp"):
+def soft_topk(
+    x: Array,
+    k: int,
+    axis: int = -1,
+    *,
+    temperature: float | Array = 1.0,
+    largest: bool = True,
+    relaxation: str | None = "logsumexp",
+) -> Array:
     """Differentiable top-``k`` mask along ``axis``.
 
     Parameters
@@ -260,7 +285,14 @@ def soft_topk(x, k, axis=-1, *, temperature=1.0, largest=True, relaxation="logsu
     return undo(pull(sel[:, :, None], weights, big_n)[:, :n, 0])
 
 
-def soft_permutation(x, axis=-1, *, temperature=1.0, descending=False, relaxation="logsumexp"):
+def soft_permutation(
+    x: Array,
+    axis: int = -1,
+    *,
+    temperature: float | Array = 1.0,
+    descending: bool = False,
+    relaxation: str | None = "logsumexp",
+) -> Array:
     """The network's relaxed permutation matrix (``n x n`` per row: only when asked for).
 
     Parameters

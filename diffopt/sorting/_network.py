@@ -7,6 +7,8 @@ A network for ``n = 2**k`` values has ``k`` stages; stage ``s`` (0-based) has
 ascending, so the network sorts ascending.
 """
 
+from __future__ import annotations
+
 import numpy as np
 
 __all__ = [
@@ -86,7 +88,7 @@ def _layers(n):
         yield a, b, np.where(desc, b, a), np.where(desc, a, b)
 
 
-def bitonic_matrices(n):
+def bitonic_matrices(n: int) -> list[np.ndarray]:
     """Selection matrices of the bitonic network on ``n`` values.
 
     Parameters
@@ -118,7 +120,7 @@ def bitonic_matrices(n):
     return out
 
 
-def bitonic_indices(n):
+def bitonic_indices(n: int) -> list[np.ndarray]:
     """Index form of the bitonic network on ``n`` values.
 
     Parameters
@@ -148,7 +150,7 @@ def bitonic_indices(n):
     return out
 
 
-def bitonic_woven_matrices(n):
+def bitonic_woven_matrices(n: int) -> list[np.ndarray]:
     """Fused ``n x n`` permutation matrices of the bitonic network.
 
     Parameters
@@ -176,7 +178,7 @@ def bitonic_woven_matrices(n):
     return mats
 
 
-def bitonic_network(n):
+def bitonic_network(n: int) -> list:
     """Print the comparators of the network, one layer per line.
 
     Each comparator prints as ``a>b`` (ascending: the minimum goes to ``a``) or ``a<b``
@@ -203,7 +205,7 @@ def _pretty_cell(k, a, b, desc):
     return "───" if a < k < b else " │ "
 
 
-def pretty_bitonic_network(n):
+def pretty_bitonic_network(n: int) -> None:
     """Draw the network with box characters, one comparator per line.
 
     Parameters

@@ -5,8 +5,12 @@ The functions are the framework-independent ones of :mod:`diffopt.sorting`
 original, :func:`dargsort` and :func:`diff_argsort` return a column ``[n, 1]``.
 """
 
+from __future__ import annotations
+
+from typing import Callable
 import tensorflow as tf
 
+from diffopt._typing import Array
 from diffopt.sorting import *  # noqa: F401,F403  (the same functions, re-exported)
 from diffopt.sorting import __all__ as _ALL
 from diffopt.sorting import dargsort as _dargsort
@@ -16,7 +20,7 @@ from diffopt.sorting import softmax as _softmax
 __all__ = list(_ALL)
 
 
-def dargsort(original, sortd, sigma, transpose=False):
+def dargsort(original: Array, sortd: Array, sigma: float | Array, transpose: bool = False) -> Array:
     """:func:`diffopt.sorting.dargsort` as a ``[n, 1]`` column.
 
     Parameters
@@ -35,7 +39,13 @@ def dargsort(original, sortd, sigma, transpose=False):
     return tf.reshape(_dargsort(original, sortd, sigma, transpose), (-1, 1))
 
 
-def diff_argsort(matrices, x, sigma=0.1, softmax=_softmax, transpose=False):
+def diff_argsort(
+    matrices: list[Array],
+    x: Array,
+    sigma: float | Array = 0.1,
+    softmax: Callable[..., Array] = _softmax,
+    transpose: bool = False,
+) -> Array:
     """:func:`diffopt.sorting.diff_argsort` as a ``[n, 1]`` column.
 
     Parameters

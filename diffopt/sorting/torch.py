@@ -5,6 +5,8 @@ The functions are the framework-independent ones of :mod:`diffopt.sorting`
 returning ``float32`` torch tensors as the original does.
 """
 
+from __future__ import annotations
+
 import torch
 
 from diffopt.sorting import *  # noqa: F401,F403  (the same functions, re-exported)
@@ -14,7 +16,7 @@ from diffopt.sorting._network import bitonic_matrices as _np_bitonic_matrices
 __all__ = list(_ALL)
 
 
-def bitonic_matrices(n):
+def bitonic_matrices(n: int) -> list[torch.Tensor]:
     """:func:`diffopt.sorting.bitonic_matrices` as ``float32`` torch tensors.
 
     Parameters
