@@ -4,13 +4,15 @@ autoray does not translate ``logsumexp``, ``sigmoid``, ``softplus`` or
 ``one_hot`` for every framework; they are composed here once.
 """
 
+import math
+
 import autoray as ar
 
 from diffopt.backends import get_backend
 
 __all__ = [
     "logsumexp", "softmax", "sigmoid", "softplus", "logaddexp", "first_max_mask",
-    "fori_loop", "map_leading",
+    "fori_loop", "map_leading", "nan_rows", "where_fill",
 ]
 
 
@@ -56,6 +58,32 @@ def first_max_mask(x, axis=-1):
     shape[axis] = n
     positions = ar.do("reshape", ar.do("arange", n, like=x), tuple(shape))
     return ar.astype(idx == positions, ar.get_dtype_name(x))
+
+
+def nan_rows(x, out):
+    """``out`` with row ``i`` set to NaN wherever row ``i`` of ``x`` holds a NaN.
+
+    The one NaN rule of diffopt: a NaN anywhere in an instance makes that
+    instance's whole result NaN (``x`` is ``[B, ...]``, ``out`` is ``[B, ...]``
+    with the same ``B``; infinities are left alone). Cheap: one ``isnan`` and
+    one reduction over ``x``.
+    """
+    size = math.prod(int(d) for d in x.shape[1:])
+    if size == 0:
+        return out
+    flat = ar.do("reshape", x, (-1, size))
+    flags = ar.astype(flat != flat, "float32")  # not isnan: TF's NumPy isnan fails on bfloat16
+    bad = ar.do("reshape", ar.do("max", flags, axis=1) > 0, (-1,) + (1,) * (len(out.shape) - 1))
+    return where_fill(bad, float("nan"), out)
+
+
+def where_fill(cond, value, x):
+    """``where(cond, value, x)`` in ``x``'s dtype.
+
+    The Python scalar ``value`` is given ``x``'s dtype first: TensorFlow's
+    NumPy-style ``where`` would promote bfloat16 with a Python float to float64.
+    """
+    return ar.do("where", cond, ar.do("full_like", x, value), x)
 
 
 def _where_dispatcher(cond, *args, **kwargs):

@@ -19,7 +19,7 @@ import autoray as ar
 from diffopt._typing import Array, RngLike, Shape
 from diffopt._checks import check_int, check_positive, check_real
 from diffopt.noise import Noise
-from diffopt.random import make_rng
+from diffopt.random import make_rng, sample_dtype
 
 __all__ = ["BaseNoiseDistribution", "GumbelNoiseDistribution", "SumOfGammaNoiseDistribution"]
 
@@ -61,6 +61,16 @@ class BaseNoiseDistribution(Noise):
             like = np.zeros((), dtype=np.float64)
         return tuple(int(d) for d in shape), make_rng(rng, like)
 
+    @staticmethod
+    def _dtypes(stream):
+        """``(dtype, compute)``: the draw's dtype and the one to compute it in (float32 for half)."""
+        dtype = stream._target(None)
+        return dtype, sample_dtype(dtype)
+
+    @staticmethod
+    def _cast(x, dtype):
+        return x if ar.get_dtype_name(x) == dtype else ar.astype(x, dtype)
+
 
 class GumbelNoiseDistribution(BaseNoiseDistribution):
     """Gumbel noise with ``location`` μ and ``scale`` s.
@@ -89,8 +99,9 @@ class GumbelNoiseDistribution(BaseNoiseDistribution):
 
     def sample(self, shape: Shape, like: Array = None, rng: RngLike = None) -> Array:
         shape, stream = self._rng(shape, like, rng)
-        u = stream.uniform(shape)
-        return self.location - self.scale * ar.do("log", -ar.do("log", u))
+        dtype, compute = self._dtypes(stream)
+        u = stream.uniform(shape, dtype=compute)
+        return self._cast(self.location - self.scale * ar.do("log", -ar.do("log", u)), dtype)
 
     def score(self, z: Array) -> Array:
         return (1.0 - ar.do("exp", -(z - self.location) / self.scale)) / self.scale
@@ -127,8 +138,9 @@ class SumOfGammaNoiseDistribution(BaseNoiseDistribution):
     def sample(self, shape: Shape, like: Array = None, rng: RngLike = None) -> Array:
         shape, stream = self._rng(shape, like, rng)
         s = self.nb_iterations
-        draws = stream.gamma((s,) + shape, 1.0 / self.k)
+        dtype, compute = self._dtypes(stream)
+        draws = stream.gamma((s,) + shape, 1.0 / self.k, dtype=compute)
         total = draws[0] * self.k
         for i in range(1, s):
             total = total + draws[i] * (self.k / (i + 1))
-        return (total - math.log(s)) / self.k
+        return self._cast((total - math.log(s)) / self.k, dtype)

@@ -20,6 +20,7 @@ import autoray as ar
 from diffopt._typing import Solver
 from diffopt.noise import Noise
 from diffopt import backends
+from diffopt._ops import nan_rows
 from diffopt.imle import _core
 from diffopt.imle.target import AdaptiveTargetDistribution, BaseTargetDistribution, TargetDistribution
 
@@ -86,6 +87,7 @@ class _Estimator:
         lay = self.layout
         x = lay.flat(lay.expand(theta) + self.c.t_input * eps)
         (z,) = self._solve([x], args)
+        z = nan_rows(x, z)  # an instance with a NaN gives NaN, whatever the solver made of it
         res = (theta, eps, lay.split(z)) + tuple(arrays[2:])
         return z, res
 

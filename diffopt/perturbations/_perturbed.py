@@ -20,6 +20,7 @@ from diffopt.perturbations._engine import (
     split_arrays,
 )
 from diffopt._checks import check_choice
+from diffopt._ops import nan_rows
 from diffopt.random import make_rng
 
 __all__ = ["perturbed"]
@@ -141,7 +142,7 @@ class _Call:
         carry = run_chunks(problem, _forward_step(opts, problem))
         ybar = carry[0] / float(opts.settings.num_samples)
         out = ar.do("reshape", ybar, (problem.batch,) + problem.out_shape)
-        out = out if problem.dtype == problem.cdtype else ar.astype(out, problem.dtype)
+        out = nan_rows(problem.theta_c, out if problem.dtype == problem.cdtype else ar.astype(out, problem.dtype))
         base = None
         if opts.control_variate == "mean":
             base = ybar

@@ -18,6 +18,8 @@ import numpy as np
 
 from diffopt._typing import Array
 from diffopt._checks import check_floating, check_positive
+from diffopt._dtypes import compute_dtype
+from diffopt._ops import nan_rows
 from diffopt.backends import get_backend
 from diffopt.sorting._relax import check_relaxation
 from diffopt.sorting._soft import bit_reverse, finite_range, network, pull, push
@@ -51,6 +53,18 @@ def _check_k(k, n):
 
 def _next_pow2(n):
     return 1 << max(n - 1, 0).bit_length()
+
+
+def _upcast(x):
+    """Half-precision data runs through the network in float32 (see :mod:`diffopt._dtypes`)."""
+    dtype = ar.get_dtype_name(x)
+    return x if compute_dtype(dtype) == dtype else ar.astype(x, compute_dtype(dtype))
+
+
+def _downcast(out, x):
+    """``out`` in ``x``'s dtype."""
+    dtype = ar.get_dtype_name(x)
+    return out if ar.get_dtype_name(out) == dtype else ar.astype(out, dtype)
 
 
 # ------------------------------------------------------------ row reshaping
@@ -189,10 +203,11 @@ def soft_sort(
     x, axis = _prepare(x, axis, temperature, relaxation)
     if x.shape[axis] == 0:
         return x
-    rows, undo = _to_rows(-x if descending else x, axis)
+    xc = _upcast(x)
+    rows, undo = _to_rows(-xc if descending else xc, axis)
     f = _sorter(get_backend(x), rows.shape[1], relaxation, float(temperature))
     out = undo(f(rows))
-    return -out if descending else out
+    return _downcast(-out if descending else out, x)
 
 
 # ------------------------------------------------------------- transports
@@ -238,9 +253,9 @@ def soft_rank(
     x, axis = _prepare(x, axis, temperature, relaxation)
     if x.shape[axis] == 0:
         return x
-    rows, weights, big_n, undo = _weights(x, axis, temperature, relaxation, descending)
+    rows, weights, big_n, undo = _weights(_upcast(x), axis, temperature, relaxation, descending)
     pos = ar.do("zeros_like", _pad(rows, big_n)) + _const(np.arange(big_n), rows)
-    return undo(pull(pos[:, :, None], weights, big_n)[:, : rows.shape[1], 0])
+    return _downcast(undo(nan_rows(rows, pull(pos[:, :, None], weights, big_n)[:, : rows.shape[1], 0])), x)
 
 
 def soft_topk(
@@ -280,9 +295,9 @@ def soft_topk(
     x, axis = _prepare(x, axis, temperature, relaxation)
     n = x.shape[axis]
     k = _check_k(k, n)
-    rows, weights, big_n, undo = _weights(x, axis, temperature, relaxation, largest)
+    rows, weights, big_n, undo = _weights(_upcast(x), axis, temperature, relaxation, largest)
     sel = ar.do("zeros_like", _pad(rows, big_n)) + _const((np.arange(big_n) < k).astype(float), rows)
-    return undo(pull(sel[:, :, None], weights, big_n)[:, :n, 0])
+    return _downcast(undo(nan_rows(rows, pull(sel[:, :, None], weights, big_n)[:, :n, 0])), x)
 
 
 def soft_permutation(
@@ -309,10 +324,10 @@ def soft_permutation(
         ``relaxation=None`` gives the exact permutation matrix.
     """
     x, axis = _prepare(x, axis, temperature, relaxation)
-    rows, weights, big_n, undo = _weights(x, axis, temperature, relaxation, descending)
+    rows, weights, big_n, undo = _weights(_upcast(x), axis, temperature, relaxation, descending)
     n = rows.shape[1]
     eye = ar.do("zeros_like", _pad(rows, big_n))[:, :, None] + _const(np.eye(big_n, n), rows)
-    return undo(push(eye, weights, big_n)[:, :n, :], matrix=True)
+    return _downcast(undo(nan_rows(rows, push(eye, weights, big_n)[:, :n, :]), matrix=True), x)
 
 
 soft_argsort = soft_permutation

@@ -28,6 +28,7 @@ import functools
 import autoray as ar
 import numpy as np
 
+from diffopt._ops import where_fill
 from diffopt.sorting._relax import logsumexp_slope, relax_terms
 
 __all__ = ["network", "lse_network", "push", "pull", "layer_sizes", "bit_reverse", "bit_reversal", "finite_range"]
@@ -200,8 +201,8 @@ lse_network.register("torch", _torch_lse_network)
 def _lse_network(x, temperature, reverse):
     big, below = finite_range(x)
     out, weights = _layers(ar.do("clip", x, -big, big), lambda a, b: logsumexp_slope(a, b, temperature), reverse)
-    out = ar.do("where", out >= below, float("inf"), out)
-    return ar.do("where", out <= -big, float("-inf"), out), weights
+    out = where_fill(out >= below, float("inf"), out)
+    return where_fill(out <= -big, float("-inf"), out), weights
 
 
 def _expand(w, t):
