@@ -15,6 +15,7 @@ the same multiset of draws, so both must equal the same reference.
 """
 
 import contextlib
+import functools
 import math
 
 import autoray as ar
@@ -408,3 +409,132 @@ def test_noise_samples_and_scores_exact(backend):
         close(backend, diffopt.Normal().score(z), normal)
         close(backend, diffopt.Gumbel().score(z), 1.0 - np.exp(-normal))
         close(backend, dimle.GumbelNoiseDistribution(0.4, 1.7).score(z), (1.0 - np.exp(-(normal - 0.4) / 1.7)) / 1.7)
+
+
+# ---------------------------------------------------------------------- soft sorting
+
+SIGMOIDS = {  # weight f(v) of the smaller input in the smaller output, v = gap / T (Petersen et al.)
+    "logistic": lambda v: 1.0 / (1.0 + anp_exp(-v)),
+    "cauchy": lambda v: 0.5 + anp_arctan(v) / np.pi,
+    "reciprocal": lambda v: 1.0 - 0.5 / (1.0 + v),
+    "optimal": lambda v: 0.5 + v if v <= 0.25 else 1.0 - 1.0 / (16.0 * v),
+}
+
+
+def anp_exp(v):
+    import autograd.numpy as anp
+
+    return anp.exp(v)
+
+
+def anp_arctan(v):
+    import autograd.numpy as anp
+
+    return anp.arctan(v)
+
+
+def comparators(big_n):
+    """``(a, b, descending)`` of the bitonic sorting network on ``big_n = 2**k`` wires, in order."""
+    k = big_n.bit_length() - 1
+    for stage in range(k):
+        for j in range(stage + 1):
+            m = 1 << (stage - j)
+            for a in range(big_n):
+                if not a & m:
+                    yield a, a + m, bool((a >> (stage + 1)) & 1)
+
+
+def ref_network(x, relaxation, temperature):
+    """Relaxed bitonic sort of the list ``x`` (padded with +inf to a power of two) and its mixing matrix.
+
+    Written with Python scalars so that HIPS autograd differentiates it; returns
+    ``(values [big_n], P [big_n, big_n])`` with ``P[j, i]`` the weight of input ``i``
+    at sorted position ``j``.
+    """
+    import autograd.numpy as anp
+
+    n = len(x)
+    big_n = 1 << (n - 1).bit_length()
+    vals = list(x) + [np.inf] * (big_n - n)
+    rows = list(np.eye(big_n))
+    for a, b, descending in comparators(big_n):
+        p, q = vals[a], vals[b]
+        small, large = (a, b) if p <= q else (b, a)
+        s, l = vals[small], vals[large]
+        if not np.isfinite(s) or not np.isfinite(l):
+            lo, hi, leak = s, l, 0.0
+        else:
+            v = (l - s) / temperature
+            if relaxation == "logsumexp":
+                hi = temperature * anp.logaddexp(p / temperature, q / temperature)
+                lo = p + q - hi
+                leak = 1.0 / (1.0 + anp.exp(v))
+            else:
+                f = SIGMOIDS[relaxation](v)
+                lo, hi, leak = f * s + (1.0 - f) * l, (1.0 - f) * s + f * l, 1.0 - f
+        r_lo = (1.0 - leak) * rows[small] + leak * rows[large]
+        r_hi = leak * rows[small] + (1.0 - leak) * rows[large]
+        (vals[a], vals[b]), (rows[a], rows[b]) = ((hi, lo), (r_hi, r_lo)) if descending else ((lo, hi), (r_lo, r_hi))
+    return anp.stack(vals), anp.stack(rows)
+
+
+def ref_sorting(x, relaxation, temperature, op, k=2):
+    """Reference of one sorting op on one row ``x`` (autograd-differentiable)."""
+    import autograd.numpy as anp
+
+    n = len(x)
+    if op == "sort":
+        return ref_network(x, relaxation, temperature)[0][:n]
+    if op == "sort_desc":
+        return -ref_network(-x, relaxation, temperature)[0][:n]
+    if op == "topk":
+        return anp.sum(ref_network(-x, relaxation, temperature)[1][:k, :n], axis=0)
+    _, p = ref_network(x, relaxation, temperature)
+    if op == "rank":
+        return anp.dot(anp.arange(p.shape[0], dtype=float), p[:, :n])
+    return p[:n, :n]  # perm
+
+
+def _diffopt_sorting(op, x, relaxation, temperature, k=2):
+    from diffopt import sorting
+
+    kw = dict(temperature=temperature, relaxation=relaxation)
+    return {
+        "sort": lambda: sorting.soft_sort(x, **kw),
+        "sort_desc": lambda: sorting.soft_sort(x, descending=True, **kw),
+        "rank": lambda: sorting.soft_rank(x, **kw),
+        "topk": lambda: sorting.soft_topk(x, k, **kw),
+        "perm": lambda: sorting.soft_permutation(x, **kw),
+    }[op]()
+
+
+@functools.lru_cache(maxsize=None)
+def _sorting_cases(relaxation, op, temperature=0.7):
+    """``(x, want, w, want_grad)`` for rows of 6 (padded to 8) and of 8, computed once for all backends."""
+    import autograd
+
+    rng = np.random.default_rng(9)
+    cases = []
+    for n in (6, 8):
+        x = rng.normal(size=(2, n)) * 1.5
+        x[1, 2] = x[1, 4] + 0.05  # a close pair: the relaxation matters there
+        want = np.stack([ref_sorting(row, relaxation, temperature, op) for row in x])
+        w = rng.normal(size=want.shape)
+        want_g = np.stack([autograd.grad(lambda r: (ref_sorting(r, relaxation, temperature, op) * wi).sum())(row)
+                           for row, wi in zip(x, w)])
+        cases.append((x, want, w, want_g))
+    return cases
+
+
+@pytest.mark.parametrize("op", ["sort", "sort_desc", "rank", "topk", "perm"])
+@pytest.mark.parametrize("relaxation", ["logsumexp", "logistic", "cauchy", "reciprocal", "optimal"])
+def test_soft_sorting_exact(backend, relaxation, op):
+    """Values and gradients of the sorting ops on 2 rows of 6 (padded to 8) and of 8."""
+    temperature = 0.7
+    for x, want, w, want_g in _sorting_cases(relaxation, op, temperature):
+        with float64(backend):
+            xb, wb = backend.asarray(x, "float64"), backend.asarray(w, "float64")
+            close(backend, _diffopt_sorting(op, xb, relaxation, temperature), want)
+            if backend.has_grad:
+                got = backend.grad(lambda u: ar.do("sum", _diffopt_sorting(op, u, relaxation, temperature) * wb), xb)
+                close(backend, got, want_g)
