@@ -1,0 +1,134 @@
+"""Compiled equals eager: jax.jit, jax.vmap, tf.function, torch.compile, torch.func.vmap.
+
+For the same rng, outputs and gradients of the compiled or vectorised call
+equal the eager ones to float32 rounding (not merely "sum to one" or "finite").
+Cases: ``perturbed`` (several chunks and a remainder, so the chunk loop is
+compiled), ``imle`` (noise and a second solver call in the backward),
+``soft_sort`` and ``soft_rank`` (hand-written and autodiff backwards).
+torch.compile runs the two cheapest cases (``aot_eager``: compiling is slow on
+two cores).
+"""
+
+import autoray as ar
+import numpy as np
+import pytest
+
+import diffopt
+from diffopt.imle import GumbelNoiseDistribution, TargetDistribution, imle
+from diffopt.sorting import soft_rank, soft_sort
+
+TOL = 2e-5
+THETA = np.array([[0.3, -0.2, 0.9, 0.1, -0.5], [1.2, 0.4, -0.3, 0.0, 0.8], [-0.1, 0.2, 0.15, -0.4, 0.05]],
+                 dtype=np.float32)
+W = np.random.default_rng(0).normal(size=THETA.shape).astype(np.float32)
+
+_PERTURBED = diffopt.perturbed(diffopt.argmax_one_hot, num_samples=50, sigma=0.4, noise="gumbel",
+                               control_variate="mean", chunk_size=20)
+_IMLE = imle(diffopt.argmax_one_hot, TargetDistribution(beta=2.0), GumbelNoiseDistribution(), nb_samples=2)
+
+
+def _cases():
+    """name -> f(theta, key): ``[3, 5]`` in, ``[3, 5]`` out."""
+    return {
+        "perturbed": lambda t, k: _PERTURBED(t, rng=k),
+        "imle": lambda t, k: ar.do("mean", ar.do("reshape", _IMLE(t, rng=k), (int(t.shape[0]), 2, -1)), axis=1),
+        "soft_sort": lambda t, k: soft_sort(t, temperature=0.3),
+        "soft_rank": lambda t, k: soft_rank(t, temperature=0.3, relaxation="cauchy"),
+    }
+
+
+def _key(backend, seed=3):
+    if backend.name == "jax":
+        import jax
+
+        return jax.random.key(seed)
+    return seed
+
+
+@pytest.mark.parametrize("case", ["perturbed", "imle", "soft_sort", "soft_rank"])
+def test_compiled_equals_eager(grad_backend, case):
+    backend = grad_backend
+    if backend.name == "autograd":
+        pytest.skip("HIPS autograd has no compiler")
+    if backend.name == "torch" and case in ("imle", "soft_rank"):
+        pytest.skip("torch.compile: two cases only (slow on two cores)")
+    f = _cases()[case]
+    theta, w, key = backend.asarray(THETA), backend.asarray(W), _key(backend)
+
+    def loss(t, k):
+        return ar.do("sum", f(t, k) * w)
+
+    def grad_of(t, k):
+        return backend.grad(lambda u: loss(u, k), t)
+
+    eager_y, eager_g = backend.to_numpy(f(theta, key)), backend.to_numpy(grad_of(theta, key))
+    if backend.name == "torch":
+        comp = backend.jit(f)
+        comp_y = backend.to_numpy(comp(theta, key))
+        comp_g = backend.to_numpy(backend.grad(lambda u: ar.do("sum", comp(u, key) * w), theta))
+    else:
+        comp_y = backend.to_numpy(backend.jit(f)(theta, key))
+        comp_g = backend.to_numpy(backend.jit(grad_of)(theta, key))
+    assert np.abs(eager_g).max() > 1e-3  # a gradient that could differ
+    np.testing.assert_allclose(comp_y, eager_y, rtol=0, atol=TOL)
+    np.testing.assert_allclose(comp_g, eager_g, rtol=0, atol=TOL)
+
+
+# ------------------------------------------------------------------------ vmap
+
+_ROW_PERTURBED = diffopt.perturbed(diffopt.argmax_one_hot, num_samples=50, sigma=0.4, noise="gumbel",
+                                   batched=False, chunk_size=20)
+
+
+def _row_cases():
+    """Unbatched functions of one row ``t [5]`` (same rng for every row)."""
+    return {
+        "perturbed": lambda t, k: _ROW_PERTURBED(t, rng=k),
+        "imle": lambda t, k: ar.do("mean", _IMLE(t[None], rng=k), axis=0),
+        "soft_sort": lambda t, k: soft_sort(t, temperature=0.3),
+        "soft_rank": lambda t, k: soft_rank(t, temperature=0.3, relaxation="cauchy"),
+    }
+
+
+@pytest.mark.parametrize("case", ["perturbed", "imle", "soft_sort", "soft_rank"])
+def test_jax_vmap_equals_row_by_row(case):
+    jax = pytest.importorskip("jax")
+    from conftest import SELECTED
+
+    if "jax" not in SELECTED:
+        pytest.skip("jax is not among DIFFOPT_TEST_BACKENDS")
+    jnp = jax.numpy
+    f = _row_cases()[case]
+    key = jax.random.key(5)
+    theta, w = jnp.asarray(THETA), jnp.asarray(W)
+
+    def loss(t, wi):
+        return jnp.sum(f(t, key) * wi)
+
+    rows_y = np.stack([np.asarray(f(t, key)) for t in theta])
+    rows_g = np.stack([np.asarray(jax.grad(loss)(t, wi)) for t, wi in zip(theta, w)])
+    np.testing.assert_allclose(np.asarray(jax.vmap(lambda t: f(t, key))(theta)), rows_y, rtol=0, atol=TOL)
+    np.testing.assert_allclose(np.asarray(jax.vmap(jax.grad(loss))(theta, w)), rows_g, rtol=0, atol=TOL)
+    assert np.abs(rows_g).max() > 1e-3
+
+
+@pytest.mark.parametrize("case", ["soft_sort", "soft_rank"])
+def test_torch_func_vmap_equals_row_by_row(case):
+    """(perturbed and I-MLE under torch.func.vmap: tests/test_perturbations.py, tests/test_imle.py)"""
+    torch = pytest.importorskip("torch")
+    from conftest import SELECTED
+
+    if "torch" not in SELECTED:
+        pytest.skip("torch is not among DIFFOPT_TEST_BACKENDS")
+    f = _row_cases()[case]
+    theta, w = torch.tensor(THETA), torch.tensor(W)
+
+    def loss(t, wi):
+        return (f(t, 0) * wi).sum()
+
+    rows_y = torch.stack([f(t, 0) for t in theta])
+    rows_g = torch.stack([torch.func.grad(loss)(t, wi) for t, wi in zip(theta, w)])
+    np.testing.assert_allclose(torch.func.vmap(lambda t: f(t, 0))(theta).numpy(), rows_y.numpy(), rtol=0, atol=TOL)
+    np.testing.assert_allclose(torch.func.vmap(torch.func.grad(loss))(theta, w).numpy(), rows_g.numpy(),
+                               rtol=0, atol=TOL)
+    assert rows_g.abs().max() > 1e-3
