@@ -3,7 +3,10 @@
 A noise object has ``sample(shape, like, rng=None)``, drawing in ``like``'s
 framework, dtype and device, and ``score(z)``, the gradient of the negative
 log-density ``ν`` at ``z`` used by the score-function estimator
-``∇y_σ(θ) = E[f(θ + σZ) ∇ν(Z)ᵀ] / σ``. Subclass :class:`Noise` to add one.
+``∇y_σ(θ) = E[f(θ + σZ) ∇ν(Z)ᵀ] / σ``. Second derivatives also need
+``score_derivative(z)``, the diagonal of ``∇²ν`` (the coordinates are
+independent), for ``∇²y_σ(θ) = E[f(θ + σZ) (∇ν∇νᵀ − ∇²ν)(Z)] / σ²``.
+Subclass :class:`Noise` to add one.
 
 Noise objects written for the original packages are accepted too, each in its
 own calling convention, told apart by the signature of their ``sample``
@@ -104,6 +107,16 @@ class Noise:
         """Gradient of the negative log-density at ``z`` (same shape as ``z``)."""
         raise NotImplementedError
 
+    def score_derivative(self, z: Array) -> Array:
+        """Elementwise derivative of :meth:`score` at ``z`` (the diagonal of ``∇²ν``).
+
+        Needed only for second derivatives (Hessians) of perturbed functions.
+        """
+        raise NotImplementedError(
+            f"noise {self!r} defines no score_derivative(z) (the diagonal of the Hessian of its "
+            "negative log-density), which second derivatives of perturbed functions need"
+        )
+
     def log_prob(self, x: Array) -> Array:
         """Log-density at ``x`` up to an additive constant (as ``optax.perturbations``)."""
         raise NotImplementedError
@@ -119,7 +132,7 @@ class Noise:
 
 
 class Normal(Noise):
-    """Standard normal noise: ``ν(z) = |z|²/2``, score ``z``.
+    """Standard normal noise: ``ν(z) = |z|²/2``, score ``z``, score derivative 1.
 
     ``sample(shape, like, rng=None)`` draws in ``like``'s framework;
     ``sample(key, sample_shape=(), dtype=float)`` with a JAX key is optax's
@@ -141,9 +154,12 @@ class Normal(Noise):
     def log_prob(self, x: Array) -> Array:
         return -0.5 * x**2
 
+    def score_derivative(self, z: Array) -> Array:
+        return ar.do("ones_like", z)
+
 
 class Gumbel(Noise):
-    """Standard Gumbel noise: ``ν(z) = z + exp(-z)``, score ``1 - exp(-z)``.
+    """Standard Gumbel noise: ``ν(z) = z + exp(-z)``, score ``1 - exp(-z)``, its derivative ``exp(-z)``.
 
     Sampled as ``-log(-log U)`` from uniforms in the open interval (0, 1).
     ``sample(key, sample_shape=(), dtype=float)`` with a JAX key is optax's
@@ -167,6 +183,9 @@ class Gumbel(Noise):
 
     def log_prob(self, x: Array) -> Array:
         return -x - ar.do("exp", -x)
+
+    def score_derivative(self, z: Array) -> Array:
+        return ar.do("exp", -z)
 
 
 _NAMED = {"normal": Normal, "gumbel": Gumbel}
@@ -354,3 +373,11 @@ def get_noise(noise: NoiseLike, argname: str = "noise") -> Noise:
         f"score(z), or an optax noise with sample(key, sample_shape, dtype) and log_prob(x); "
         f"got {type(noise).__name__}"
     )
+
+
+def score_derivative(noise, z):
+    """``noise.score_derivative(z)``, or a clear ``NotImplementedError`` if the noise has none."""
+    method = getattr(noise, "score_derivative", None)
+    if method is None:
+        return Noise.score_derivative(noise, z)
+    return method(z)

@@ -55,7 +55,9 @@ import importlib.util
 
 import autoray
 
-__all__ = ["available", "get_backend", "backend_name", "load"]
+from diffopt.backends._common import SecondOrder
+
+__all__ = ["available", "get_backend", "backend_name", "load", "SecondOrder"]
 
 _FRAMEWORKS = ("numpy", "autograd", "torch", "jax", "tensorflow", "cupy")
 _SHIMS = {}

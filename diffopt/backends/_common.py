@@ -44,6 +44,36 @@ SECOND_ORDER_MESSAGE = (
 )
 
 
+class SecondOrder:
+    """How a hand-written backward is differentiated once more (``custom_vjp``'s ``second_order``).
+
+    The backward ``bwd(res, g)`` of an op ``y = op(*arrays)`` is linear in the
+    cotangent ``g``; seen as a function of ``(arrays, g)`` it has two derivatives,
+    which the op supplies as Monte-Carlo (or exact) estimates:
+
+    ``jvp(arrays, res, ts)``
+        The op's Jacobian applied to the tangents ``ts`` (one array or ``None``
+        per array argument): the derivative of ``bwd`` with respect to ``g``,
+        transposed. Returns the output tangent.
+    ``hvp(arrays, res, g, ts)``
+        The derivative of ``bwd(res, g)`` with respect to the arrays in the
+        direction ``ts``: the Hessian of ``<g, op(arrays)>`` applied to ``ts``,
+        one array or ``None`` per array argument. It must be symmetric (a Hessian
+        estimate), so that it serves forward mode (JAX) and reverse mode alike.
+
+    Only single-output ops are supported; a derivative of these derivatives (third
+    order) raises ``NotImplementedError``.
+    """
+
+    def __init__(self, jvp, hvp):
+        self.jvp, self.hvp = jvp, hvp
+
+
+def second_order_spec(second_order, n_outputs=1):
+    """``second_order`` if it is a :class:`SecondOrder` (for a one-output op), else ``None``."""
+    return second_order if isinstance(second_order, SecondOrder) and n_outputs == 1 else None
+
+
 def forward_only(fwd, bwd, jit=False, second_order=False):
     """``custom_vjp`` for frameworks without autodiff: run the forward, drop residuals."""
     del bwd, jit, second_order

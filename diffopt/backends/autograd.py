@@ -5,7 +5,7 @@ from autograd.extend import defvjp_argnums, primitive
 from autograd.tracer import getval
 
 from diffopt.backends import numpy as _np_shim
-from diffopt.backends._common import SECOND_ORDER_MESSAGE
+from diffopt.backends._common import SECOND_ORDER_MESSAGE, second_order_spec
 
 NAME = "autograd"
 
@@ -43,9 +43,12 @@ def custom_vjp(fwd, bwd, jit=False, second_order=False):
     the latest forward are read from a one-slot store then. Differentiating
     the returned cotangents again raises ``NotImplementedError``.
 
-    ``jit`` and ``second_order`` are accepted for a uniform signature and ignored here.
+    With ``second_order`` a :class:`~diffopt.backends.SecondOrder`, each cotangent is
+    instead an op of ``(g, *arrays)`` whose own derivative is that estimate.
+    ``jit`` is accepted for a uniform signature and ignored here.
     """
     store = {}
+    spec = second_order_spec(second_order)
 
     @primitive
     def f(*arrays):
@@ -56,6 +59,8 @@ def custom_vjp(fwd, bwd, jit=False, second_order=False):
         res = store["res"]
 
         def vjp(g):
+            if spec is not None and not isinstance(g, tuple):
+                return tuple(_backward_op(g, *arrays, index=i, spec=spec, bwd=bwd, res=res) for i in argnums)
             grads = bwd(res, g)
             return tuple(
                 np.zeros_like(arrays[i]) if grads[i] is None else _first_order_only(grads[i], *arrays) for i in argnums
@@ -65,6 +70,31 @@ def custom_vjp(fwd, bwd, jit=False, second_order=False):
 
     defvjp_argnums(f, vjp_maker)
     return f
+
+
+@primitive
+def _backward_op(g, *arrays, index, spec, bwd, res):
+    """Cotangent ``index`` of ``bwd(res, g)``, an op of ``(g, *arrays)`` differentiable by ``spec``."""
+    c = bwd(res, g)[index]
+    return np.zeros_like(arrays[index]) if c is None else c
+
+
+def _backward_op_vjp(argnums, ans, args, kwargs):
+    g, arrays = args[0], args[1:]
+    spec, res, index = kwargs["spec"], kwargs["res"], kwargs["index"]
+
+    def vjp(u):
+        ts = tuple(u if j == index else None for j in range(len(arrays)))
+        grads = (spec.jvp(arrays, res, ts),) + tuple(spec.hvp(arrays, res, g, ts))
+        # a third derivative raises
+        return tuple(
+            np.zeros_like(args[i]) if grads[i] is None else _first_order_only(grads[i], *args) for i in argnums
+        )
+
+    return vjp
+
+
+defvjp_argnums(_backward_op, _backward_op_vjp)
 
 
 def host_call(fn, x, out_shape, out_dtype):

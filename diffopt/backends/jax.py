@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffopt.backends import _common
-from diffopt.backends._common import SECOND_ORDER_MESSAGE, check_int_seed, numpy_seed
+from diffopt.backends._common import SECOND_ORDER_MESSAGE, SecondOrder, check_int_seed, numpy_seed
 from diffopt.random import Rng
 
 NAME = "jax"
@@ -36,6 +36,10 @@ def custom_vjp(fwd, bwd, jit=False, second_order=False):
     that raises ``NotImplementedError``.
     """
 
+    if isinstance(second_order, SecondOrder):
+        f = _with_second_order(fwd, bwd, second_order)
+        return jax.jit(f) if jit else f
+
     @jax.custom_vjp
     def f(*arrays):
         return fwd(*arrays)[0]
@@ -50,6 +54,65 @@ def custom_vjp(fwd, bwd, jit=False, second_order=False):
 
     f.defvjp(f_fwd, f_bwd)
     return jax.jit(f) if jit else f
+
+
+def _is_float(a):
+    return jnp.issubdtype(a.dtype, jnp.inexact)
+
+
+def _stop(a):
+    return jax.lax.stop_gradient(a) if _is_float(a) else a
+
+
+def _with_second_order(fwd, bwd, spec):
+    """``custom_vjp`` whose backward is a ``custom_jvp`` op of ``(g, arrays)``.
+
+    ``fwd`` runs on ``stop_gradient`` inputs (JAX never differentiates the solver);
+    the inputs are kept as residuals, so that a derivative of the gradient
+    (``jax.hessian`` = ``jacfwd(jacrev)``, ``jacrev(jacrev)``, ``jvp`` of ``grad``)
+    reaches the backward op, whose JVP is ``bwd(res, t_g) + spec.hvp(arrays, res, g, t)``
+    (linear in the tangents, so JAX also transposes it for reverse-over-reverse).
+    """
+
+    @jax.custom_jvp
+    def back(g, arrays, res):
+        return tuple(bwd(res, g))
+
+    @back.defjvp
+    def back_jvp(primals, tangents):
+        g, arrays, res = primals
+        t_g, t_arrays, _ = tangents
+        # a derivative of this rule (third order) raises instead of differentiating the solver
+        arrays = tuple(_first_order_only(a) if _is_float(a) else a for a in arrays)
+        g = _first_order_only(g)
+        out = tuple(bwd(res, g))
+        ts = tuple(t if _is_float(a) else None for a, t in zip(arrays, t_arrays))
+        from_g = tuple(bwd(res, t_g))
+        from_arrays = tuple(spec.hvp(arrays, res, g, ts))
+        t_out = tuple(
+            None if o is None else _add(o, a, b) for o, a, b in zip(out, from_g, from_arrays)
+        )
+        return out, t_out
+
+    @jax.custom_vjp
+    def f(*arrays):
+        return fwd(*arrays)[0]
+
+    def f_fwd(*arrays):
+        out, res = fwd(*(_stop(a) for a in arrays))
+        return out, (tuple(arrays), tuple(res))
+
+    def f_bwd(saved, g):
+        arrays, res = saved
+        return back(g, arrays, res)
+
+    f.defvjp(f_fwd, f_bwd)
+    return f
+
+
+def _add(like, a, b):
+    parts = [p.astype(like.dtype) for p in (a, b) if p is not None]
+    return sum(parts[1:], parts[0]) if parts else jnp.zeros_like(like)
 
 
 def _under_jit(x):

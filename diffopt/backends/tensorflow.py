@@ -5,7 +5,9 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from diffopt.backends._common import SECOND_ORDER_MESSAGE, fori_loop, as_tuple, check_int_seed, numpy_seed
+from diffopt.backends._common import (
+    SECOND_ORDER_MESSAGE, as_tuple, check_int_seed, fori_loop, numpy_seed, second_order_spec,
+)
 from diffopt.random import Rng
 
 NAME = "tensorflow"
@@ -25,9 +27,12 @@ def _first_order_only(c, *inputs):
 def custom_vjp(fwd, bwd, jit=False, second_order=False):
     """See :mod:`diffopt.backends`. Works eagerly and inside ``tf.function``.
 
-    ``jit`` and ``second_order`` are ignored here: the inputs are cut from ``fwd``
-    (``stop_gradient``), so a gradient of the gradient raises instead.
+    ``jit`` is ignored here. The inputs are cut from ``fwd`` (``stop_gradient``),
+    so a gradient of the gradient (nested tapes) raises, unless ``second_order`` is
+    a :class:`~diffopt.backends.SecondOrder`: the backward then runs as an op of
+    ``(g, inputs)`` whose own gradient is that estimate.
     """
+    spec = second_order_spec(second_order)
 
     @tf.custom_gradient
     def f(*arrays):
@@ -37,12 +42,39 @@ def custom_vjp(fwd, bwd, jit=False, second_order=False):
 
         def grad(*upstream):
             gs = tuple(tf.zeros_like(o) if g is None else g for o, g in zip(outs, upstream))
+            if spec is not None and not is_tuple:
+                return list(_backward_op(spec, bwd, res, gs[0], arrays))
             cot = bwd(res, gs if is_tuple else gs[0])
             return [None if c is None else _first_order_only(tf.convert_to_tensor(c), *arrays) for c in cot]
 
         return out, grad
 
     return f
+
+
+def _backward_op(spec, bwd, res, g, arrays):
+    """``bwd(res, g)`` recorded as one op of ``(g, *arrays)`` whose gradient is ``spec``'s."""
+    mask = []
+
+    @tf.custom_gradient
+    def back(g, *arrays):
+        cot = bwd(res, g)
+        mask.extend(c is not None for c in cot)
+        outs = [tf.convert_to_tensor(c) for c in cot if c is not None]
+
+        def grad(*us):
+            us = iter(us)
+            ts = tuple(next(us) if m else None for m in mask)
+            d_g = spec.jvp(arrays, res, ts)
+            d_arrays = spec.hvp(arrays, res, g, ts)
+            # a third derivative raises
+            return [None if c is None else _first_order_only(tf.convert_to_tensor(c), g, *arrays)
+                    for c in (d_g, *d_arrays)]
+
+        return outs, grad
+
+    outs = iter(back(g, *arrays))
+    return tuple(next(outs) if m else None for m in mask)
 
 
 class TfRng(Rng):

@@ -6,7 +6,9 @@ import autoray
 import numpy as np
 import torch
 
-from diffopt.backends._common import SECOND_ORDER_MESSAGE, as_tuple, check_int_seed, fori_loop, map_leading, numpy_seed
+from diffopt.backends._common import (
+    SECOND_ORDER_MESSAGE, as_tuple, check_int_seed, fori_loop, map_leading, numpy_seed, second_order_spec,
+)
 from diffopt.random import SeededRng
 
 NAME = "torch"
@@ -72,6 +74,7 @@ class _Pair(torch.autograd.Function):
         # The inputs that need a gradient, to tie the cotangents to under create_graph=True
         # (inputs, not outputs: no reference cycle through this node).
         ctx.tie = tuple(a for a in inputs[3:] if isinstance(a, torch.Tensor) and a.requires_grad)
+        ctx.arrays = tuple(inputs[3:]) if meta.second is not None else None
 
     @staticmethod
     def backward(ctx, *grads):
@@ -80,6 +83,11 @@ class _Pair(torch.autograd.Function):
             torch.zeros(shape, dtype=dtype, device=device) if g is None else g
             for g, (shape, dtype, device) in zip(grads[: meta.nout], ctx.out_specs)
         )
+        if (meta.second is not None and meta.nout == 1 and torch.is_grad_enabled() and ctx.tie
+                and not torch._C._are_functorch_transforms_active()):
+            # create_graph=True: the backward is an op of (g, inputs), differentiable once more
+            # (torch.func transforms keep the first-order backward below: no vmap rule for _Back)
+            return (None, None, None, *_Back.run(meta.second, ctx.bwd, tuple(ctx.saved_tensors), gs[0], ctx.arrays))
         with torch.no_grad():
             cot = ctx.bwd(tuple(ctx.saved_tensors), gs if meta.is_tuple else gs[0])
         if len(cot) != ctx.n_inputs:
@@ -97,6 +105,46 @@ class _Pair(torch.autograd.Function):
             rows.append(_Pair.apply(fwd, bwd, meta, *sl))
         outs = tuple(torch.stack(col) for col in zip(*rows))
         return outs, (0,) * len(outs)
+
+
+class _Back(torch.autograd.Function):
+    """A hand-written backward ``bwd(res, g)`` as an op of ``(g, *arrays)``.
+
+    Its own backward is the :class:`~diffopt.backends.SecondOrder` pair: the
+    cotangent ``u`` of the returned cotangents gives ``spec.jvp(arrays, res, u)``
+    for ``g`` and ``spec.hvp(arrays, res, g, u)`` for the arrays.
+    """
+
+    @staticmethod
+    def run(spec, bwd, res, g, arrays):
+        mask = []
+        outs = iter(_Back.apply(spec, bwd, res, mask, g, *arrays))
+        return tuple(next(outs) if m else None for m in mask)
+
+    @staticmethod
+    def forward(spec, bwd, res, mask, g, *arrays):
+        cot = bwd(res, g)
+        mask.extend(c is not None for c in cot)
+        return tuple(c for c in cot if c is not None)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.spec, ctx.bwd, ctx.res, ctx.mask = inputs[:4]
+        ctx.save_for_backward(*inputs[4:])
+        ctx.tie = tuple(a for a in inputs[4:] if isinstance(a, torch.Tensor) and a.requires_grad)
+
+    @staticmethod
+    def backward(ctx, *us):
+        g, *arrays = ctx.saved_tensors
+        us = iter(us)
+        ts = tuple(next(us) if m else None for m in ctx.mask)
+        with torch.no_grad():
+            d_g = ctx.spec.jvp(arrays, ctx.res, ts)
+            d_arrays = tuple(ctx.spec.hvp(arrays, ctx.res, g, ts))
+        grads = (d_g,) + d_arrays
+        if torch.is_grad_enabled() and ctx.tie:  # a third derivative raises
+            grads = tuple(None if c is None else _FirstOrderOnly.apply(c, *ctx.tie) for c in grads)
+        return (None, None, None, None, *grads)
 
 
 class _FirstOrderOnly(torch.autograd.Function):
@@ -127,13 +175,19 @@ class _Meta:
 
     nout = None
     is_tuple = False
+    second = None
 
 
 def custom_vjp(fwd, bwd, jit=False, second_order=False):
-    """See :mod:`diffopt.backends`. Residuals must be tensors. ``jit`` and ``second_order``
-    are ignored here: under ``create_graph=True`` the cotangents are tied to the inputs
-    by an op whose backward raises."""
+    """See :mod:`diffopt.backends`. Residuals must be tensors; ``jit`` is ignored.
+
+    Under ``create_graph=True`` the cotangents are tied to the inputs by an op
+    whose backward raises, unless ``second_order`` is a
+    :class:`~diffopt.backends.SecondOrder`: the backward then runs as an op
+    (:class:`_Back`) whose own backward is that estimate.
+    """
     meta = _Meta()
+    meta.second = second_order_spec(second_order)
 
     def f(*arrays):
         flat = _Pair.apply(fwd, bwd, meta, *arrays)

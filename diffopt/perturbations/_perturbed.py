@@ -21,6 +21,8 @@ from diffopt.perturbations._engine import (
 )
 from diffopt._checks import check_choice
 from diffopt._ops import nan_rows
+from diffopt.backends import SecondOrder
+from diffopt.noise import score_derivative
 from diffopt.random import make_rng
 
 __all__ = ["perturbed"]
@@ -181,6 +183,120 @@ class _Call:
             grad = ar.astype(grad, self.theta_dtype)
         return (grad,) + (None,) * (len(self.inputs) - 1)
 
+    # --- second derivatives (see diffopt.backends.SecondOrder) ---------------------------
+
+    def _saved(self, res):
+        """``(kept, base, theta_c)`` from the residuals, as :meth:`bwd` reads them."""
+        _, n_kept, has_base, _ = self.layout
+        rest = list(res[n_kept:])
+        base = rest.pop(0) if has_base else None
+        theta_c = rest.pop(0) if self.opts.multiplicative else None
+        return res[:n_kept], base, theta_c
+
+    def _replay(self, arrays):
+        problem = self.problem(arrays)
+        problem.out_shape = self.layout[3]
+        return problem
+
+    def _scale(self, power):
+        n, sigma = self.opts.settings.num_samples, self.opts.settings.sigma
+        return 1.0 / ((n - 1 if self.opts.control_variate == "mean" else n) * sigma**power)
+
+    def jvp(self, arrays, res, ts):
+        """J_σ(θ) t: Σ_i (f_i − b) ⟨∇ν(Z_i), t⟩ / (Nσ), from the kept residuals or a replay."""
+        t = ts[0]
+        mode, _, _, out_shape = self.layout
+        kept, base, theta_c = self._saved(res)
+        problem = self._replay(arrays) if mode == "recompute" else None
+        dtype = problem.cdtype if problem is not None else ar.get_dtype_name(kept[0])
+        batch = self.theta_shape[0]
+        out_dtype = self.theta_dtype
+        if t is None:
+            return ar.do("zeros", (batch,) + tuple(out_shape), dtype=out_dtype, like=arrays[0])
+        t = _flat(t, batch, dtype)
+        if self.opts.multiplicative:
+            t = t / (problem.theta_c if problem is not None else theta_c)
+        if mode == "samples":
+            s, f = kept
+            a = ar.do("einsum", "nbo,nb->bo", f, ar.do("einsum", "nbi,bi->nb", s, t))
+            s_t = ar.do("sum", ar.do("einsum", "nbi,bi->nb", s, t), axis=0)
+        elif mode == "jacobian":
+            jac, s_total = kept
+            a = ar.do("einsum", "boi,bi->bo", jac, t)
+            s_t = ar.do("sum", s_total * t, axis=-1)
+        else:
+            a, s_t = run_chunks(problem, _tangent_step(problem, t))
+        if base is not None:
+            a = a - base * s_t[:, None]
+        out = ar.do("reshape", a * self._scale(1), (batch,) + tuple(out_shape))
+        return out if ar.get_dtype_name(out) == out_dtype else ar.astype(out, out_dtype)
+
+    def hvp(self, arrays, res, g, ts):
+        """∇²⟨g, y_σ⟩(θ) t by Stein's identity on a replay of the same noise draws.
+
+        Σ_i ⟨g, f_i − b⟩ (s_i s_iᵀ − diag s'_i) t / (Nσ²), with ``s = ∇ν(Z)``,
+        ``s' = diag ∇²ν(Z)``, ``b`` the control variate (an unbiased estimate:
+        E[s sᵀ − diag s'] = 0). Multiplicative noise is additive in log θ and
+        gets the chain rule's extra diagonal term.
+        """
+        t = ts[0]
+        nones = (None,) * (len(arrays) - 1)
+        if t is None:
+            return (None,) + nones
+        _, base, _ = self._saved(res)
+        problem = self._replay(arrays)
+        batch, dtype = problem.batch, problem.cdtype
+        g = _flat(g, batch, dtype)
+        t = _flat(t, batch, dtype)
+        theta_c = problem.theta_c
+        if self.opts.multiplicative:
+            t = t / theta_c
+        h, a = run_chunks(problem, _hessian_step(problem, g, base, t))
+        h = h * self._scale(2)
+        if self.opts.multiplicative:
+            h = (h - a * self._scale(1) * t) / theta_c
+        h = ar.do("reshape", h, self.theta_shape)
+        return (h if ar.get_dtype_name(h) == self.theta_dtype else ar.astype(h, self.theta_dtype),) + nones
+
+
+def _flat(x, batch, dtype):
+    """``x`` as ``[batch, -1]`` in ``dtype``."""
+    x = ar.do("reshape", x, (batch, -1))
+    return x if ar.get_dtype_name(x) == dtype else ar.astype(x, dtype)
+
+
+def _tangent_step(problem, t):
+    """Replay step of :meth:`_Call.jvp`: Σ f_i ⟨s_i, t⟩ ``[B, out]`` and Σ ⟨s_i, t⟩ ``[B]``."""
+    score = problem.settings.noise.score
+
+    def step(carry, sample):
+        z, _, f = sample
+        s_t = ar.do("sum", score(z) * t, axis=-1)
+        a = ar.do("einsum", "nbo,nb->bo", f, s_t)
+        total = ar.do("sum", s_t, axis=0)
+        return (a, total) if carry is None else (carry[0] + a, carry[1] + total)
+
+    return step
+
+
+def _hessian_step(problem, g, base, t):
+    """Replay step of :meth:`_Call.hvp`: Σ w_i (s_i ⟨s_i, t⟩ − s'_i ⊙ t) and Σ w_i s_i, ``[B, in]``."""
+    noise = problem.settings.noise
+    shift = None if base is None else ar.do("sum", g * base, axis=-1)
+
+    def step(carry, sample):
+        z, _, f = sample
+        w = ar.do("einsum", "nbo,bo->nb", f, g)
+        if shift is not None:
+            w = w - shift
+        s = noise.score(z)
+        s_t = ar.do("sum", s * t, axis=-1, keepdims=True)
+        h = ar.do("sum", w[..., None] * (s * s_t - score_derivative(noise, z) * t), axis=0)
+        a = ar.do("einsum", "nb,nbi->bi", w, s)
+        return (h, a) if carry is None else (carry[0] + h, carry[1] + a)
+
+    return step
+
 
 def _samples_pieces(s, f, g):
     """Σ⟨g, f_i⟩ s_i and Σ s_i from stored samples."""
@@ -285,5 +401,5 @@ def _apply(opts, fn, theta, args, kwargs, rng):
     theta_b, shim = prepare_theta(theta, opts.settings.batched)
     key = make_rng(rng, theta).key
     call = _Call(opts, fn, theta_b, key, args, kwargs, shim.NAME)
-    out = shim.custom_vjp(call.fwd, call.bwd)(*call.inputs)
+    out = shim.custom_vjp(call.fwd, call.bwd, second_order=SecondOrder(call.jvp, call.hvp))(*call.inputs)
     return out if opts.settings.batched else out[0]
