@@ -255,6 +255,11 @@ class _KeyedNoise(Noise):
 
         return get_backend(z).score_from_log_prob(self.noise.log_prob, z)
 
+    def score_derivative(self, z: Array) -> Array:
+        from diffopt.backends import get_backend
+
+        return get_backend(z).score_derivative_from_log_prob(self.noise.log_prob, z)
+
     def log_prob(self, x: Array) -> Array:
         return self.noise.log_prob(x)
 

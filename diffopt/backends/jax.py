@@ -68,7 +68,7 @@ def _with_second_order(fwd, bwd, spec):
     """``custom_vjp`` whose backward is a ``custom_jvp`` op of ``(g, arrays)``.
 
     ``fwd`` runs on ``stop_gradient`` inputs (JAX never differentiates the solver);
-    the inputs are kept as residuals, so that a derivative of the gradient
+    its output gets ``spec.jvp`` as its tangent, and the inputs are kept as residuals, so that a derivative of the gradient
     (``jax.hessian`` = ``jacfwd(jacrev)``, ``jacrev(jacrev)``, ``jvp`` of ``grad``)
     reaches the backward op, whose JVP is ``bwd(res, t_g) + spec.hvp(arrays, res, g, t)``
     (linear in the tangents, so JAX also transposes it for reverse-over-reverse).
@@ -94,13 +94,27 @@ def _with_second_order(fwd, bwd, spec):
         )
         return out, t_out
 
+    @jax.custom_jvp
+    def with_tangent(out, arrays, res):
+        return out
+
+    @with_tangent.defjvp
+    def with_tangent_jvp(primals, tangents):
+        out, arrays, res = primals
+        _, t_arrays, _ = tangents
+        arrays = tuple(_first_order_only(a) if _is_float(a) else a for a in arrays)
+        ts = tuple(t if _is_float(a) else None for a, t in zip(arrays, t_arrays))
+        return out, spec.jvp(arrays, res, ts).astype(out.dtype)
+
     @jax.custom_vjp
     def f(*arrays):
         return fwd(*arrays)[0]
 
     def f_fwd(*arrays):
         out, res = fwd(*(_stop(a) for a in arrays))
-        return out, (tuple(arrays), tuple(res))
+        res = tuple(res)
+        # the output's tangent (forward mode over this forward pass) is spec.jvp
+        return with_tangent(out, tuple(arrays), res), (tuple(arrays), res)
 
     def f_bwd(saved, g):
         arrays, res = saved
@@ -240,3 +254,9 @@ def draw_with_key(kind, key, shape, dtype):
 def score_from_log_prob(log_prob, z):
     """``-∇ log_prob(z)`` for an elementwise log-density (optax's noise objects)."""
     return -jax.grad(lambda v: jnp.sum(log_prob(v)))(z)
+
+
+def score_derivative_from_log_prob(log_prob, z):
+    """``-∂² log_prob(z)/∂z²`` elementwise (the diagonal Hessian of an elementwise log-density)."""
+    grad = jax.grad(lambda v: jnp.sum(log_prob(v)))
+    return -jax.jvp(grad, (z,), (jnp.ones_like(z),))[1]
