@@ -7,7 +7,7 @@
 - Statistical: Gumbel argmax against the closed forms (softmax, log-sum-exp),
   smooth solvers against finite differences of a quadrature; tolerance
   ``Z_TOL · std / √N`` with the std computed from the estimator's own terms.
-- Ops without a second-order estimate (Fenchel-Young loss, I-MLE) keep raising.
+- Ops without a second-order estimate (I-MLE) keep raising.
 """
 
 import contextlib
@@ -191,17 +191,23 @@ def test_perturbed_hessian_exact(grad_backend, control_variate, multiplicative):
                     np.testing.assert_allclose(got.reshape(-1), want @ v.reshape(-1), rtol=0, atol=TOL)
 
 
-def ref_max_hessian(theta, z, kind, w):
-    """Hessian of ``Σ_b w_b F_b + QUAD/2 Σ_b F_b²``: ȳȳᵀ QUAD + (w + QUAD F)(J + Jᵀ)/2 per instance."""
+def ref_max_hessian(theta, z, kind, w, y_true=None):
+    """Hessian of ``Σ_b w_b F_b + QUAD/2 Σ_b F_b²``: ȳȳᵀ QUAD + (w + QUAD F)(J + Jᵀ)/2 per instance.
+
+    With ``y_true``, of the Fenchel-Young loss L = F − <θ, y> instead of F (gradient ȳ − y).
+    """
     n = z.shape[0]
     x = theta[None] + SIGMA * z
     f = np.eye(D)[x.argmax(-1)]
     value, ybar = (x * f).sum(-1).mean(0), f.mean(0)
+    grad = ybar
+    if y_true is not None:
+        value, grad = value - (theta * y_true).sum(-1), ybar - y_true
     s, _ = ref_scores(z, kind)
     out = np.zeros((B * D, B * D))
     for b in range(B):
         jac = np.einsum("no,ni->oi", f[:, b] - ybar[b], s[:, b]) / ((n - 1) * SIGMA)
-        block = QUAD * np.outer(ybar[b], ybar[b]) + (w[b] + QUAD * value[b]) * (jac + jac.T) / 2
+        block = QUAD * np.outer(grad[b], grad[b]) + (w[b] + QUAD * value[b]) * (jac + jac.T) / 2
         out[b * D:(b + 1) * D, b * D:(b + 1) * D] = block
     return out
 
@@ -225,3 +231,133 @@ def test_perturbed_max_hessian_exact(grad_backend, chunk_size):
             got = hessian(b, loss, t)
             np.testing.assert_allclose(got, got.T, rtol=0, atol=TOL)  # symmetric, like a Hessian
             np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
+
+
+def test_fenchel_young_hessian_exact(grad_backend):
+    b = grad_backend
+    rng = np.random.default_rng(3)
+    theta, w = rng.normal(size=(B, D)), rng.normal(size=B)
+    y_true = np.eye(D)[[1, 2]] * 0.75
+    noise = FixedNoise(rng.normal(size=(CHUNK, B, D)), b, "gumbel")
+    want = ref_max_hessian(theta, noise.draws(N), "gumbel", w, y_true)
+    with float64(b):
+        fn = diffopt.FenchelYoungLoss(first_max_mask, num_samples=N, sigma=SIGMA, noise=noise, reduction="none",
+                                      chunk_size=CHUNK)
+        t, wb, yb = b.asarray(theta, "float64"), b.asarray(w, "float64"), b.asarray(y_true, "float64")
+
+        def loss(u):
+            v = fn(u, yb, rng=0)
+            return ar.do("sum", v * wb) + 0.5 * QUAD * ar.do("sum", v * v)
+
+        np.testing.assert_allclose(hessian(b, loss, t), want, rtol=0, atol=TOL)
+
+
+# ------------------------------------------------- statistical: closed forms, finite differences
+
+THETA = np.array([0.3, -0.2, 0.5, 0.1])
+
+
+def softmax(x, sigma):
+    e = np.exp(x / sigma - np.max(x / sigma))
+    return e / e.sum()
+
+
+def gumbel_terms(n, seed):
+    """``(z, f, s, s')`` of ``n`` Gumbel perturbations of THETA by the one-hot argmax (NumPy)."""
+    z = np.random.default_rng(seed).gumbel(size=(n, THETA.size))
+    f = np.eye(THETA.size)[(THETA + SIGMA_G * z).argmax(-1)]
+    s, d = ref_scores(z, "gumbel")
+    return z, f, s, d
+
+
+SIGMA_G, N_G = 0.5, 20000
+
+
+def test_perturbed_argmax_hessian_is_softmax_hessian(grad_backend):
+    """Gumbel argmax: y_σ = softmax(θ/σ), so ∇²<w, y_σ> is softmax's, in closed form."""
+    b = grad_backend
+    w = np.array([1.0, 2.0, 0.5, -1.0])
+    p = softmax(THETA, SIGMA_G)
+    jac = (np.diag(p) - np.outer(p, p)) / SIGMA_G
+    # ∇<w, p> = J w = (p ⊙ w − p <p, w>)/σ; differentiate once more (J = ∂p/∂θ, symmetric)
+    want = (np.diag(w) @ jac - (p @ w) * jac - np.outer(p, jac @ w)) / SIGMA_G
+    fn = diffopt.perturbed(first_max_mask, num_samples=N_G, sigma=SIGMA_G, noise="gumbel", batched=False,
+                           control_variate="mean")
+    with float64(b):
+        wb = b.asarray(w, "float64")
+        got = hessian(b, lambda u: ar.do("sum", fn(u, rng=11) * wb), b.asarray(THETA, "float64"))
+    _, f, s, d = gumbel_terms(N_G, 0)  # the estimator's terms, for their std
+    terms = ((f - f.mean(0)) @ w)[:, None, None] * stein_matrices(s, d) / SIGMA_G**2
+    np.testing.assert_array_less(np.abs(got - want), Z_TOL * terms.std(0) / np.sqrt(N_G))
+
+
+def test_perturbed_max_hessian_is_softmax_jacobian(grad_backend):
+    """Gumbel: F_σ = σ logsumexp(θ/σ) + σγ, whose Hessian is (diag p − ppᵀ)/σ."""
+    b = grad_backend
+    p = softmax(THETA, SIGMA_G)
+    want = (np.diag(p) - np.outer(p, p)) / SIGMA_G
+    fn = diffopt.perturbed_max(first_max_mask, num_samples=N_G, sigma=SIGMA_G, noise="gumbel", batched=False)
+    with float64(b):
+        got = hessian(b, lambda u: fn(u, rng=12), b.asarray(THETA, "float64"))
+    _, f, s, _ = gumbel_terms(N_G, 1)
+    c = f - f.mean(0)
+    terms = (c[:, :, None] * s[:, None, :] + s[:, :, None] * c[:, None, :]) / (2 * SIGMA_G)
+    np.testing.assert_array_less(np.abs(got - want), Z_TOL * terms.std(0) / np.sqrt(N_G))
+
+
+def smooth(x):
+    """A smooth, non-separable solver: 2 outputs for 3 inputs."""
+    return ar.do("stack", [ar.do("tanh", x[..., 0] + 0.5 * x[..., 1]), ar.do("sin", x[..., 1] - x[..., 2])], axis=-1)
+
+
+def np_smooth(x):
+    return np.stack([np.tanh(x[..., 0] + 0.5 * x[..., 1]), np.sin(x[..., 1] - x[..., 2])], axis=-1)
+
+
+@pytest.mark.parametrize("multiplicative", [False, True], ids=["additive", "multiplicative"])
+def test_perturbed_hessian_matches_finite_differences(grad_backend, multiplicative):
+    """Normal noise: the Hessian estimate against second differences of y_σ by Gauss-Hermite quadrature."""
+    b = grad_backend
+    n, sigma = 40000, 0.4
+    theta, w = np.array([0.8, 0.5, 1.2]), np.array([1.0, -0.7])
+    nodes, weights = np.polynomial.hermite_e.hermegauss(24)  # ∫ φ(z) h(z) dz = Σ w h / √(2π)
+    grid = np.stack(np.meshgrid(nodes, nodes, nodes, indexing="ij"), -1).reshape(-1, 3)
+    mass = np.prod(np.stack(np.meshgrid(weights, weights, weights, indexing="ij"), -1).reshape(-1, 3), -1)
+    mass = mass / mass.sum()
+
+    def perturb(t, z):
+        return t * np.exp(sigma * z - sigma**2 / 2) if multiplicative else t + sigma * z
+
+    def smoothed(t):
+        return mass @ np_smooth(perturb(t, grid)) @ w
+
+    h, eye = 1e-3, np.eye(3)
+    want = np.array([[(smoothed(theta + h * (eye[j] + eye[k])) - smoothed(theta + h * (eye[j] - eye[k]))
+                       - smoothed(theta - h * (eye[j] - eye[k])) + smoothed(theta - h * (eye[j] + eye[k])))
+                      / (4 * h * h) for k in range(3)] for j in range(3)])
+    fn = diffopt.perturbed(smooth, num_samples=n, sigma=sigma, batched=False, control_variate="value",
+                           multiplicative=multiplicative, chunk_size=n // 4)
+    with float64(b):
+        wb = b.asarray(w, "float64")
+        got = hessian(b, lambda u: ar.do("sum", fn(u, rng=13) * wb), b.asarray(theta, "float64"))
+    z = np.random.default_rng(2).standard_normal((n, 3))
+    c = (np_smooth(perturb(theta, z)) - np_smooth(theta)) @ w
+    terms = c[:, None, None] * stein_matrices(z, np.ones_like(z)) / sigma**2
+    if multiplicative:  # D H D − diag(G/θ²), G the log-space gradient term
+        grad_terms = c[:, None] * z / sigma
+        terms = terms / np.outer(theta, theta) - grad_terms[:, :, None] * np.diag(1 / theta**2)
+    np.testing.assert_array_less(np.abs(got - want), Z_TOL * terms.std(0) / np.sqrt(n))
+
+
+# ------------------------------------------------------------ ops that keep raising
+
+
+def test_imle_second_derivatives_raise(grad_backend):
+    b = grad_backend
+    from diffopt.imle import imle
+
+    op = imle(lambda x: first_max_mask(x), nb_samples=2)
+    with float64(b):
+        t = b.asarray(THETA[None], "float64")
+        with pytest.raises((NotImplementedError, RuntimeError), match="second-order"):
+            hessian(b, lambda u: ar.do("sum", op(u, rng=0) * u), t)

@@ -9,7 +9,9 @@
   lengths diffsort drops the top wires of its network, diffopt pads with
   ``+inf``, so the two networks differ.
 - ``optax.perturbations.make_perturbed_fun``: diffopt's estimator on the same
-  noise draws gives the same value and gradient.
+  noise draws gives the same value, gradient and Hessian (optax differentiates
+  its magic-box estimator twice with JAX; diffopt's second-order estimate is
+  Stein's identity on a replay of the draws, on JAX and on torch).
 
 Each test skips when its peer (or its framework, per ``DIFFOPT_TEST_BACKENDS``)
 is absent, so the other environments stay green.
@@ -123,6 +125,9 @@ class _Draws:
     def score(self, z):
         return self.base.score(z)
 
+    def score_derivative(self, z):
+        return self.base.score_derivative(z)
+
 
 @pytest.mark.parametrize("noise_name", ["normal", "gumbel"])
 @pytest.mark.parametrize("use_baseline", [True, False])
@@ -163,3 +168,57 @@ def test_make_perturbed_fun_equals_optax(noise_name, use_baseline):
         for name in ("a", "b"):
             assert np.abs(np.asarray(g_t[name])).max() > 1e-3  # a non-trivial gradient is compared
             np.testing.assert_allclose(np.asarray(g_o[name]), np.asarray(g_t[name]), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("use_baseline", [True, False])
+def test_make_perturbed_fun_hessian_equals_optax(use_baseline):
+    """optax's own Hessian case (``test_pert_close_array``): argmax, σ = 1, x = [1, 2, 3, 4],
+    loss Σ y² + cos y; jax.hessian of both on the same draws, and torch's Hessian too."""
+    optax = _peer("optax", "jax")
+    import jax
+    import jax.numpy as jnp
+    from optax import perturbations as op
+
+    import diffopt
+
+    def argmax_tree(x):
+        return jax.nn.one_hot(jnp.argmax(x), x.shape[0], dtype=x.dtype)
+
+    num_samples, sigma = 1000, 1.0
+    with jax.enable_x64(True):  # float64 inside this test only, never globally
+        x = jnp.array([1.0, 2.0, 3.0, 4.0])
+        key = jax.random.key(0)
+        keys = jax.random.split(key, num_samples)
+        draws = jax.vmap(lambda k: optax.tree.random_like(k, x, sampler=op.Gumbel().sample))(keys)
+        noise = _Draws(draws[:, None, :], diffopt.Gumbel())
+        ours = diffopt.make_perturbed_fun(argmax_tree, num_samples, sigma, noise=noise, use_baseline=use_baseline)
+        theirs = op.make_perturbed_fun(argmax_tree, num_samples, sigma, noise=op.Gumbel(), use_baseline=use_baseline)
+
+        def loss(f):
+            def value(v):
+                y = f(key, v)
+                return jnp.sum(y**2 + jnp.cos(y))
+
+            return value
+
+        h_t = np.asarray(jax.hessian(loss(theirs))(x))
+        assert np.abs(h_t).max() > 1e-2  # a non-trivial Hessian is compared
+        np.testing.assert_allclose(np.asarray(jax.hessian(loss(ours))(x)), h_t, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(np.asarray(jax.jacrev(jax.jacrev(loss(ours)))(x)), h_t, rtol=0, atol=1e-10)
+        draws_np = np.array(draws)  # a writable copy
+    if "torch" not in SELECTED:
+        return
+    torch = pytest.importorskip("torch")
+    t_noise = _Draws(torch.from_numpy(draws_np[:, None, :]), diffopt.Gumbel())
+
+    def t_argmax(v):
+        return torch.nn.functional.one_hot(torch.argmax(v), v.shape[0]).to(v.dtype)
+
+    t_ours = diffopt.make_perturbed_fun(t_argmax, num_samples, sigma, noise=t_noise, use_baseline=use_baseline)
+
+    def t_loss(v):
+        y = t_ours(0, v)
+        return torch.sum(y**2 + torch.cos(y))
+
+    h_torch = torch.autograd.functional.hessian(t_loss, torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64))
+    np.testing.assert_allclose(h_torch.numpy(), h_t, rtol=0, atol=1e-10)

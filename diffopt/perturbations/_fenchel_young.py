@@ -278,15 +278,25 @@ class FenchelYoungLoss:
             problem, ybar, value = call.expectation(arrays)
             y = ar.do("reshape", _cast(arrays[1], problem.cdtype), (problem.batch, problem.in_size))
             loss = sign * (value - ar.do("sum", problem.theta_c * y, axis=-1))
-            return _cast(loss, dtype), (ybar - y,)
+            return _cast(loss, dtype), (ybar - y, ybar)
 
         def bwd(res, g):
-            (diff,) = res
+            diff = res[0]
             g = _cast(g, ar.get_dtype_name(diff))[:, None] * sign
             d_theta = _cast(ar.do("reshape", g * diff, shape), dtype)
             return (d_theta, None) + call.nones(2)
 
-        return shim.custom_vjp(fwd, bwd)(*call.inputs)
+        def jvp(arrays, res, ts):  # the label is a constant: only θ's tangent counts
+            diff = res[0]
+            t = ar.do("reshape", _cast(ts[0], ar.get_dtype_name(diff)), (shape[0], -1))
+            return _cast(sign * ar.do("sum", diff * t, axis=-1), dtype)
+
+        def hvp(arrays, res, g, ts):  # ∇²L = ±∇²F_σ: the perturbed max's estimate
+            jt = call.jacobian_product(arrays, res[1], ts[0])
+            h = _cast(g, ar.get_dtype_name(jt))[:, None] * sign * jt
+            return (_cast(ar.do("reshape", h, shape), dtype), None) + call.nones(2)
+
+        return shim.custom_vjp(fwd, bwd, second_order=SecondOrder(jvp, hvp))(*call.inputs)
 
 
 def squared_losses(
