@@ -41,10 +41,10 @@ def float64(backend):
 def hessian(backend, f, x):
     """Hessian ``[x.size, x.size]`` of the scalar ``f`` at ``x`` by the framework's own API."""
     size = int(np.prod(x.shape))
-    if backend.name == "jax":
+    if backend.name == "jax":  # compiled: op-by-op JAX is several times slower here
         import jax
 
-        return np.asarray(jax.hessian(f)(x)).reshape(size, size)
+        return np.asarray(jax.jit(jax.hessian(f))(x)).reshape(size, size)
     if backend.name == "torch":
         import torch
 
@@ -76,7 +76,7 @@ def reverse_over_reverse(backend, f, x, v):
         return x.grad.numpy()
     import jax
 
-    return np.asarray(jax.grad(lambda u: (jax.grad(f)(u) * v).sum())(x))
+    return np.asarray(jax.jit(jax.grad(lambda u: (jax.grad(f)(u) * v).sum()))(x))
 
 
 class FixedNoise(diffopt.Noise):
@@ -170,13 +170,13 @@ def test_perturbed_hessian_exact(grad_backend, control_variate, multiplicative):
     rng = np.random.default_rng(0)
     theta = rng.uniform(0.5, 2.0, size=(B, D)) * np.array([[1.0], [1.3]])
     g = rng.normal(size=(B, D + 1))
-    for kind in ("normal", "gumbel"):
+    for kind, runs in (("normal", RUNS), ("gumbel", RUNS[:1])):
         noise = FixedNoise(rng.normal(size=(CHUNK, B, D)), b, kind)
         want = ref_perturbed_hessian(theta, noise.draws(N), kind, g, control_variate, multiplicative)
         assert np.abs(want).max() > 0.1  # a non-trivial Hessian is compared
         with float64(b):
             t, gb = b.asarray(theta, "float64"), b.asarray(g, "float64")
-            for run in RUNS:
+            for run in runs:
                 fn = diffopt.perturbed(solver, num_samples=N, sigma=SIGMA, noise=noise,
                                        multiplicative=multiplicative, control_variate=control_variate, **run)
 
@@ -185,7 +185,7 @@ def test_perturbed_hessian_exact(grad_backend, control_variate, multiplicative):
                     return ar.do("sum", y * gb) + 0.5 * QUAD * ar.do("sum", y * y)
 
                 np.testing.assert_allclose(hessian(b, loss, t), want, rtol=0, atol=TOL)
-                if b.name in ("torch", "jax"):
+                if b.name in ("torch", "jax") and kind == "gumbel":
                     v = rng.normal(size=(B, D))
                     got = reverse_over_reverse(b, loss, t, b.asarray(v, "float64"))
                     np.testing.assert_allclose(got.reshape(-1), want @ v.reshape(-1), rtol=0, atol=TOL)
