@@ -33,8 +33,40 @@ def _check_result(out, name):
 class HostSolver:
     """A NumPy solver callable on arrays of any framework.
 
-    Created by :func:`host_solver`; see there. ``solver.numpy_call(a, ...)``
-    runs it on NumPy arrays alone.
+    Created by :func:`host_solver` (prefer it: it is also a decorator).
+    Calling the object on a torch/JAX/TensorFlow/CuPy array runs ``fn`` on
+    the host and returns the result in the caller's framework, device and
+    dtype; ``solver.numpy_call(a, ...)`` runs it on NumPy arrays alone.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(a, *args, **kwargs) -> numpy.ndarray``.
+    vectorized, executor, output_shape, output_dtype
+        See :func:`host_solver`.
+
+    Attributes
+    ----------
+    fn : callable
+        The wrapped solver (its name and docstring are copied onto the object).
+    vectorized : bool
+    executor : concurrent.futures.Executor or None
+
+    Raises
+    ------
+    TypeError
+        If ``fn`` is not callable or ``executor`` has no ``map``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt import HostSolver
+    >>> def nearest_integer(a):
+    ...     return np.round(a)
+    >>> solver = HostSolver(nearest_integer)
+    >>> solver(np.array([[0.2, 1.7], [2.5, -0.6]]))
+    array([[ 0.,  2.],
+           [ 2., -1.]])
     """
 
     def __init__(

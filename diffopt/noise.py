@@ -83,9 +83,31 @@ def _draw_with_key(kind, key, shape, dtype):
 
 
 class Noise:
-    """Base class of noise distributions.
+    """Base class of noise distributions for :func:`diffopt.perturbed` and friends.
 
-    Subclasses implement :meth:`sample` and :meth:`score`.
+    Subclasses implement :meth:`sample` (draws in the framework, dtype and
+    device of a reference array) and :meth:`score` (the gradient of the
+    negative log-density ``ν``, used by the score-function estimator); an
+    instance can then be passed as ``noise=`` wherever a noise name is
+    accepted.
+
+    Examples
+    --------
+    A Laplace noise, ``ν(z) = |z|``, score ``sign(z)``:
+
+    >>> import numpy as np
+    >>> import autoray as ar
+    >>> import diffopt
+    >>> class Laplace(diffopt.Noise):
+    ...     name = "laplace"
+    ...     def sample(self, shape, like, rng=None):
+    ...         u = diffopt.make_rng(rng, like).uniform(shape) - 0.5
+    ...         return -ar.do("sign", u) * ar.do("log1p", -2 * ar.do("abs", u))
+    ...     def score(self, z):
+    ...         return ar.do("sign", z)
+    >>> pert = diffopt.perturbed(diffopt.argmax_one_hot, num_samples=100, sigma=0.5, noise=Laplace())
+    >>> pert(np.array([[0.0, 2.0, -1.0]]), rng=0).shape
+    (1, 3)
     """
 
     name = None
@@ -138,6 +160,16 @@ class Normal(Noise):
     ``sample(key, sample_shape=(), dtype=float)`` with a JAX key is optax's
     call and draws ``jax.random.normal(key, sample_shape, dtype)`` (the same
     numbers as ``optax.perturbations.Normal``). ``log_prob(x) = -x²/2``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt import Normal
+    >>> z = Normal().sample((2, 3), np.zeros(1, dtype=np.float32), rng=0)
+    >>> z.shape, z.dtype
+    ((2, 3), dtype('float32'))
+    >>> Normal().score(np.array([-1.0, 0.5]))
+    array([-1. ,  0.5])
     """
 
     name = "normal"
@@ -164,6 +196,18 @@ class Gumbel(Noise):
     Sampled as ``-log(-log U)`` from uniforms in the open interval (0, 1).
     ``sample(key, sample_shape=(), dtype=float)`` with a JAX key is optax's
     call (``jax.random.gumbel``). ``log_prob(x) = -x - exp(-x)``.
+
+    With Gumbel noise the perturbed argmax is exactly ``softmax(θ/σ)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt import Gumbel
+    >>> z = Gumbel().sample((4,), np.zeros(1), rng=0)
+    >>> z.shape
+    (4,)
+    >>> Gumbel().score(np.array([0.0]))       # 1 - exp(-0)
+    array([0.])
     """
 
     name = "gumbel"

@@ -29,7 +29,33 @@ __all__ = [
 
 
 def argmax_one_hot(x: Array, axis: int = -1) -> Array:
-    """One-hot vector of the (first) largest entry along ``axis``, in ``x``'s dtype."""
+    """One-hot vector of the (first) largest entry along ``axis``, in ``x``'s dtype.
+
+    Written with autoray: runs natively in every framework, also under
+    ``jit``/``vmap``/``tf.function``. Ties go to the first maximum. Its
+    output is piecewise constant in ``x``: wrap it in
+    :func:`diffopt.perturbed` for a gradient.
+
+    Parameters
+    ----------
+    x : array
+        Scores, any shape and framework.
+    axis : int, default -1
+        Axis of the argmax.
+
+    Returns
+    -------
+    array
+        Same shape, framework, dtype and device as ``x``: 1 at the argmax, 0 elsewhere.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt import argmax_one_hot
+    >>> argmax_one_hot(np.array([[1.0, 3.0, 2.0], [5.0, 5.0, 0.0]]))
+    array([[0., 1., 0.],
+           [1., 0., 0.]])
+    """
     get_backend(x)  # loads the shim (and its autoray registrations) for x's framework
     return first_max_mask(x, axis=axis)
 
@@ -37,7 +63,30 @@ def argmax_one_hot(x: Array, axis: int = -1) -> Array:
 def ranking(x: Array, axis: int = -1) -> Array:
     """0-based ascending ranks of the entries of ``x`` along ``axis``, in ``x``'s dtype.
 
-    Ties are broken by position (the same as a stable sort).
+    Ties are broken by position (the same as a stable sort). Written with
+    autoray (runs natively in every framework); piecewise constant: wrap it
+    in :func:`diffopt.perturbed` for a gradient, or use
+    :func:`diffopt.sorting.soft_rank` for a deterministic relaxation.
+
+    Parameters
+    ----------
+    x : array
+        Values, any shape and framework.
+    axis : int, default -1
+        Axis along which to rank.
+
+    Returns
+    -------
+    array
+        Same shape, framework and dtype as ``x``: the rank of each entry
+        (0 for the smallest).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt import ranking
+    >>> ranking(np.array([0.3, -1.0, 2.0, 0.3]))
+    array([1., 0., 3., 2.])
     """
     get_backend(x)
     order = ar.do("argsort", x, axis=axis)

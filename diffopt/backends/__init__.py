@@ -142,5 +142,35 @@ def backend_name(*arrays: Any, argnames: Sequence[str] | None = None) -> str:
 
 
 def get_backend(*arrays: Any, argnames: Sequence[str] | None = None) -> ModuleType:
-    """The shim module for the framework of ``arrays`` (see :func:`backend_name`)."""
+    """The shim module for the framework of ``arrays``, imported on first use.
+
+    The shim holds the framework-specific pieces that the core calls:
+    ``custom_vjp``, ``host_call``, ``make_rng``, ``is_symbolic``, ``to_numpy``,
+    ``fori_loop``, ``map_leading`` and its ``NAME``.
+
+    Parameters
+    ----------
+    *arrays
+        Arrays of one framework (Python scalars and ``None`` are ignored; no
+        array at all means NumPy).
+    argnames : sequence of str, optional
+        Argument names, used in the error message.
+
+    Returns
+    -------
+    module
+        ``diffopt.backends.<name>`` for ``name = backend_name(*arrays)``.
+
+    Raises
+    ------
+    TypeError
+        If the arrays come from two different frameworks.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.backends import get_backend
+    >>> get_backend(np.zeros(3), 2.0).NAME
+    'numpy'
+    """
     return load(backend_name(*arrays, argnames=argnames))

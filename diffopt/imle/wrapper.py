@@ -291,6 +291,41 @@ def aimle(
     target). The backward makes exactly one solver call: on ``[B·T, ...]``
     when ``z_L`` is reused, else on the ``[2·B·T, ...]`` stack of both
     targets.
+
+    Parameters
+    ----------
+    function, noise_distribution, nb_samples, input_noise_temperature, target_noise_temperature
+        As in :func:`imle`.
+    target_distribution : AdaptiveTargetDistribution or TargetDistribution, optional
+        Default: a fresh ``AdaptiveTargetDistribution()``, whose ``β`` is
+        updated after every backward pass (read it as ``.beta``). Under
+        ``jax.jit``/``tf.function`` pass ``target_state=`` to the wrapper
+        and read the new state as its gradient.
+    nb_marginal_samples, minimize
+        As in :func:`imle`.
+    symmetric_perturbation : bool, default False
+        Central difference ``θ_L = αθ + λ·dy`` (halved), see above.
+
+    Returns
+    -------
+    callable
+        ``wrapper(theta, *args, rng=None, target_state=None)``, returning the
+        solver's output ``[B·T, ...]`` for ``theta`` ``[B, ...]``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a bad argument (named in the message), before any solver call.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt import top_k_mask
+    >>> from diffopt.imle import aimle
+    >>> top2 = aimle(lambda t: top_k_mask(t, 2), nb_samples=3)
+    >>> z = top2(np.array([[0.5, 2.0, -1.0, 1.0]]), rng=0)
+    >>> z.shape, z.sum(axis=-1)
+    ((3, 4), array([2., 2., 2.]))
     """
     options = _legacy(legacy, {"input_noise_temperature": input_noise_temperature,
                                "minimize": minimize})
@@ -320,10 +355,37 @@ def ste(
     backward: the cotangent passes through unchanged, averaged over the
     ``S`` samples of each instance. No solver call in the backward.
 
+    Parameters
+    ----------
+    function : callable, optional
+        The solver, ``[B·S, ...]`` in and out (omit it to use ``ste`` as a
+        decorator).
+    noise_distribution : noise object, optional
+        Default: no noise (the solver sees ``θ`` itself).
+    noise_temperature : float, default 1.0
+        Scale of the noise.
+    nb_samples : int, default 1
+        Samples ``S`` per instance.
+
     Returns
     -------
     callable
-        ``wrapper(theta, *args, rng=None)``.
+        ``wrapper(theta, *args, rng=None)``, returning ``[B·S, ...]``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a bad argument (named in the message, e.g. a negative or
+        non-finite ``noise_temperature``), before any solver call.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt import argmax_one_hot
+    >>> from diffopt.imle import ste
+    >>> hard = ste(argmax_one_hot)
+    >>> hard(np.array([[0.1, 0.7, 0.2]]))
+    array([[0., 1., 0.]])
     """
     if function is None:
         return functools.partial(ste, noise_distribution=noise_distribution,
