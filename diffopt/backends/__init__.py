@@ -13,9 +13,12 @@ Every shim module (``numpy``, ``autograd``, ``torch``, ``jax``, ``tensorflow``,
     TF, autograd: the cotangents are tied to the inputs by an op whose derivative
     raises; JAX: ``fwd``'s inputs pass through such an op, and JAX differentiates
     ``fwd`` only then), because it would silently miss the residuals' dependence
-    on the inputs, except on JAX with
-    ``second_order=True``, which differentiates ``fwd`` and ``bwd`` with JAX's
-    autodiff (correct when both are smooth, as for the sorting network).
+    on the inputs, unless ``second_order`` says how: ``True`` (JAX only)
+    differentiates ``fwd`` and ``bwd`` with JAX's autodiff (correct when both are
+    smooth, as for the sorting network); a :class:`SecondOrder` (every framework,
+    one-output ops) makes the backward an op of ``(g, arrays)`` whose own
+    derivative is the given JVP and symmetric Hessian-vector product (the
+    perturbed estimators' Monte-Carlo second-order estimates).
     ``fwd(*arrays) -> (out, residuals)`` with ``out`` an array or a tuple of
     arrays and ``residuals`` a tuple of arrays; ``bwd(residuals, cotangent)``
     returns one input cotangent (or ``None`` for zero) per array argument.

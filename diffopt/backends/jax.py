@@ -32,8 +32,10 @@ def custom_vjp(fwd, bwd, jit=False, second_order=False):
     With ``jit=True`` the function is compiled (``jax.jit``): eager JAX runs op
     by op, which is slow for long networks of small ops; for a function that
     the caller builds once and reuses. With ``second_order=True`` JAX may
-    differentiate ``fwd`` and ``bwd`` for derivatives of the gradient; otherwise
-    that raises ``NotImplementedError``.
+    differentiate ``fwd`` and ``bwd`` for derivatives of the gradient; with a
+    :class:`~diffopt.backends.SecondOrder` the backward is a ``custom_jvp`` op
+    that uses its estimates (see :func:`_with_second_order`); otherwise that
+    raises ``NotImplementedError``.
     """
 
     if isinstance(second_order, SecondOrder):

@@ -132,7 +132,8 @@ def perturbed_max(
     callable
         ``wrapper(theta, *args, rng=None, **kwargs)``: F_σ(θ) per instance,
         shape ``[B]`` (unbatched: a scalar); its gradient is y_σ(θ)
-        (Danskin), estimated with the same samples.
+        (Danskin), estimated with the same samples, and its Hessian the
+        symmetrised score-function Jacobian of y_σ on a replay of them.
 
     Raises
     ------

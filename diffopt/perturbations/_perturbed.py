@@ -370,6 +370,10 @@ def perturbed(
         Prop. 3.1), ``(1/(Nσ)) Σ_i ⟨g, f(θ + σZ_i)⟩ ∇ν(Z_i)``; ``args`` and
         ``kwargs`` are passed through and receive no gradient. ``rng``: see
         :mod:`diffopt.random` (a key is required under ``jax.jit``).
+        Second derivatives (``jax.hessian``, torch ``create_graph=True``,
+        nested TF tapes, ``autograd.hessian``) are Monte-Carlo estimates by
+        Stein's identity ``E[f(θ+σZ)(∇ν∇νᵀ − ∇²ν)(Z)]/σ²`` on a replay of the
+        same noise draws (the noise needs ``score_derivative``).
 
     Raises
     ------
