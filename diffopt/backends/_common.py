@@ -1,6 +1,9 @@
 """Pieces shared by the shims (no framework imports)."""
 
+from __future__ import annotations
+
 import numbers
+from typing import Any, Callable
 
 import numpy as np
 
@@ -65,7 +68,7 @@ class SecondOrder:
     order) raises ``NotImplementedError``.
     """
 
-    def __init__(self, jvp, hvp):
+    def __init__(self, jvp: Callable[..., Any], hvp: Callable[..., Any]) -> None:
         self.jvp, self.hvp = jvp, hvp
 
 
