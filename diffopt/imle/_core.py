@@ -214,3 +214,17 @@ def callable_module(name, package_function):
     module = sys.modules[name]
     module.__class__ = _CallableModule
     module._package_function = staticmethod(package_function).__func__
+
+
+def warn_adaptive_scale(target, nb_samples, nb_marginal_samples):
+    """The drop-in paths warn where diffopt's adaptive step deliberately differs from torch-adaptive-imle's."""
+    total = nb_samples * nb_marginal_samples
+    if getattr(target, "adaptive", False) and isinstance(total, int) and total > 1:
+        warnings.warn(
+            f"AdaptiveTargetDistribution with S={total} samples per instance: diffopt takes the norms of "
+            "λ = β‖θ‖/‖dy‖ over the whole [B·S, ...] stack, so its λ is √S times torch-adaptive-imle's "
+            "(which uses ‖θ‖ of the unrepeated θ) and does not change with S; see the README's "
+            "compatibility table",
+            UserWarning,
+            stacklevel=3,
+        )

@@ -9,7 +9,7 @@ the package name ``diffopt.imle.aimle`` does.
 """
 
 from diffopt.imle import wrapper as _wrapper
-from diffopt.imle._core import callable_module
+from diffopt.imle._core import callable_module, warn_adaptive_scale
 from diffopt.imle.target import TargetDistribution
 
 __all__ = ["aimle"]
@@ -27,6 +27,7 @@ def aimle(function=None, target_distribution=None, noise_distribution=None, nb_s
     """
     if target_distribution is None:
         target_distribution = TargetDistribution(alpha=1.0, beta=1.0)
+    warn_adaptive_scale(target_distribution, nb_samples, nb_marginal_samples)
     return _wrapper.aimle(function, target_distribution, noise_distribution, nb_samples,
                           input_noise_temperature=theta_noise_temperature,
                           target_noise_temperature=target_noise_temperature,

@@ -8,7 +8,7 @@ name ``diffopt.imle.imle`` does.
 """
 
 from diffopt.imle import wrapper as _wrapper
-from diffopt.imle._core import callable_module
+from diffopt.imle._core import callable_module, warn_adaptive_scale
 
 __all__ = ["imle"]
 
@@ -29,6 +29,7 @@ def imle(function=None, target_distribution=None, noise_distribution=None, nb_sa
     Returns the same wrapper (it also takes ``rng=``).
     """
     _no_save_path(_gradient_save_path)
+    warn_adaptive_scale(target_distribution, nb_samples, nb_marginal_samples)
     return _wrapper.imle(function, target_distribution, noise_distribution, nb_samples,
                          input_noise_temperature=theta_noise_temperature,
                          target_noise_temperature=target_noise_temperature,

@@ -152,3 +152,18 @@ def test_positional_order_of_the_estimators(torch_backend):
     calls.clear()
     package.aimle(solver, None, None, 1, 1.0)(theta).sum().backward()
     assert calls == [(2, 4), (2, 4)]
+
+
+def test_adaptive_step_difference_warns(torch_backend):
+    """The one deliberate difference (λ's norms over all S samples) is announced, not silent."""
+    def solver(x):
+        return select_k(x, 1)
+
+    with pytest.warns(UserWarning, match="√S"):
+        aimle(solver, AdaptiveTargetDistribution(), nb_samples=4)
+    with pytest.warns(UserWarning, match="√S"):
+        imle(solver, AdaptiveTargetDistribution(), None, 2, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        aimle(solver, AdaptiveTargetDistribution(), nb_samples=1)  # S = 1: identical, no warning
+        aimle(solver, TargetDistribution(), nb_samples=4)
