@@ -50,6 +50,14 @@ def check_target(target):
                 "target_distribution must be a diffopt.imle.TargetDistribution or "
                 f"AdaptiveTargetDistribution (missing {method}()), got {type(target).__name__}"
             )
+    from diffopt.imle.target import BaseTargetDistribution
+
+    if getattr(type(target), "step", None) is BaseTargetDistribution.step:
+        raise TypeError(
+            f"target_distribution {type(target).__name__} does not implement step(theta, dy, beta=None) "
+            "(a target written for torch-imle, with params(theta, dy)/process(theta, dy, gradient) only, is "
+            "not supported): implement step (the λ of θ' = αθ − λ·dy) and, if needed, scale(gradient, lam)"
+        )
     return target
 
 

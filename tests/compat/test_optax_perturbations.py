@@ -209,3 +209,61 @@ def test_optax_noise_objects_accepted(jax_backend):
     # optax's samplers are jax.random functions: other frameworks get a clear error
     with pytest.raises(TypeError, match="JAX key"):
         perturbations.make_perturbed_fun(lambda v: v, 10, 0.1, noise=optax_pert.Normal())(0, np.zeros(3))
+
+
+# ---------------------------------------------------------------------- the optax notebook
+
+def test_notebook_argmax_loss_and_gradient(jax_backend):
+    import jax
+    import jax.numpy as jnp
+
+    n, sigma = 50_000, 0.5
+    values = jnp.array([-0.6, 1.9, -0.2, 1.1, -1.0])
+    argmax_one_hot = lambda x: jax.nn.one_hot(jnp.argmax(x, axis=-1), x.shape[-1])  # noqa: E731
+    np.testing.assert_array_equal(argmax_one_hot(values), [0.0, 1.0, 0.0, 0.0, 0.0])
+    pert_one_hot = perturbations.make_perturbed_fun(fun=argmax_one_hot, num_samples=n, sigma=sigma,
+                                                    noise=perturbations.Gumbel())
+    y_true = (jnp.arange(5) + 2) / jnp.sum(jnp.arange(5) + 2)
+
+    def loss_simplex(v, rng):
+        return jnp.sum((y_true - pert_one_hot(rng, v)) ** 2)
+
+    def exact_loss(v):
+        return jnp.sum((y_true - jax.nn.softmax(v / sigma)) ** 2)
+
+    key = jax.random.key(1)
+    # |∂loss/∂y| ≤ 2 per entry, one entry hot: Bernoulli std ≤ 1/2 for the value, 2/σ for the gradient
+    np.testing.assert_allclose(loss_simplex(values, key), exact_loss(values), atol=Z * 2 * 0.5 / np.sqrt(n))
+    np.testing.assert_allclose(jax.grad(loss_simplex)(values, key), jax.grad(exact_loss)(values),
+                               atol=Z * 2 / (sigma * np.sqrt(n)))
+    np.testing.assert_allclose(jax.nn.softmax(values / sigma), [0.00549293, 0.8152234, 0.01222475, 0.16459078,
+                                                                0.00246813], rtol=1e-5)  # the notebook's softmax
+
+
+def test_notebook_pytree_argmax_and_gradient_step(jax_backend):
+    import jax
+    import jax.numpy as jnp
+
+    n, sigma = 50_000, 0.2  # the notebook passes sigma=SIGMA (0.2)
+    tree_a = (jnp.array((0.1, 0.4, 0.5)), {"k1": jnp.array((0.1, 0.2)), "k2": jnp.array((0.1, 0.1))},
+              jnp.array((0.4, 0.3, 0.2, 0.1)))
+    argmax_tree = lambda x: jax.tree.map(lambda v: jax.nn.one_hot(jnp.argmax(v), v.shape[0]), x)  # noqa: E731
+    want = (jnp.array([0.0, 0.0, 1.0]), {"k1": jnp.array([0.0, 1.0]), "k2": jnp.array([1.0, 0.0])},
+            jnp.array([1.0, 0.0, 0.0, 0.0]))
+    leaves_close(argmax_tree(tree_a), want, 0.0)
+    pert_argmax_fun = jax.jit(perturbations.make_perturbed_fun(argmax_tree, num_samples=n, sigma=sigma))
+    key = jax.random.key(0)
+    softmax_tree = jax.tree.map(lambda v: jax.nn.softmax(v / sigma), tree_a)
+    leaves_close(pert_argmax_fun(key, tree_a), softmax_tree, Z * 0.5 / np.sqrt(n))
+
+    def pert_loss(inputs, rng):
+        diffs = jax.tree.map(lambda x, y: jnp.sum((x - y) ** 2 / 4), argmax_tree(inputs), pert_argmax_fun(rng, inputs))
+        return sum(jax.tree.leaves(diffs))
+
+    exact = sum(jax.tree.leaves(jax.tree.map(lambda x, y: jnp.sum((x - y) ** 2 / 4), argmax_tree(tree_a),
+                                             softmax_tree)))
+    init_loss = pert_loss(tree_a, key)
+    np.testing.assert_allclose(init_loss, exact, atol=Z * 4 * 0.5 / np.sqrt(n))
+    grad = jax.grad(pert_loss)(tree_a, key)
+    step = jax.tree.map(lambda x, g: x - 0.1 * g, tree_a, grad)
+    assert pert_loss(step, key) < init_loss  # "a small step in the gradient direction reduces the value"

@@ -167,3 +167,17 @@ def test_adaptive_step_difference_warns(torch_backend):
         warnings.simplefilter("error")
         aimle(solver, AdaptiveTargetDistribution(), nb_samples=1)  # S = 1: identical, no warning
         aimle(solver, TargetDistribution(), nb_samples=4)
+
+
+def test_original_style_custom_target_is_a_clear_error(torch_backend):
+    from diffopt.imle.target import BaseTargetDistribution
+
+    class OriginalStyle(BaseTargetDistribution):
+        def params(self, theta, dy, _is_minimization=False):
+            return theta - 2.0 * dy
+
+        def process(self, theta, dy, gradient_3d):
+            return gradient_3d
+
+    with pytest.raises(TypeError, match="does not implement step"):
+        imle(lambda x: select_k(x, 1), OriginalStyle())
