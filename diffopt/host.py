@@ -226,6 +226,19 @@ def host_solver(
     -------
     HostSolver
         Usable as a decorator (``@host_solver`` or ``@host_solver(...)``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import diffopt
+    >>> @diffopt.host_solver(vectorized=False)         # one instance at a time
+    ... def best_of(costs):
+    ...     out = np.zeros_like(costs)
+    ...     out[np.argmin(costs)] = 1.0
+    ...     return out
+    >>> best_of(np.array([[3.0, 1.0, 2.0], [0.0, 5.0, 4.0]]))
+    array([[0., 1., 0.],
+           [1., 0., 0.]])
     """
     def wrap(f):
         return HostSolver(f, vectorized, executor, output_shape, output_dtype)

@@ -143,6 +143,15 @@ def make_rng(rng: RngLike, like: Array) -> Rng:
         See the module docstring.
     like : array
         Reference array (framework, dtype, device).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt import make_rng
+    >>> a = make_rng(7, np.zeros(1)).normal((3,))
+    >>> b = make_rng(7, np.zeros(1)).normal((3,))
+    >>> bool(np.array_equal(a, b))                          # the same seed, the same draws
+    True
     """
     from diffopt.backends import get_backend
 

@@ -100,6 +100,13 @@ def top_k_mask(x: Array, k: int, axis: int = -1) -> Array:
     ------
     ValueError
         If ``k`` is not an integer in ``[1, n]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt import top_k_mask
+    >>> top_k_mask(np.array([[0.3, -1.0, 2.0, 0.5]]), 2)
+    array([[0., 0., 1., 1.]])
     """
     get_backend(x)
     n = x.shape[axis]

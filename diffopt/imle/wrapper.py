@@ -246,6 +246,18 @@ def imle(
     ------
     TypeError, ValueError
         For a bad argument (named in the message), before any solver call.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt import top_k_mask
+    >>> from diffopt.imle import imle, TargetDistribution, SumOfGammaNoiseDistribution
+    >>> @imle(target_distribution=TargetDistribution(alpha=1.0, beta=10.0),
+    ...       noise_distribution=SumOfGammaNoiseDistribution(k=2, nb_iterations=10), nb_samples=5)
+    ... def top2(theta):
+    ...     return top_k_mask(theta, 2)
+    >>> top2(np.array([[0.5, 2.0, -1.0, 1.0]]), rng=0).shape   # [B * nb_samples, n]
+    (5, 4)
     """
     options = _legacy(legacy, {"input_noise_temperature": input_noise_temperature,
                                "minimize": minimize})

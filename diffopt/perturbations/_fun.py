@@ -56,6 +56,14 @@ def make_perturbed_fun(
         ``fun``'s output with floating leaves, differentiable in ``x`` by the
         score-function estimator. ``rng`` is a JAX key, an int seed, a
         framework generator or ``None`` (see :mod:`diffopt.random`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import diffopt
+    >>> fn = diffopt.make_perturbed_fun(lambda x: np.max(x, axis=-1), num_samples=100, sigma=0.1)
+    >>> fn(0, np.array([1.0, 3.0, 2.0])).shape      # E[max(x + 0.1 Z)], a scalar
+    ()
     """
     if not callable(fun):
         raise TypeError(f"fun must be callable, got {type(fun).__name__}")

@@ -383,6 +383,16 @@ def perturbed(
         the leading sample axis.
     TypeError
         Non-floating ``theta``, a solver returning another framework's array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import diffopt
+    >>> pert_argmax = diffopt.perturbed(diffopt.argmax_one_hot, num_samples=20000, sigma=1.0, noise="gumbel")
+    >>> theta = np.array([[0.0, 1.0, 2.0]])
+    >>> y = pert_argmax(theta, rng=0)                 # ≈ softmax(theta / sigma)
+    >>> bool(np.allclose(y, np.exp(theta) / np.exp(theta).sum(), atol=0.02))
+    True
     """
     del device
     settings = Settings(num_samples, sigma, noise, batched, chunk_size)

@@ -176,6 +176,15 @@ def diff_sort(matrices: list[Array], x: Array, softmax: Callable[..., Array] = s
     ------
     ValueError
         If ``len(x)`` is not a power of two or does not match ``matrices``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.sorting import bitonic_matrices, diff_sort
+    >>> matrices = bitonic_matrices(4)
+    >>> y = diff_sort(matrices, np.array([3.0, 10.0, 1.0, 6.0]))     # ascending, smoothed
+    >>> bool(np.all(np.diff(y) > 0)), bool(np.isclose(y.sum(), 20.0))
+    (True, True)
     """
     x = _asfloat(x)
     _check_length(x, matrices[0][0].shape[1] if matrices else 1, "bitonic matrices")

@@ -199,6 +199,16 @@ def soft_sort(
     -----
     ``O(n log^2 n)`` work per row, no ``n x n`` matrix; the gradient is hand-written
     and keeps one weight per comparator instead of autodiff's tape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.sorting import soft_sort
+    >>> x = np.array([3.0, 1.0, 2.0, 10.0, 0.0])
+    >>> np.round(soft_sort(x, temperature=0.01), 6) + 0.0   # sharp: the sorted values
+    array([ 0.,  1.,  2.,  3., 10.])
+    >>> bool(np.isclose(soft_sort(x, temperature=1.0).sum(), x.sum()))   # sums are kept exactly
+    True
     """
     x, axis = _prepare(x, axis, temperature, relaxation)
     if x.shape[axis] == 0:
@@ -249,6 +259,13 @@ def soft_rank(
     array
         Ranks in ``[0, n - 1]``, same shape as ``x``; exact integers for
         ``relaxation=None``. Each row sums to ``n (n - 1) / 2``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.sorting import soft_rank
+    >>> np.round(soft_rank(np.array([0.3, -1.0, 2.0, 0.5]), temperature=0.001), 6)
+    array([1., 0., 3., 2.])
     """
     x, axis = _prepare(x, axis, temperature, relaxation)
     if x.shape[axis] == 0:
@@ -291,6 +308,13 @@ def soft_topk(
     ------
     ValueError
         If ``k`` is outside ``[1, n]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.sorting import soft_topk
+    >>> np.round(soft_topk(np.array([0.3, -1.0, 2.0, 0.5]), k=2, temperature=0.001), 6)
+    array([0., 0., 1., 1.])
     """
     x, axis = _prepare(x, axis, temperature, relaxation)
     n = x.shape[axis]
@@ -322,6 +346,15 @@ def soft_permutation(
         axes are those of ``x`` without ``axis``. ``P`` is doubly stochastic,
         ``P @ x`` is the relaxed sort (exactly so for the mixing relaxations), and
         ``relaxation=None`` gives the exact permutation matrix.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.sorting import soft_permutation
+    >>> x = np.array([2.0, 0.0, 1.0])
+    >>> p = soft_permutation(x, temperature=0.001)
+    >>> np.round(p @ x, 6)                                   # P applied to x sorts it
+    array([0., 1., 2.])
     """
     x, axis = _prepare(x, axis, temperature, relaxation)
     rows, weights, big_n, undo = _weights(_upcast(x), axis, temperature, relaxation, descending)
