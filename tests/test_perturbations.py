@@ -484,6 +484,17 @@ def test_drop_in_module():
     assert pert_module.perturbed is diffopt.perturbed
     # the TF original's loss is a Keras loss, loss(y_true, y_pred): its own class, not the modern one
     assert fenchel_young.FenchelYoungLoss is not diffopt.FenchelYoungLoss
+    # the originals' names, also on the modern loss (its .perturbed is y_σ with the same settings)
+    theta = np.asarray(THETA_BATCH)
+    loss = FenchelYoungLoss(argmax_one_hot, num_samples=50, sigma=0.5)
+    np.testing.assert_array_equal(loss.perturbed(theta, rng=3),
+                                  perturbed(argmax_one_hot, num_samples=50, sigma=0.5)(theta, rng=3))
+    assert perturbations.SUPPORTED_NOISES == ("gumbel", "normal")
+    z, score = perturbations.sample_noise_with_gradients("gumbel", (2, 3), rng=0)  # NumPy here by default
+    assert isinstance(z, np.ndarray) and z.shape == (2, 3)
+    np.testing.assert_allclose(score, 1.0 - np.exp(-z))
+    with pytest.raises(ValueError, match="not supported"):
+        perturbations.sample_noise_with_gradients("cauchy", (2,))
 
 
 # ----------------------------------------------------------------------------- errors

@@ -107,7 +107,6 @@ class TargetDistribution(BaseTargetDistribution):
         alpha: float = 1.0,
         beta: float = 1.0,
         do_gradient_scaling: bool = False,
-        *,
         eps: float = 1e-07,
     ) -> None:
         self.alpha = check_real("alpha", alpha)

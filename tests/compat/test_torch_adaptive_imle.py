@@ -116,6 +116,9 @@ def test_positional_arguments_mean_the_originals(torch_backend):
     assert (target.alpha, target.beta, target.grad_norm) == (1.0, 2.0, 0.5)
     assert (target.beta_update_step, target.beta_update_momentum) == (1e-3, 0.1)
     assert (target.grad_norm_decay_rate, target.target_norm) == (0.8, 3.0)
+    scaled = TargetDistribution(1.0, 0.0, True, 0.25)  # eps fourth, as the original
+    assert (scaled.do_gradient_scaling, scaled.eps) == (True, 0.25)
+    np.testing.assert_allclose(scaled.scale(np.ones(2), 0.0), 4.0)  # divided by max(beta, eps)
     fixed = TargetDistribution(2.0, 3.0)
     theta, dy = np.array([1.0, -1.0]), np.array([0.5, 0.5])
     np.testing.assert_allclose(fixed.params(theta, dy), 2.0 * theta - 3.0 * dy)
