@@ -44,3 +44,23 @@ def autograd_backend(backend):
 def numpy_like_backend(backend):
     """numpy or autograd (``differentiable_sorting``'s NumPy functions)."""
     return _only(backend, ("numpy", "autograd"), "differentiable_sorting")
+
+
+# Test modules of tests/ do `from conftest import SELECTED`. Under pytest's default
+# ("prepend") import mode this file, once collected, is the module named `conftest`,
+# so it re-exports the names they import from tests/conftest.py (loaded from its path:
+# its fixtures stay registered once, by pytest, from the original).
+def _root_conftest():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "conftest.py"
+    spec = importlib.util.spec_from_file_location("_diffopt_tests_conftest", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_ROOT = _root_conftest()
+SELECTED = _ROOT.SELECTED
+ALL = _ROOT.ALL
