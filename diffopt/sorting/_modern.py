@@ -135,12 +135,17 @@ def _from_network(x, n):
 
 
 @functools.lru_cache(maxsize=256)
-def _sorter(shim, n, relaxation, temperature):
-    """A natively differentiable ``(B, n) -> (B, n)`` relaxed sort for the backend ``shim``."""
+def _sorter(shim, n, relaxation):
+    """A natively differentiable relaxed sort ``f(rows (B, n), temperature ()) -> (B, n)`` for ``shim``.
+
+    The temperature is an input array, not a constant of the function: JAX compiles
+    ``f`` once per shape and relaxation, not once per temperature value. It gets no
+    gradient.
+    """
     big_n = _next_pow2(n)
 
     # One gather into the network's layout and one out per pass (_to_network).
-    def fwd(rows):
+    def fwd(rows, temperature):
         if relaxation == "logsumexp" and big_n > n:  # keep +inf apart from the padding
             big, below = finite_range(rows)
             rows = ar.do("clip", rows, -big, below)
@@ -149,10 +154,15 @@ def _sorter(shim, n, relaxation, temperature):
 
     def bwd(weights, g):
         t = _to_network(_unpad_zeros(g, big_n))
-        return (_from_network(pull(t, weights, big_n, reverse=True), n),)
+        return (_from_network(pull(t, weights, big_n, reverse=True), n), None)
 
     # fwd and bwd are smooth JAX code: JAX's own autodiff of them gives correct second derivatives
     return shim.custom_vjp(fwd, bwd, jit=True, second_order=True)
+
+
+def _scalar_like(value, rows):
+    """``value`` as a 0-d array of ``rows``' framework, dtype and device (no host copy)."""
+    return ar.do("sum", ar.do("zeros_like", rows[:1, :1])) + float(value)
 
 
 def soft_sort(
@@ -215,8 +225,8 @@ def soft_sort(
         return x
     xc = _upcast(x)
     rows, undo = _to_rows(-xc if descending else xc, axis)
-    f = _sorter(get_backend(x), rows.shape[1], relaxation, float(temperature))
-    out = undo(f(rows))
+    f = _sorter(get_backend(x), rows.shape[1], relaxation)
+    out = undo(f(rows, _scalar_like(temperature, rows)))
     return _downcast(-out if descending else out, x)
 
 

@@ -79,6 +79,11 @@ RELAXATIONS = {
 }
 
 
+def _is_one(temperature):
+    """Whether ``temperature`` is the Python number 1 (an array temperature, maybe traced, never is)."""
+    return isinstance(temperature, (int, float)) and temperature == 1.0
+
+
 def check_relaxation(relaxation):
     """Raise ``ValueError`` unless ``relaxation`` is a known name or ``None``."""
     if relaxation is not None and relaxation not in RELAXATIONS:
@@ -129,9 +134,9 @@ def relax_terms(a, b, lo, hi, relaxation, temperature, want=None):
     gap = ar.do("where", gap == gap, gap, float("-inf"))
     if relaxation == "logsumexp":
         # e = exp(-v) in [0, 1]: nothing overflows, an infinite gap gives 0.
-        e = ar.do("exp", gap if temperature == 1.0 else gap * (1.0 / temperature))
+        e = ar.do("exp", gap if _is_one(temperature) else gap * (1.0 / temperature))
         spread = ar.do("log1p", e)  # shift = -log1p(e)
-        if temperature != 1.0:
+        if not _is_one(temperature):
             spread = spread * temperature
         # slope = leak = e / (1 + e) for the larger input
         w = ar.do("where", a > b, e, 1.0) / (1.0 + e) if want else None
@@ -174,13 +179,13 @@ def logsumexp_slope(a, b, temperature):
     """
     u = a - b
     neg_gap = -ar.do("abs", u)
-    e = ar.do("exp", neg_gap if temperature == 1.0 else neg_gap * (1.0 / temperature))
+    e = ar.do("exp", neg_gap if _is_one(temperature) else neg_gap * (1.0 / temperature))
     one_e = 1.0 + e
     w = ar.do("where", u > 0, e, 1.0) / one_e
     # log(1 + e), not log1p(e): a cheaper kernel. It drops e below the dtype's
     # epsilon, where the pair's gap exceeds ~16 T (float32), so the lost
     # T * e is below the rounding error of max(|a|, |b|) >= 8 T.
     spread = ar.do("log", one_e)
-    if temperature != 1.0:
+    if not _is_one(temperature):
         spread = spread * temperature
     return ar.do("minimum", a, b) - spread, ar.do("maximum", a, b) + spread, w

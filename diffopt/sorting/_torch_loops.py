@@ -86,7 +86,8 @@ def _lse_layers(cur, temperature, reverse, shape):
     sizes = layer_sizes(big_n, reverse)
     spread = torch.empty((b0, big_n // 2, tail), dtype=cur.dtype, device=cur.device)
     slab = torch.empty((len(sizes), b0, big_n // 2, tail), dtype=cur.dtype, device=cur.device)
-    scale = 1.0 / temperature
+    scale = 1.0 / temperature  # a Python number or a 0-d tensor (never compared on the host)
+    unit = isinstance(temperature, (int, float)) and temperature == 1.0
     one = torch.ones((), dtype=cur.dtype, device=cur.device)  # a Python 1.0 would be converted per call
     weights = []
     stage_now = -1
@@ -103,13 +104,13 @@ def _lse_layers(cur, temperature, reverse, shape):
         torch.maximum(a, b, out=hi)
         # w = d lo / d a = sigmoid((b - a) / T)
         torch.sub(b, a, out=w)
-        if scale != 1.0:
+        if not unit:
             w.mul_(scale)
         w.sigmoid_()
         # -spread = -T log(1 + exp(-|a - b| / T)) = T log(max(w, 1 - w))
         torch.sub(one, w, out=s)
         torch.maximum(s, w, out=s).log_()
-        if scale != 1.0:
+        if not unit:
             s.mul_(temperature)
         lo.add_(s)
         hi.sub_(s)
