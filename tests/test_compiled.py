@@ -135,3 +135,21 @@ def test_torch_func_vmap_equals_row_by_row(case):
     np.testing.assert_allclose(torch.func.vmap(torch.func.grad(loss))(theta, w).numpy(), rows_g.numpy(),
                                rtol=0, atol=TOL)
     assert rows_g.abs().max() > 1e-3
+
+
+def test_jax_soft_sort_compiles_once_for_any_temperature():
+    """A sweep of temperatures costs one compilation (the temperature is an input, not a constant)."""
+    jax = pytest.importorskip("jax")
+    from conftest import SELECTED
+
+    if "jax" not in SELECTED:
+        pytest.skip("jax is not among DIFFOPT_TEST_BACKENDS")
+    from diffopt.backends import get_backend
+    from diffopt.sorting._modern import _sorter
+
+    x = jax.numpy.asarray(np.random.default_rng(1).normal(size=(2, 11)).astype(np.float32))
+    compiled = _sorter(get_backend(x), 11, "cauchy")
+    before = compiled._cache_size()
+    outs = [np.asarray(soft_sort(x, temperature=t, relaxation="cauchy")) for t in (0.3, 0.31, 0.5, 2.0)]
+    assert compiled._cache_size() == max(before, 1)  # at most one compilation for four temperatures
+    assert not np.allclose(outs[0], outs[-1])  # the temperature does reach the network
