@@ -135,7 +135,9 @@ def diffopt_loss(method, solver, minimize, dim):
         bb = diffopt.blackbox(solver, LAMBD, minimize=minimize)
         return lambda pred, c, w, z, key: decision_regret(bb(pred), c, z)
     if method == "DPO":
-        pert = diffopt.perturbed(solver, num_samples=SAMPLES, sigma=SIGMA, noise="normal")
+        # PyEPO's perturbedOpt subtracts the mean reward, scaled n/(n-1) (variance_reduction=True):
+        # diffopt's leave-one-out control variate is the same estimator
+        pert = diffopt.perturbed(solver, num_samples=SAMPLES, sigma=SIGMA, noise="normal", control_variate="mean")
         return lambda pred, c, w, z, key: decision_regret(pert(pred, rng=key), c, z)
     if method == "PFYL":
         fy = diffopt.FenchelYoungLoss(solver, num_samples=SAMPLES, sigma=SIGMA, maximize=not minimize,
