@@ -132,13 +132,37 @@ class HostSolver:
         backend = get_backend(x)
         args = tuple(_host_arg(a, backend) for a in args)
         kwargs = {k: _host_arg(v, backend) for k, v in kwargs.items()}
-        if backend.NAME == "numpy":
-            out = self.numpy_call(x, *args, **kwargs)
-            return out.astype(self.output_dtype or np.asarray(x).dtype, copy=False)
-        dtype = self.output_dtype or _dtype_name(x)
-        shape = self._spec(x, backend, args, kwargs) if backend.is_symbolic(x) else None
         fn = (lambda a: self.numpy_call(a, *args, **kwargs)) if (args or kwargs) else self.numpy_call
-        return backend.host_call(fn, x, shape, dtype)
+        traced = backend.is_symbolic(x)
+        shape = self._spec(x, backend, args, kwargs) if traced or self.output_shape is not None else None
+        if shape is not None:
+            fn = functools.partial(_checked_shape, fn, tuple(shape), self.output_shape is not None,
+                                   getattr(self.fn, "__name__", "fn"))
+        if backend.NAME == "numpy":
+            return fn(x).astype(self.output_dtype or np.asarray(x).dtype, copy=False)
+        return backend.host_call(fn, x, shape, self.output_dtype or _dtype_name(x))
+
+
+def _checked_shape(fn, expected, declared, name, a):
+    """``fn(a)``, whose shape must be the one the traced graph was built with.
+
+    ``expected`` is the output shape for the traced input (declared by
+    ``output_shape`` or probed); the leading (instance) axis follows ``a``
+    (JAX merges vmapped axes into it). A mismatch would otherwise flow on with a
+    wrong static shape (TensorFlow) or fail as an opaque callback error (JAX).
+    """
+    out = fn(a)
+    got = tuple(out.shape)
+    want = (a.shape[0],) + tuple(expected[1:]) if expected else ()
+    if len(got) != len(want) or any(w is not None and g != w for g, w in zip(got, want)):
+        source = ("its output_shape=" if declared else
+                  "the shape found by a probe on zeros, or the input's for an unknown batch size "
+                  "(declare output_shape=),")
+        raise ValueError(
+            f"host solver {name} returned shape {got} for input shape {tuple(a.shape)}, but "
+            f"{source} gives {want} under tracing; fix output_shape or the solver"
+        )
+    return out
 
 
 def _workers(executor):

@@ -70,6 +70,12 @@ def check_theta(theta):
     """θ is a floating array with a leading batch axis; returns its shim."""
     check_floating("theta", theta)
     check_min_rank("theta", theta, 1, " (a leading batch axis [B, ...])")
+    inst = tuple(theta.shape)[1:]
+    if any(d == 0 for d in inst):
+        raise ValueError(
+            f"theta has no entries per instance: shape {tuple(theta.shape)} (instance shape {inst}); "
+            "a solver needs at least one value per instance"
+        )
     return backends.get_backend(theta)
 
 

@@ -128,6 +128,8 @@ class _Estimator:
         target = self.c.target
         if not getattr(target, "adaptive", False):
             return None
+        if any(d == 0 for d in diff.shape[:2]):  # no instance: nothing to learn from, state unchanged
+            return state
         ratio = target.nonzero_ratio(diff)
         if state is not None:
             return target.next_state(state, ratio)

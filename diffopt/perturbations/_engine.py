@@ -52,8 +52,18 @@ def prepare_theta(theta, batched, name="theta"):
     shim = get_backend(theta, argnames=(name,))
     if batched:
         check_min_rank(name, theta, 2, " with batched=True ([B, ...]); pass batched=False for one instance")
-        return theta, shim
-    return theta[None], shim
+    check_entries(name, theta, 1 if batched else 0)
+    return (theta, shim) if batched else (theta[None], shim)
+
+
+def check_entries(name, theta, lead):
+    """Each instance (the axes after the first ``lead``) must have at least one entry."""
+    inst = tuple(theta.shape)[lead:]
+    if any(d == 0 for d in inst):
+        raise ValueError(
+            f"{name} has no entries per instance: shape {tuple(theta.shape)} (instance shape {inst}); "
+            "a solver needs at least one value per instance"
+        )
 
 
 def split_arrays(args, kwargs, framework):

@@ -6,6 +6,7 @@ from typing import Any, Callable
 import functools
 
 import autoray as ar
+import numpy as np
 
 from diffopt._typing import Array, NoiseLike, Solver
 from diffopt.host import HostSolver
@@ -411,8 +412,24 @@ def perturbed(
     return decorator if func is None else decorator(func)
 
 
+def _check_no_zeros(theta, shim):
+    """``multiplicative=True``: θ ⊙ exp(σZ) cannot move a zero entry, and the gradient there
+    (the additive one divided by θ) is undefined. Checked when ``theta`` is concrete."""
+    if shim.is_symbolic(theta):
+        return
+    values = np.asarray(shim.to_numpy(theta))
+    if (values == 0).any():
+        raise ValueError(
+            "multiplicative=True needs theta without zero entries (theta ⊙ exp(sigma Z) cannot move "
+            f"a zero, and its gradient there is undefined); theta has {int((values == 0).sum())} zero(s). "
+            "Use multiplicative=False, or shift theta away from 0"
+        )
+
+
 def _apply(opts, fn, theta, args, kwargs, rng):
     theta_b, shim = prepare_theta(theta, opts.settings.batched)
+    if opts.multiplicative:
+        _check_no_zeros(theta, shim)
     key = make_rng(rng, theta).key
     call = _Call(opts, fn, theta_b, key, args, kwargs, shim.NAME)
     out = shim.custom_vjp(call.fwd, call.bwd, second_order=SecondOrder(call.jvp, call.hvp))(*call.inputs)

@@ -22,7 +22,7 @@ from diffopt._dtypes import compute_dtype
 from diffopt._ops import nan_rows
 from diffopt.backends import get_backend
 from diffopt.sorting._relax import check_relaxation
-from diffopt.sorting._soft import bit_reverse, finite_range, network, pull, push
+from diffopt.sorting._soft import bit_reverse, network, pull, push, to_sentinels
 
 __all__ = ["soft_sort", "soft_rank", "soft_argsort", "soft_permutation", "soft_topk"]
 
@@ -43,6 +43,11 @@ def _prepare(x, axis, temperature, relaxation):
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -ndim <= axis < ndim:
         raise ValueError(f"axis must be an integer in [-{ndim}, {ndim}) for x of shape {tuple(x.shape)}, got axis={axis!r}")
     return x, int(axis) % ndim
+
+
+def _is_empty(x):
+    """Whether ``x`` has no entries (a zero-length axis, known before running)."""
+    return any(d == 0 for d in x.shape)
 
 
 def _check_k(k, n):
@@ -76,7 +81,9 @@ def _to_rows(x, axis):
     perm = [i for i in range(ndim) if i != axis] + [axis]
     xm = x if axis == ndim - 1 else ar.do("transpose", x, perm)
     moved = tuple(xm.shape)
-    rows = ar.do("reshape", xm, (-1, moved[-1]))
+    lead = moved[:-1]
+    count = -1 if any(d is None for d in lead) else int(np.prod(lead, dtype=np.int64))
+    rows = ar.do("reshape", xm, (count, moved[-1]))  # not -1: a (2, 0) array has no inferable rows
     inverse = list(np.argsort(perm))
 
     def undo(y, matrix=False):
@@ -146,9 +153,8 @@ def _sorter(shim, n, relaxation):
 
     # One gather into the network's layout and one out per pass (_to_network).
     def fwd(rows, temperature):
-        if relaxation == "logsumexp" and big_n > n:  # keep +inf apart from the padding
-            big, below = finite_range(rows)
-            rows = ar.do("clip", rows, -big, below)
+        if relaxation == "logsumexp":  # keep +inf apart from the padding, finite values finite
+            rows = to_sentinels(rows)
         out, weights = network(_to_network(_pad(rows, big_n)), relaxation, temperature, want="slope", reverse=True)
         return _from_network(out, n), tuple(weights)
 
@@ -221,7 +227,7 @@ def soft_sort(
     True
     """
     x, axis = _prepare(x, axis, temperature, relaxation)
-    if x.shape[axis] == 0:
+    if _is_empty(x):
         return x
     xc = _upcast(x)
     rows, undo = _to_rows(-xc if descending else xc, axis)
@@ -278,8 +284,8 @@ def soft_rank(
     array([1., 0., 3., 2.])
     """
     x, axis = _prepare(x, axis, temperature, relaxation)
-    if x.shape[axis] == 0:
-        return x
+    if _is_empty(x):
+        return x * 0.0
     rows, weights, big_n, undo = _weights(_upcast(x), axis, temperature, relaxation, descending)
     pos = ar.do("zeros_like", _pad(rows, big_n)) + _const(np.arange(big_n), rows)
     return _downcast(undo(nan_rows(rows, pull(pos[:, :, None], weights, big_n)[:, : rows.shape[1], 0])), x)
@@ -329,6 +335,8 @@ def soft_topk(
     x, axis = _prepare(x, axis, temperature, relaxation)
     n = x.shape[axis]
     k = _check_k(k, n)
+    if _is_empty(x):
+        return x * 0.0
     rows, weights, big_n, undo = _weights(_upcast(x), axis, temperature, relaxation, largest)
     sel = ar.do("zeros_like", _pad(rows, big_n)) + _const((np.arange(big_n) < k).astype(float), rows)
     return _downcast(undo(nan_rows(rows, pull(sel[:, :, None], weights, big_n)[:, :n, 0])), x)
@@ -367,6 +375,9 @@ def soft_permutation(
     array([0., 1., 2.])
     """
     x, axis = _prepare(x, axis, temperature, relaxation)
+    if _is_empty(x):
+        rows, undo = _to_rows(x, axis)
+        return undo(rows[:, :, None] * rows[:, None, :] * 0.0, matrix=True)
     rows, weights, big_n, undo = _weights(_upcast(x), axis, temperature, relaxation, descending)
     n = rows.shape[1]
     eye = ar.do("zeros_like", _pad(rows, big_n))[:, :, None] + _const(np.eye(big_n, n), rows)

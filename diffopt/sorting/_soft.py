@@ -31,7 +31,7 @@ import numpy as np
 from diffopt._ops import where_fill
 from diffopt.sorting._relax import logsumexp_slope, relax_terms
 
-__all__ = ["network", "lse_network", "push", "pull", "layer_sizes", "bit_reverse", "bit_reversal", "finite_range"]
+__all__ = ["network", "lse_network", "push", "pull", "layer_sizes", "bit_reverse", "bit_reversal", "finite_range", "to_sentinels"]
 
 
 def layer_sizes(big_n, reverse=False):
@@ -164,6 +164,20 @@ def finite_range(x):
         big = np.finfo(name).max
         _FINITE_RANGE[name] = (float(big), float(np.nextafter(big, big.dtype.type(0))))
     return _FINITE_RANGE[name]
+
+
+def to_sentinels(x):
+    """``x`` with its infinities moved onto the sentinels of :func:`lse_network`.
+
+    ``+inf`` becomes ``below`` and ``-inf`` becomes ``-big`` (see
+    :func:`finite_range`); finite values are clipped to ``[-below, under]``,
+    ``under`` the float below ``below``, so that the dtype's largest finite values
+    are not read as infinities and stay finite. NaN passes through.
+    """
+    big, below = finite_range(x)
+    under = float(np.nextafter(np.asarray(below, dtype=ar.get_dtype_name(x)), 0))
+    out = where_fill(x == float("inf"), below, ar.do("clip", x, -below, under))
+    return where_fill(x == float("-inf"), -big, out)
 
 
 @ar.compose(name="diffopt_sorting_lse_network")

@@ -52,12 +52,13 @@ def _negate_descending(t, stage, reverse):
     t.view(b0, big_n >> (d + 1), 2, 1 << d, tail)[:, :, 1].neg_()
 
 
-def _all_finite(t):
-    """Whether ``t`` has no infinity and no NaN; ``False`` (unknown) off the CPU, to avoid a sync."""
+def _all_finite(t, big, below):
+    """Whether ``t`` holds no infinity, NaN or sentinel (``>= below`` or ``<= -big``, see
+    :func:`diffopt.sorting._soft.to_sentinels`); ``False`` (unknown) off the CPU, to avoid a sync."""
     if t.device.type != "cpu":
         return False
     lo, hi = torch.aminmax(t)
-    return bool(hi < float("inf")) and bool(lo > float("-inf"))  # NaN: False
+    return bool(hi < below) and bool(lo > -big)  # NaN: False
 
 
 def lse_network(x, temperature, reverse=False):
@@ -71,9 +72,9 @@ def lse_network(x, temperature, reverse=False):
     if not _plain(x):
         return None
     cur = _rows3(x)
-    if _all_finite(cur):
-        return _lse_layers(cur, temperature, reverse, tuple(x.shape))
     big, below = finite_range(x)
+    if _all_finite(cur, big, below):
+        return _lse_layers(cur, temperature, reverse, tuple(x.shape))
     out, weights = _lse_layers(cur.clamp_(-big, big), temperature, reverse, tuple(x.shape))
     out.masked_fill_(out >= below, float("inf"))
     return out.masked_fill_(out <= -big, float("-inf")), weights
