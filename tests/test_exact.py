@@ -538,3 +538,114 @@ def test_soft_sorting_exact(backend, relaxation, op):
             if backend.has_grad:
                 got = backend.grad(lambda u: ar.do("sum", _diffopt_sorting(op, u, relaxation, temperature) * wb), xb)
                 close(backend, got, want_g)
+
+
+# ------------------------------------------------- dtypes, shapes and defaults (mutation survivors)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_noise_samples_keep_the_dtype_of_like(backend, dtype):
+    """Draws in ``like``'s dtype (half precision drawn in float32, rounded once), values as in float64."""
+    backend.require(dtype)
+    rng = np.random.default_rng(10)
+    shape = (2, 3)
+    u, normal = rng.uniform(0.05, 0.95, size=shape), rng.normal(size=shape)
+    gammas = rng.gamma(0.5, size=(3,) + shape)
+    like = backend.asarray(np.zeros(1), dtype)
+    tol = 2e-3 if dtype == "float16" else 1e-5
+
+    def fixed():
+        return FixedRng(like, backend, uniform=u, normal=normal, gamma=gammas)
+
+    gumbel = -np.log(-np.log(u))
+    draws = {
+        "normal": (diffopt.Normal().sample(shape, like, fixed()), normal),
+        "gumbel": (diffopt.Gumbel().sample(shape, like, fixed()), gumbel),
+        "imle-gumbel": (dimle.GumbelNoiseDistribution(0.2, 1.5).sample(shape, like, fixed()), 0.2 + 1.5 * gumbel),
+        "sog": (dimle.SumOfGammaNoiseDistribution(k=2.0, nb_iterations=3).sample(shape, like, fixed()),
+                (sum(gammas[i] * 2.0 / (i + 1) for i in range(3)) - math.log(3)) / 2.0),
+    }
+    for name, (got, want) in draws.items():
+        assert ar.get_dtype_name(got) == dtype, name
+        np.testing.assert_allclose(backend.to_numpy(got).astype(np.float64), want, rtol=tol, atol=tol, err_msg=name)
+
+
+def test_perturbed_max_float32_instances_of_rank_two_and_unbatched(backend):
+    """Instances of shape (2, 2) (the gradient is reshaped back), float32, and batched=False."""
+    rng = np.random.default_rng(11)
+    theta, w = rng.normal(size=(B, 2, 2)), rng.normal(size=B)
+    block = rng.normal(size=(CHUNK, B, 4))
+    noise = FixedNoise(block, backend, SCORES["normal"][0])
+    value, ybar = ref_max(theta.reshape(B, 4), noise.draws(N), SIGMA)
+    t32, w32 = backend.asarray(theta, "float32"), backend.asarray(w, "float32")
+
+    def flat_argmax(x):
+        rows = ar.do("reshape", x, (int(x.shape[0]), 4))
+        return ar.do("reshape", first_max_mask(rows), tuple(x.shape))
+
+    fn = diffopt.perturbed_max(flat_argmax, num_samples=N, sigma=SIGMA, noise=noise)
+    out = fn(t32, rng=0)
+    assert ar.get_dtype_name(out) == "float32" and tuple(out.shape) == (B,)
+    np.testing.assert_allclose(backend.to_numpy(out), value, rtol=1e-5, atol=1e-5)
+    if backend.has_grad:
+        g = backend.grad(lambda u: ar.do("sum", fn(u, rng=0) * w32), t32)
+        assert ar.get_dtype_name(g) == "float32" and tuple(g.shape) == (B, 2, 2)
+        np.testing.assert_allclose(backend.to_numpy(g), (w[:, None] * ybar).reshape(B, 2, 2), rtol=1e-5, atol=1e-5)
+    one = FixedNoise(block[:, :1], backend, SCORES["normal"][0])
+    single = diffopt.perturbed_max(flat_argmax, num_samples=N, sigma=SIGMA, noise=one, batched=False)
+    out1 = single(t32[0], rng=0)
+    assert tuple(out1.shape) == ()
+    np.testing.assert_allclose(backend.to_numpy(out1), ref_max(theta[:1].reshape(1, 4), one.draws(N), SIGMA)[0][0],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_perturbed_max_rng_is_used(backend):
+    """Same seed, same value; the seed reaches the noise (a dropped rng would draw fresh noise)."""
+    theta = backend.asarray(np.random.default_rng(12).normal(size=(B, D)), "float32")
+    fn = diffopt.perturbed_max(first_max_mask, num_samples=20, sigma=0.5)
+    a, b, c = (backend.to_numpy(fn(theta, rng=s)) for s in (3, 3, 4))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_target_distribution_defaults():
+    """Public calls without the optional arguments: maximisation, the object's own β."""
+    theta, dy = np.array([1.0, -2.0, 0.5]), np.array([0.3, 0.1, -1.0])
+    target = dimle.TargetDistribution(alpha=0.5, beta=2.0)
+    assert target.step(theta, dy) == 2.0 and target.step(theta, dy, 0.25) == 0.25
+    np.testing.assert_allclose(target.params(theta, dy), 0.5 * theta - 2.0 * dy, rtol=0, atol=1e-15)
+    adaptive = dimle.AdaptiveTargetDistribution(initial_alpha=0.5, initial_beta=2.0)
+    lam = 2.0 * np.linalg.norm(theta) / np.linalg.norm(dy)
+    np.testing.assert_allclose(adaptive.params(theta, dy), 0.5 * theta - lam * dy, rtol=0, atol=1e-12)
+
+
+def test_adaptive_step_half_precision_norms(backend):
+    """‖θ‖² above float16's range (65504): the norms are taken in float32, λ stays finite and right."""
+    backend.require("float16")
+    theta, dy = np.full((2, 3), 300.0), np.full((2, 3), 0.5)
+    lam = dimle.AdaptiveTargetDistribution(initial_beta=1.5).step(backend.asarray(theta, "float16"),
+                                                                  backend.asarray(dy, "float16"))
+    got = float(backend.to_numpy(lam))
+    np.testing.assert_allclose(got, 1.5 * np.linalg.norm(theta) / np.linalg.norm(dy), rtol=2e-3)
+
+
+def test_nonzero_ratio_counts_per_sample():
+    """Non-zero entries per (instance, sample) pair of a [B, S, ...] gradient, B != S."""
+    grad = np.zeros((2, 3, 4))
+    grad[0, 0, :3] = 1.0
+    grad[1, 2, 1] = -2.0
+    assert dimle.AdaptiveTargetDistribution.nonzero_ratio(grad) == pytest.approx(4 / 6)
+
+
+def test_optax_style_noise_sampling_with_a_jax_key():
+    """``Normal().sample(key, shape, dtype)`` / ``Gumbel()``: optax's convention draws jax.random's numbers."""
+    jax = pytest.importorskip("jax")
+    from conftest import SELECTED
+
+    if "jax" not in SELECTED:
+        pytest.skip("jax is not among DIFFOPT_TEST_BACKENDS")
+    key = jax.random.key(7)
+    for noise, draw in ((diffopt.Normal(), jax.random.normal), (diffopt.Gumbel(), jax.random.gumbel)):
+        got = noise.sample(key, (3, 2), jax.numpy.float32)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(draw(key, (3, 2), jax.numpy.float32)))
+        assert got.shape == (3, 2) and got.dtype == jax.numpy.float32
