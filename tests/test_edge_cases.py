@@ -244,3 +244,39 @@ def test_host_solver_wrong_shape_in_tf_function_with_unknown_batch():
     good = tf.function(diffopt.host_solver(halve.fn, output_shape=lambda s: (s[0], 2)),
                        input_signature=[tf.TensorSpec([None, 4], tf.float32)])
     np.testing.assert_array_equal(good(tf.constant(X, tf.float32)).numpy(), X[:, ::2].astype(np.float32))
+
+
+# ------------------------------------------------------------------ threads
+
+_THREAD_OPS = {
+    "soft_sort": lambda x: soft_sort(x, temperature=0.5),
+    "soft_rank": lambda x: soft_rank(x, temperature=0.5),
+    "perturbed": lambda x: diffopt.perturbed(diffopt.argmax_one_hot, num_samples=8, sigma=0.5)(x, rng=3),
+    "imle": lambda x: imle_mod.imle(top2, noise_distribution=imle_mod.GumbelNoiseDistribution())(x, rng=3),
+}
+
+
+@pytest.mark.parametrize("name", list(_THREAD_OPS))
+def test_ops_are_thread_safe(grad_backend, name):
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    op = _THREAD_OPS[name]
+    rng = np.random.default_rng(0)
+    inputs = [rng.normal(size=(2, 5)) for _ in range(48 if grad_backend.name == "autograd" else 8)]
+    weights = grad_backend.asarray(np.arange(10.0).reshape(2, 5), "float32")
+
+    def grad(a):
+        x = grad_backend.asarray(a, "float32")
+        return grad_backend.to_numpy(grad_backend.grad(lambda v: ar.do("sum", op(v) * weights), x))
+
+    serial = [grad(a) for a in inputs]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            threaded = list(pool.map(grad, inputs))
+    finally:
+        sys.setswitchinterval(interval)
+    for s, t in zip(serial, threaded):
+        np.testing.assert_array_equal(s, t)

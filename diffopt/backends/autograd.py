@@ -1,5 +1,7 @@
 """HIPS autograd shim: NumPy code with gradients through ``primitive``/``defvjp``."""
 
+import threading
+
 import numpy as np
 from autograd.extend import defvjp_argnums, primitive
 from autograd.tracer import getval
@@ -40,23 +42,23 @@ def custom_vjp(fwd, bwd, jit=False, second_order=False):
     """Register ``(fwd, bwd)`` as an autograd primitive (see :mod:`diffopt.backends`).
 
     autograd builds the VJP right after the forward runs, so the residuals of
-    the latest forward are read from a one-slot store then. Differentiating
+    the latest forward are read from a one-slot store then (one per thread). Differentiating
     the returned cotangents again raises ``NotImplementedError``.
 
     With ``second_order`` a :class:`~diffopt.backends.SecondOrder`, each cotangent is
     instead an op of ``(g, *arrays)`` whose own derivative is that estimate.
     ``jit`` is accepted for a uniform signature and ignored here.
     """
-    store = {}
+    store = threading.local()  # one slot per thread: f may be cached and shared (soft_sort)
     spec = second_order_spec(second_order)
 
     @primitive
     def f(*arrays):
-        out, store["res"] = fwd(*arrays)
+        out, store.res = fwd(*arrays)
         return out
 
     def vjp_maker(argnums, ans, arrays, kwargs):
-        res = store["res"]
+        res = store.res
 
         def vjp(g):
             if spec is not None and not isinstance(g, tuple):
