@@ -173,9 +173,9 @@ def _torch_devices():
     import torch
 
     found = ["cpu"]
-    if torch.cuda.is_available():
+    if torch.cuda.is_available():  # pragma: no cover gpu
         found += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():  # pragma: no cover gpu
         found.append("mps")
     return found
 
@@ -193,7 +193,7 @@ def _tf_devices():
     return [d.name.replace("/physical_device:", "") for d in tf.config.list_physical_devices()]
 
 
-def _cupy_devices():
+def _cupy_devices():  # pragma: no cover gpu
     import cupy
 
     count = cupy.cuda.runtime.getDeviceCount()
