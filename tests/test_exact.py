@@ -290,6 +290,7 @@ AIMLE_CASES = {
     "alpha": dict(alpha=0.7),
     "temperatures-min": dict(t_in=0.6, t_tgt=0.9, minimize=True),
     "symmetric-marginal": dict(symmetric=True, marginal=M),
+    "symmetric-min-alpha": dict(symmetric=True, minimize=True, alpha=0.8, t_tgt=0.7),
 }
 
 
@@ -649,3 +650,39 @@ def test_optax_style_noise_sampling_with_a_jax_key():
         got = noise.sample(key, (3, 2), jax.numpy.float32)
         np.testing.assert_array_equal(np.asarray(got), np.asarray(draw(key, (3, 2), jax.numpy.float32)))
         assert got.shape == (3, 2) and got.dtype == jax.numpy.float32
+
+
+def test_adaptive_step_and_scale_edge_cases():
+    """λ = 0 for a zero cotangent (no NaN, also with θ = 0); small ‖dy‖ < 1; scale divides by λ > 0 only."""
+    target = dimle.AdaptiveTargetDistribution(initial_beta=1.5)
+    theta, dy = np.array([[3.0, 4.0]]), np.array([[0.3, 0.4]])  # ‖θ‖ = 5, ‖dy‖ = 0.5
+    assert float(target.step(theta, dy)) == pytest.approx(15.0, abs=1e-12)
+    assert float(target.step(theta, 0.0 * dy)) == 0.0
+    assert float(target.step(0.0 * theta, 0.0 * dy)) == 0.0
+    g = np.array([[1.0, -2.0]])
+    np.testing.assert_array_equal(target.scale(g, np.float64(0.0)), g)
+    np.testing.assert_allclose(target.scale(g, np.float64(2.0)), g / 2.0, rtol=0, atol=1e-15)
+
+
+def test_aimle_explicit_state_exact(grad_backend):
+    """``target_state=``: λ uses the state's β (not the object's), the state's gradient is the next state."""
+    backend = grad_backend
+    hyper = dict(step=0.05, momentum=0.5, decay=0.6, target_norm=1.9)
+    theta, eps, dy = _imle_inputs(13)
+    target = dimle.AdaptiveTargetDistribution(initial_beta=5.0, beta_update_step=hyper["step"],
+                                              beta_update_momentum=hyper["momentum"],
+                                              grad_norm_decay_rate=hyper["decay"], target_norm=hyper["target_norm"])
+    state = (0.7, 1.2, 0.02)
+    _, want_g, diff = ref_imle(theta, eps, dy, kind="aimle", adaptive=True, beta=state[0], symmetric=True)
+    want_state = ref_beta_update(state, np.count_nonzero(diff) / (B * S), **hyper)
+    with float64(backend):
+        fn = dimle.aimle(imle_solver, target_distribution=target, noise_distribution=FixedNoise(eps, backend, None),
+                         nb_samples=S, symmetric_perturbation=True)
+        t, dyb = backend.asarray(theta, "float64"), backend.asarray(dy, "float64")
+        sb = backend.asarray(np.array(state), "float64")
+        from test_imle import grad2  # gradients with respect to theta and the state together
+
+        g_theta, new = grad2(backend, lambda u, s_: ar.do("sum", fn(u, rng=0, target_state=s_) * dyb), t, sb)
+        close(backend, g_theta, want_g)
+        close(backend, new, np.array(want_state), tol=1e-12)
+    assert target.beta == 5.0  # the object's state is untouched on the functional path
