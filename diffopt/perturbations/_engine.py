@@ -6,6 +6,7 @@ pass from the rng key alone. Reductions over samples are carried across chunks
 by :func:`run_chunks`, which never holds more than one chunk of samples.
 """
 
+import copy
 import math
 
 import autoray as ar
@@ -32,12 +33,23 @@ class Settings:
 
     def __init__(self, num_samples, sigma, noise, batched, chunk_size=None):
         self.num_samples = check_int("num_samples", num_samples, minimum=1)
-        self.sigma = float(check_positive("sigma", sigma))
+        self.sigma = _check_sigma(sigma)
         self.noise = get_noise(noise)
         self.batched = bool(batched)
         if chunk_size is not None:
             chunk_size = check_int("chunk_size", chunk_size, minimum=1)
         self.chunk_size = chunk_size
+
+    @property
+    def learnable_sigma(self):
+        """Whether ``sigma`` is an array (a learnable scale, with a gradient) rather than a number."""
+        return hasattr(self.sigma, "shape")
+
+    def with_sigma(self, sigma):
+        """A copy whose ``sigma`` is the array ``sigma`` (the one the shim passes, maybe traced)."""
+        new = copy.copy(self)
+        new.sigma = sigma
+        return new
 
     def chunk_for(self, batch, size):
         """Samples per chunk for ``batch`` instances of ``size`` numbers each."""
@@ -46,10 +58,39 @@ class Settings:
         return max(1, min(self.num_samples, CHUNK_BUDGET // max(1, batch * size)))
 
 
-def prepare_theta(theta, batched, name="theta"):
-    """Validate ``theta`` and give it a leading batch axis; returns ``(theta_b, shim)``."""
+def _check_sigma(sigma):
+    """A number > 0 (kept as a float), or a floating scalar array > 0 (learnable: gets a gradient)."""
+    if not hasattr(sigma, "shape"):
+        return float(check_positive("sigma", sigma))
+    check_floating("sigma", sigma)
+    if tuple(sigma.shape) != ():
+        raise ValueError(f"sigma must be a number or a scalar array (shape ()), got shape {tuple(sigma.shape)}")
+    shim = get_backend(sigma, argnames=("sigma",))
+    if not shim.is_symbolic(sigma):
+        check_positive("sigma", float(shim.to_numpy(sigma)))
+    return sigma
+
+
+def sigma_scalar(settings, like):
+    """``settings.sigma`` as a Python float or, if learnable, as an array in ``like``'s dtype."""
+    sigma = settings.sigma
+    if not settings.learnable_sigma:
+        return sigma
+    dtype = ar.get_dtype_name(like)
+    return sigma if ar.get_dtype_name(sigma) == dtype else ar.astype(sigma, dtype)
+
+
+def prepare_theta(theta, batched, name="theta", sigma=None):
+    """Validate ``theta`` and give it a leading batch axis; returns ``(theta_b, shim)``.
+
+    A learnable ``sigma`` (an array) must be of ``theta``'s framework; the shim
+    is the one of both (NumPy ``theta`` with an autograd ``sigma`` is autograd).
+    """
     check_floating(name, theta)
-    shim = get_backend(theta, argnames=(name,))
+    if hasattr(sigma, "shape"):
+        shim = get_backend(theta, sigma, argnames=(name, "sigma"))
+    else:
+        shim = get_backend(theta, argnames=(name,))
     if batched:
         check_min_rank(name, theta, 2, " with batched=True ([B, ...]); pass batched=False for one instance")
     check_entries(name, theta, 1 if batched else 0)
@@ -132,7 +173,7 @@ class Problem:
         """``theta + sigma z`` (or the transform's version), ``[n, B, in_size]``."""
         if self.transform is not None:
             return self.transform(self.theta_c[None], z, self.settings.sigma)
-        return self.theta_c[None] + self.settings.sigma * z
+        return self.theta_c[None] + sigma_scalar(self.settings, self.theta_c) * z
 
     def solve(self, x):
         """``func`` on the flat perturbed batch ``x`` ``[rows, in_size]``; returns ``[rows, out_size]``."""

@@ -24,19 +24,22 @@ _REDUCTIONS = {"sum": "sum", "mean": "mean", "none": "none", "sum_over_batch_siz
 
 
 def _max_step(problem):
-    """Forward chunk step: Σ f_i ``[B, d]`` and Σ ⟨x_i, f_i⟩ ``[B]``."""
+    """Forward chunk step: Σ f_i ``[B, d]`` and Σ ⟨x_i, f_i⟩ ``[B]`` (and Σ ⟨z_i, f_i⟩ ``[B]``
+    for a learnable sigma: ∂F_σ/∂σ = E⟨Z, y*(θ + σZ)⟩ by the envelope theorem)."""
+    learnable = problem.settings.learnable_sigma
 
     def step(carry, sample):
-        _, x, f = sample
+        z, x, f = sample
         if carry is None and problem.out_size != problem.in_size:
             name = getattr(problem.func, "__name__", "func")
             raise ValueError(
                 f"func {name} must return arrays of theta's shape {problem.in_shape} for a "
                 f"perturbed max / Fenchel-Young loss (y*(θ) = argmax ⟨θ, y⟩), got {problem.out_shape}"
             )
-        total = ar.do("sum", f, axis=0)
-        value = ar.do("sum", ar.do("sum", x * f, axis=-1), axis=0)
-        return (total, value) if carry is None else (carry[0] + total, carry[1] + value)
+        pieces = (ar.do("sum", f, axis=0), ar.do("sum", ar.do("sum", x * f, axis=-1), axis=0))
+        if learnable:
+            pieces += (ar.do("sum", ar.do("sum", z * f, axis=-1), axis=0),)
+        return pieces if carry is None else tuple(c + p for c, p in zip(carry, pieces))
 
     return step
 
@@ -50,17 +53,29 @@ class _MaxCall:
         self.key = key
         extras, self.rebuild = split_arrays(args, kwargs, framework)
         self.n_lead = len(arrays)
+        self.learnable = settings.learnable_sigma
         self.inputs = list(arrays) + ([key] if self.key_is_array else []) + extras
+        if self.learnable:
+            self.inputs.append(settings.sigma)
 
     def expectation(self, arrays):
-        """``(problem, y_σ [B, d], F_σ [B])`` in the compute dtype."""
+        """``(problem, y_σ [B, d], F_σ [B], ∂F_σ/∂σ [B] or None)`` in the compute dtype."""
         k = self.n_lead
         key = arrays[k] if self.key_is_array else self.key
-        args, kwargs = self.rebuild(list(arrays[k + (1 if self.key_is_array else 0):]))
-        problem = Problem(self.settings, self.func, arrays[0], key, args, kwargs)
-        total, value = run_chunks(problem, _max_step(problem))
+        end = len(arrays) - (1 if self.learnable else 0)
+        args, kwargs = self.rebuild(list(arrays[k + (1 if self.key_is_array else 0):end]))
+        settings = self.settings.with_sigma(arrays[-1]) if self.learnable else self.settings
+        problem = Problem(settings, self.func, arrays[0], key, args, kwargs)
+        sums = run_chunks(problem, _max_step(problem))
         n = float(self.settings.num_samples)
-        return problem, total / n, value / n
+        return (problem,) + tuple(x / n for x in sums) + ((None,) if not self.learnable else ())
+
+    def sigma_cotangent(self, g, dsigma, arrays):
+        """``(d_sigma,)`` = Σ_b g_b ∂F_b/∂σ in sigma's dtype, or ``()`` without a learnable sigma."""
+        if not self.learnable:
+            return ()
+        d = ar.do("sum", _cast(g, ar.get_dtype_name(dsigma)) * dsigma)
+        return (_cast(d, ar.get_dtype_name(arrays[-1])),)
 
     def jacobian_product(self, arrays, ybar, t):
         """(J + Jᵀ) t / 2 ``[B, d]`` for the Jacobian J of y_σ (the Hessian of F_σ), replayed.
@@ -170,19 +185,21 @@ def perturbed_max(
 
 
 def _apply_max(settings, fn, theta, args, kwargs, rng):
-    theta_b, shim = prepare_theta(theta, settings.batched)
+    theta_b, shim = prepare_theta(theta, settings.batched, sigma=settings.sigma)
     key = make_rng(rng, theta).key
     call = _MaxCall(settings, fn, [theta_b], key, args, kwargs, shim.NAME)
     dtype, shape = ar.get_dtype_name(theta_b), _shape(theta_b)
 
     def fwd(*arrays):
-        _, ybar, value = call.expectation(arrays)
-        return _cast(value, dtype), (ybar,)
+        _, ybar, value, dsigma = call.expectation(arrays)
+        extra = (dsigma, arrays[-1]) if call.learnable else ()
+        return _cast(value, dtype), (ybar,) + extra
 
     def bwd(res, g):
-        (ybar,) = res
+        ybar = res[0]
         grad = _cast(g, ar.get_dtype_name(ybar))[:, None] * ybar
-        return (_cast(ar.do("reshape", grad, shape), dtype),) + call.nones(1)
+        d_sigma = call.sigma_cotangent(g, res[1], res[2:]) if call.learnable else ()
+        return (_cast(ar.do("reshape", grad, shape), dtype),) + call.nones(1 + len(d_sigma)) + d_sigma
 
     def jvp(arrays, res, ts):
         (ybar,) = res
@@ -195,7 +212,9 @@ def _apply_max(settings, fn, theta, args, kwargs, rng):
         h = _cast(g, ar.get_dtype_name(jt))[:, None] * jt
         return (_cast(ar.do("reshape", h, shape), dtype),) + call.nones(1)
 
-    out = shim.custom_vjp(fwd, bwd, second_order=SecondOrder(jvp, hvp))(*call.inputs)
+    # second derivatives: the symmetrised Jacobian of y_σ in θ; with a learnable sigma they raise
+    second = False if call.learnable else SecondOrder(jvp, hvp)
+    out = shim.custom_vjp(fwd, bwd, second_order=second)(*call.inputs)
     return out if settings.batched else out[0]
 
 
@@ -291,7 +310,7 @@ class FenchelYoungLoss:
         check_floating("theta", theta)
         if _shape(y_true) != _shape(theta):
             raise ValueError(f"y_true must have theta's shape {_shape(theta)}, got {_shape(y_true)}")
-        theta_b, _ = prepare_theta(theta, self.settings.batched)
+        theta_b, shim = prepare_theta(theta, self.settings.batched, sigma=self.settings.sigma)
         y_b = y_true if self.settings.batched else y_true[None]
         losses = self._losses(shim, theta_b, y_b, args, kwargs, rng)
         losses = losses if self.settings.batched else losses[0]
@@ -306,16 +325,18 @@ class FenchelYoungLoss:
         dtype, shape = ar.get_dtype_name(theta_b), _shape(theta_b)
 
         def fwd(*arrays):
-            problem, ybar, value = call.expectation(arrays)
+            problem, ybar, value, dsigma = call.expectation(arrays)
             y = ar.do("reshape", _cast(arrays[1], problem.cdtype), (problem.batch, problem.in_size))
             loss = sign * (value - ar.do("sum", problem.theta_c * y, axis=-1))
-            return _cast(loss, dtype), (ybar - y, ybar)
+            extra = (sign * dsigma, arrays[-1]) if call.learnable else ()
+            return _cast(loss, dtype), (ybar - y, ybar) + extra
 
         def bwd(res, g):
             diff = res[0]
+            d_sigma = call.sigma_cotangent(g, res[2], res[3:]) if call.learnable else ()
             g = _cast(g, ar.get_dtype_name(diff))[:, None] * sign
             d_theta = _cast(ar.do("reshape", g * diff, shape), dtype)
-            return (d_theta, None) + call.nones(2)
+            return (d_theta, None) + call.nones(2 + len(d_sigma)) + d_sigma
 
         def jvp(arrays, res, ts):  # the label is a constant: only θ's tangent counts
             diff = res[0]
@@ -327,7 +348,8 @@ class FenchelYoungLoss:
             h = _cast(g, ar.get_dtype_name(jt))[:, None] * sign * jt
             return (_cast(ar.do("reshape", h, shape), dtype), None) + call.nones(2)
 
-        return shim.custom_vjp(fwd, bwd, second_order=SecondOrder(jvp, hvp))(*call.inputs)
+        second = False if call.learnable else SecondOrder(jvp, hvp)
+        return shim.custom_vjp(fwd, bwd, second_order=second)(*call.inputs)
 
 
 def squared_losses(
@@ -348,6 +370,11 @@ def squared_losses(
     one (negated for ``maximize=False``), and ``y_true`` (cast to θ's dtype)
     gets none.
     """
+    if settings.learnable_sigma:
+        raise ValueError(
+            "sigma must be a number for the originals' squared Fenchel-Young loss (its gradient is "
+            "not that of its value, so there is no gradient in sigma); use diffopt.FenchelYoungLoss"
+        )
     shim = get_backend(theta, y_true, argnames=("theta", "y_true"))
     check_floating("theta", theta)
     if _shape(y_true) != _shape(theta):
@@ -360,7 +387,7 @@ def squared_losses(
     dtype, shape = ar.get_dtype_name(theta_b), _shape(theta_b)
 
     def fwd(*arrays):
-        problem, ybar, _ = call.expectation(arrays)
+        problem, ybar = call.expectation(arrays)[:2]
         y = ar.do("reshape", _cast(arrays[1], problem.cdtype), (problem.batch, problem.in_size))
         diff = sign * (ybar - y)
         return _cast(ar.do("sum", diff * diff, axis=-1), dtype), (diff,)

@@ -18,6 +18,7 @@ from diffopt.perturbations._engine import (
     num_chunks,
     prepare_theta,
     run_chunks,
+    sigma_scalar,
     split_arrays,
 )
 from diffopt._checks import check_choice
@@ -40,6 +41,13 @@ class _Options:
         self.multiplicative = bool(multiplicative)
         self.control_variate = check_choice_or_none("control_variate", control_variate, CONTROL_VARIATES)
         self.residual = check_choice("residual", residual, RESIDUALS)
+        if settings.learnable_sigma and self.multiplicative:
+            raise ValueError("a learnable sigma (an array) needs additive noise; got multiplicative=True")
+        if settings.learnable_sigma and self.residual not in ("auto", "recompute"):
+            raise ValueError(
+                "a learnable sigma (an array) replays the noise in the backward: residual must be "
+                f"'auto' or 'recompute', got residual={self.residual!r}"
+            )
         if self.control_variate == "mean" and settings.num_samples < 2:
             raise ValueError(
                 "control_variate='mean' (leave-one-out) needs num_samples >= 2, "
@@ -62,6 +70,8 @@ def _choose_residual(opts, problem):
         )
     if opts.residual != "auto":
         return opts.residual
+    if opts.settings.learnable_sigma:
+        return "recompute"
     if chunks == 1:
         return "samples"
     n_in, n_out = problem.in_size, problem.out_size
@@ -71,13 +81,22 @@ def _choose_residual(opts, problem):
 
 
 def _score_step(problem, g):
-    """Backward chunk step: accumulate Σ⟨g, f_i⟩ s_i and Σ s_i, each ``[B, in]``."""
+    """Backward chunk step: accumulate Σ⟨g, f_i⟩ s_i and Σ s_i, each ``[B, in]``.
+
+    With a learnable sigma also Σ⟨g, f_i⟩ r_i and Σ r_i ``[B]``, r = ⟨s, z⟩ − d the
+    score of the scale (∂/∂σ of the log-density of θ + σZ, times σ).
+    """
     score = problem.settings.noise.score
+    learnable = problem.settings.learnable_sigma
 
     def step(carry, sample):
         z, _, f = sample
-        a, total = _samples_pieces(score(z), f, g)
-        return (a, total) if carry is None else (carry[0] + a, carry[1] + total)
+        s = score(z)
+        pieces = _samples_pieces(s, f, g)
+        if learnable:
+            r = ar.do("sum", s * z, axis=-1) - float(problem.in_size)
+            pieces += (ar.do("sum", ar.do("einsum", "nbo,bo->nb", f, g) * r, axis=0), ar.do("sum", r, axis=0))
+        return pieces if carry is None else tuple(c + p for c, p in zip(carry, pieces))
 
     return step
 
@@ -106,13 +125,18 @@ def _forward_step(opts, problem):
     return step
 
 
-def _gradient(opts, a, s_total, g, base, theta_c):
-    """Score-function gradient ``[B, in]`` from Σ⟨g, f_i⟩ s_i, Σ s_i and the baseline."""
+def _gradient(opts, a, s_total, g, base, theta_c, sigma=None):
+    """Score-function gradient ``[B, in]`` from Σ⟨g, f_i⟩ s_i, Σ s_i and the baseline.
+
+    Also the gradient with respect to a learnable sigma, from the pieces ``[B]``
+    Σ⟨g, f_i⟩ r_i and Σ r_i given instead of ``[B, in]`` ones.
+    """
     settings = opts.settings
     if base is not None:
-        a = a - ar.do("sum", g * base, axis=-1)[:, None] * s_total
+        shift = ar.do("sum", g * base, axis=-1)
+        a = a - (shift[:, None] if len(a.shape) == 2 else shift) * s_total
     n = settings.num_samples
-    scale = 1.0 / ((n - 1 if opts.control_variate == "mean" else n) * settings.sigma)
+    scale = 1.0 / ((n - 1 if opts.control_variate == "mean" else n) * (settings.sigma if sigma is None else sigma))
     grad = a * scale
     if opts.multiplicative:
         grad = grad / theta_c
@@ -127,18 +151,23 @@ class _Call:
         self.key_is_array = hasattr(key, "shape")
         self.key = key
         extras, self.rebuild = split_arrays(args, kwargs, framework)
+        self.learnable = opts.settings.learnable_sigma
         self.inputs = [theta_b] + ([key] if self.key_is_array else []) + extras
+        if self.learnable:
+            self.inputs.append(opts.settings.sigma)
         self.theta_shape = tuple(int(d) for d in theta_b.shape)
         self.theta_dtype = ar.get_dtype_name(theta_b)
         self.layout = None
 
     def problem(self, arrays):
-        """A :class:`Problem` from the arrays the shim passes (theta, key?, extras)."""
+        """A :class:`Problem` from the arrays the shim passes (theta, key?, extras, sigma?)."""
         k = 1 if self.key_is_array else 0
         key = arrays[1] if k else self.key
-        args, kwargs = self.rebuild(list(arrays[1 + k:]))
+        end = len(arrays) - (1 if self.learnable else 0)
+        args, kwargs = self.rebuild(list(arrays[1 + k:end]))
         transform = _multiplicative if self.opts.multiplicative else None
-        return Problem(self.opts.settings, self.func, arrays[0], key, args, kwargs, transform)
+        settings = self.opts.settings.with_sigma(arrays[-1]) if self.learnable else self.opts.settings
+        return Problem(settings, self.func, arrays[0], key, args, kwargs, transform)
 
     def fwd(self, *arrays):
         opts, problem = self.opts, self.problem(arrays)
@@ -176,13 +205,19 @@ class _Call:
             jac, s_total = kept
             a = ar.do("einsum", "bo,boi->bi", g, jac)
         else:
-            a, s_total = run_chunks(problem, _score_step(problem, g))
+            pieces = run_chunks(problem, _score_step(problem, g))
+            a, s_total = pieces[:2]
             theta_c = problem.theta_c if opts.multiplicative else theta_c
-        grad = _gradient(opts, a, s_total, g, base, theta_c)
+        sigma = sigma_scalar(problem.settings, problem.theta_c) if self.learnable else None
+        grad = _gradient(opts, a, s_total, g, base, theta_c, sigma)
         grad = ar.do("reshape", grad, self.theta_shape)
         if ar.get_dtype_name(grad) != self.theta_dtype:
             grad = ar.astype(grad, self.theta_dtype)
-        return (grad,) + (None,) * (len(self.inputs) - 1)
+        if not self.learnable:
+            return (grad,) + (None,) * (len(self.inputs) - 1)
+        d_sigma = ar.do("sum", _gradient(opts, pieces[2], pieces[3], g, base, None, sigma))
+        d_sigma = _cast_like(d_sigma, kept[-1])
+        return (grad,) + (None,) * (len(self.inputs) - 2) + (d_sigma,)
 
     # --- second derivatives (see diffopt.backends.SecondOrder) ---------------------------
 
@@ -258,6 +293,11 @@ class _Call:
             h = (h - a * self._scale(1) * t) / theta_c
         h = ar.do("reshape", h, self.theta_shape)
         return (h if ar.get_dtype_name(h) == self.theta_dtype else ar.astype(h, self.theta_dtype),) + nones
+
+
+def _cast_like(x, like):
+    dtype = ar.get_dtype_name(like)
+    return x if ar.get_dtype_name(x) == dtype else ar.astype(x, dtype)
 
 
 def _flat(x, batch, dtype):
@@ -427,10 +467,12 @@ def _check_no_zeros(theta, shim):
 
 
 def _apply(opts, fn, theta, args, kwargs, rng):
-    theta_b, shim = prepare_theta(theta, opts.settings.batched)
+    theta_b, shim = prepare_theta(theta, opts.settings.batched, sigma=opts.settings.sigma)
     if opts.multiplicative:
         _check_no_zeros(theta, shim)
     key = make_rng(rng, theta).key
     call = _Call(opts, fn, theta_b, key, args, kwargs, shim.NAME)
-    out = shim.custom_vjp(call.fwd, call.bwd, second_order=SecondOrder(call.jvp, call.hvp))(*call.inputs)
+    # second derivatives: Stein's estimate in θ; with a learnable sigma they raise (no σ terms)
+    second = False if call.learnable else SecondOrder(call.jvp, call.hvp)
+    out = shim.custom_vjp(call.fwd, call.bwd, second_order=second)(*call.inputs)
     return out if opts.settings.batched else out[0]
