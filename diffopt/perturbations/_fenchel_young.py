@@ -140,7 +140,8 @@ def perturbed_max(
     Parameters
     ----------
     func, num_samples, sigma, noise, batched, device, chunk_size
-        See :func:`diffopt.perturbed`.
+        See :func:`diffopt.perturbed`. A learnable ``sigma`` (a scalar array)
+        gets ∂F_σ/∂σ = E⟨Z, func(θ + σZ)⟩ (the envelope theorem).
 
     Returns
     -------

@@ -39,7 +39,8 @@ def make_perturbed_fun(
     fun : callable
         ``fun(x) -> y`` on nested tuples / lists / dicts of arrays.
     num_samples : int, default 1000
-    sigma : float, default 0.1
+    sigma : float or scalar array, default 0.1
+        See :func:`diffopt.perturbed` (an array is learnable).
     noise : Noise or str, default Gumbel()
         A :class:`diffopt.Noise` (``optax``'s noise objects are not accepted:
         use ``diffopt.Gumbel()`` / ``diffopt.Normal()``).

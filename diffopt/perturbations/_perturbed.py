@@ -376,8 +376,12 @@ def perturbed(
         rankings, paths, scalars, any dtype).
     num_samples : int, default 1000
         Number of Monte-Carlo samples ``N``.
-    sigma : float, default 0.05
-        Noise scale ``σ > 0``.
+    sigma : float or scalar array, default 0.05
+        Noise scale ``σ > 0``. A floating scalar array of ``theta``'s
+        framework is learnable: it gets the gradient
+        ``E[f(θ + σZ) (⟨∇ν(Z), Z⟩ − d)] / σ`` (the score of the scale, with
+        the same control variate; additive noise only, the backward then
+        replays the noise) and may be traced under ``jax.jit``.
     noise : {'normal', 'gumbel'} or Noise, default 'normal'
         Noise distribution: a name or any :class:`diffopt.Noise` object.
     batched : bool, default True
