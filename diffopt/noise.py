@@ -416,6 +416,12 @@ def get_noise(noise: NoiseLike, argname: str = "noise") -> Noise:
     if convention == "key" and callable(getattr(noise, "log_prob", None)):
         return _KeyedNoise(noise)
     if convention == "diffopt" and callable(getattr(noise, "score", None)):
+        if not getattr(noise, "has_score", True):
+            raise TypeError(
+                f"{argname}={noise!r} has no closed-form score (the gradient of its negative "
+                "log-density), which the perturbed estimators need; use 'normal', 'gumbel' or a "
+                "noise object with score()"
+            )
         return noise
     raise TypeError(
         f"{argname} must be a name ({sorted(_NAMED)}), an object with sample(shape, like, rng) and "

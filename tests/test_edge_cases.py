@@ -280,3 +280,67 @@ def test_ops_are_thread_safe(grad_backend, name):
         sys.setswitchinterval(interval)
     for s, t in zip(serial, threaded):
         np.testing.assert_array_equal(s, t)
+
+
+# ------------------------------------------------------------------ pickling
+
+def _sum_leaves(tree):
+    return tree["a"] * 2.0
+
+
+_PICKLED = {
+    "perturbed": lambda: diffopt.perturbed(diffopt.argmax_one_hot, num_samples=8, sigma=0.5),
+    "perturbed_max": lambda: diffopt.perturbed_max(diffopt.argmax_one_hot, num_samples=8, sigma=0.5),
+    "imle": lambda: imle_mod.imle(top2, noise_distribution=imle_mod.SumOfGammaNoiseDistribution(2)),
+    "aimle": lambda: imle_mod.aimle(top2),
+    "ste": lambda: imle_mod.ste(top2),
+}
+
+
+@pytest.mark.parametrize("name", list(_PICKLED) + ["make_perturbed_fun"])
+def test_call_forms_pickle_and_give_the_same_result(backend, name):
+    import pickle
+
+    x = backend.asarray(X, "float32")
+    if name == "make_perturbed_fun":
+        fn = diffopt.make_perturbed_fun(_sum_leaves, num_samples=8, sigma=0.5)
+        again = pickle.loads(pickle.dumps(fn))
+        a, b = fn(4, {"a": x})["a"] if False else fn(4, {"a": x}), again(4, {"a": x})
+    else:
+        fn = _PICKLED[name]()
+        again = pickle.loads(pickle.dumps(fn))
+        a, b = fn(x, rng=4), again(x, rng=4)
+    np.testing.assert_array_equal(backend.to_numpy(a), backend.to_numpy(b))
+    assert again.__name__ == fn.__name__
+
+
+# ------------------------------------------------------------------ API traps
+
+def _top_m(x, m=2):
+    return diffopt.top_k_mask(x, m)
+
+
+def test_imle_forwards_keyword_arguments_to_the_solver(grad_backend):
+    x = grad_backend.asarray(X, "float32")
+    out = imle_mod.imle(_top_m)(x, m=1, rng=0)
+    np.testing.assert_array_equal(grad_backend.to_numpy(out), diffopt.top_k_mask(X, 1))
+    g = grad_backend.grad(lambda v: ar.do("sum", imle_mod.imle(_top_m)(v, m=1, rng=0) * grad_backend.asarray(DY_4, "float32")), x)
+    assert np.isfinite(grad_backend.to_numpy(g)).all()
+
+
+def test_imle_reads_a_1d_theta_as_a_batch_of_scalars(backend):
+    seen = []
+
+    def solver(v):
+        seen.append(tuple(v.shape))
+        return v * 0.0 + 1.0
+
+    out = imle_mod.imle(solver, nb_samples=2)(backend.asarray([1.0, 2.0, 3.0], "float32"), rng=0)
+    assert seen == [(6,)] and tuple(out.shape) == (6,)
+
+
+def test_sum_of_gamma_noise_in_perturbed_fails_before_work():
+    calls = []
+    with pytest.raises(TypeError, match=r"noise=.*SumOfGamma.*score"):
+        diffopt.perturbed(lambda x: calls.append(1) or x, noise=imle_mod.SumOfGammaNoiseDistribution(3))
+    assert not calls

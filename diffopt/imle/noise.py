@@ -126,6 +126,8 @@ class SumOfGammaNoiseDistribution(BaseNoiseDistribution):
     """
 
     name = "sum_of_gamma"
+    #: No closed-form density: not usable as ``noise=`` of :func:`diffopt.perturbed`.
+    has_score = False
 
     def __init__(self, k: int, nb_iterations: int = 10, device: Any = None) -> None:
         del device

@@ -144,14 +144,31 @@ class _Estimator:
 
 
 def _make_wrapper(function, config):
-    """``wrapper(theta, *args, rng=None, target_state=None)`` around ``function``."""
+    """``wrapper(theta, *args, rng=None, target_state=None, **kwargs)`` around ``function``."""
     _core.check_function(function)
+    return _IMLEFunction(function, config)
 
-    @functools.wraps(function)
-    def wrapper(theta, *args, rng=None, target_state=None):
+
+class _IMLEFunction:
+    """The estimator around ``function``: a plain object (not a closure), so it pickles.
+
+    Extra positional and keyword arguments go to the solver unchanged (arrays of
+    θ's framework travel through the custom VJP, without a gradient).
+    """
+
+    def __init__(self, function, config):
+        functools.update_wrapper(self, function)  # first: it copies function's __dict__
+        self.function, self.config = function, config
+
+    def __call__(self, theta, *args, rng=None, target_state=None, **kwargs):
+        config = self.config
         backend = _core.check_theta(theta)
         has_state = _check_state(config, target_state)
         layout = _core.Layout(theta, config.samples, config.marginal)
+        function = self.function
+        if kwargs:  # keyword arguments ride along as positional ones after args
+            function = _WithKeywords(function, len(args), tuple(kwargs))
+            args = tuple(args) + tuple(kwargs.values())
         positions = [i for i in _core.split_args(args) if _travels(args[i], backend)]
         eps = _core.sample_noise(config.noise, theta, layout, rng)
         est = _Estimator(config, function, args, positions, layout, backend, has_state)
@@ -159,7 +176,16 @@ def _make_wrapper(function, config):
         state = (target_state,) if has_state else ()
         return op(theta, eps, *state, *(args[i] for i in positions))
 
-    return wrapper
+
+class _WithKeywords:
+    """``function(x, *args[:nargs], **dict(zip(keys, args[nargs:])))``."""
+
+    def __init__(self, function, nargs, keys):
+        self.function, self.nargs, self.keys = function, nargs, keys
+        self.__name__ = getattr(function, "__name__", type(function).__name__)
+
+    def __call__(self, x, *args):
+        return self.function(x, *args[: self.nargs], **dict(zip(self.keys, args[self.nargs:])))
 
 
 def _travels(a, backend):
@@ -237,8 +263,8 @@ def imle(
     Returns
     -------
     callable
-        ``wrapper(theta, *args, rng=None, target_state=None)``. ``args`` go
-        to the solver unchanged and get no gradient. ``rng`` seeds ε (a JAX
+        ``wrapper(theta, *args, rng=None, target_state=None, **kwargs)``.
+        ``args`` and ``kwargs`` go to the solver unchanged and get no gradient. ``rng`` seeds ε (a JAX
         key is required under ``jax.jit`` when there is noise).
         ``target_state`` (adaptive targets only) is the functional state of
         :class:`~diffopt.imle.AdaptiveTargetDistribution`: the gradient of
@@ -384,7 +410,7 @@ def ste(
     Returns
     -------
     callable
-        ``wrapper(theta, *args, rng=None)``, returning ``[B·S, ...]``.
+        ``wrapper(theta, *args, rng=None, **kwargs)``, returning ``[B·S, ...]``.
 
     Raises
     ------
@@ -406,10 +432,4 @@ def ste(
                                  noise_temperature=noise_temperature, nb_samples=nb_samples)
     noise_temperature = _core.check_temperature("noise_temperature", noise_temperature)
     config = _Config("ste", None, noise_distribution, nb_samples, 1, noise_temperature, 0.0)
-    wrapped = _make_wrapper(function, config)
-
-    @functools.wraps(function)
-    def wrapper(theta, *args, rng=None):
-        return wrapped(theta, *args, rng=rng)
-
-    return wrapper
+    return _make_wrapper(function, config)

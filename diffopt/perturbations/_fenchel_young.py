@@ -175,14 +175,20 @@ def perturbed_max(
     def decorator(fn):
         if not callable(fn):
             raise TypeError(f"func must be callable, got {type(fn).__name__}")
-
-        @functools.wraps(fn)
-        def wrapper(theta, *args, rng=None, **kwargs):
-            return _apply_max(settings, fn, theta, args, kwargs, rng)
-
-        return wrapper
+        return _PerturbedMax(settings, fn)
 
     return decorator if func is None else decorator(func)
+
+
+class _PerturbedMax:
+    """``perturbed_max(fn)``: a plain object (not a closure) so that it pickles when ``fn`` does."""
+
+    def __init__(self, settings, fn):
+        functools.update_wrapper(self, fn)  # first: it copies fn's __dict__ (a HostSolver's .fn)
+        self.settings, self.fn = settings, fn
+
+    def __call__(self, theta, *args, rng=None, **kwargs):
+        return _apply_max(self.settings, self.fn, theta, args, kwargs, rng)
 
 
 def _apply_max(settings, fn, theta, args, kwargs, rng):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, Callable
+import functools
 import math
 
 import autoray as ar
@@ -70,9 +71,24 @@ def make_perturbed_fun(
         raise TypeError(f"fun must be callable, got {type(fun).__name__}")
     settings = dict(num_samples=num_samples, sigma=sigma, noise=noise, batched=False,
                     control_variate="value" if use_baseline else None, chunk_size=chunk_size)
-    perturbed(lambda x: x, **settings)  # validate now, before any call
+    perturbed(_identity, **settings)  # validate now, before any call
+    return _PerturbedFun(fun, settings)
 
-    def fn(rng, x):
+
+def _identity(x):
+    return x
+
+
+class _PerturbedFun:
+    """``fn(rng, x)`` of :func:`make_perturbed_fun`: a plain object (not a closure), so it
+    pickles when ``fun`` does."""
+
+    def __init__(self, fun, settings):
+        functools.update_wrapper(self, fun)  # first: it copies fun's __dict__
+        self.fun, self.settings = fun, settings
+
+    def __call__(self, rng, x):
+        fun, settings = self.fun, self.settings
         leaves, treedef = tree_flatten(x)
         _check_leaves(leaves)
         packed = _Packed(leaves)
@@ -93,8 +109,6 @@ def make_perturbed_fun(
 
         out = perturbed(solver, **settings)(packed.flat, rng=rng)
         return tree_unflatten(info["treedef"], _unpack(out, info["shapes"]))
-
-    return fn
 
 
 def _check_leaves(leaves):

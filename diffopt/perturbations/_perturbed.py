@@ -446,14 +446,20 @@ def perturbed(
     def decorator(fn):
         if not callable(fn):
             raise TypeError(f"func must be callable, got {type(fn).__name__}")
-
-        @functools.wraps(fn)
-        def wrapper(theta, *args, rng=None, **kwargs):
-            return _apply(opts, fn, theta, args, kwargs, rng)
-
-        return wrapper
+        return _Perturbed(opts, fn)
 
     return decorator if func is None else decorator(func)
+
+
+class _Perturbed:
+    """``perturbed(fn)``: a plain object (not a closure) so that it pickles when ``fn`` does."""
+
+    def __init__(self, opts, fn):
+        functools.update_wrapper(self, fn)  # first: it copies fn's __dict__ (a HostSolver's .fn)
+        self.opts, self.fn = opts, fn
+
+    def __call__(self, theta, *args, rng=None, **kwargs):
+        return _apply(self.opts, self.fn, theta, args, kwargs, rng)
 
 
 def _check_no_zeros(theta, shim):
