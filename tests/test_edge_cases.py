@@ -344,3 +344,29 @@ def test_sum_of_gamma_noise_in_perturbed_fails_before_work():
     with pytest.raises(TypeError, match=r"noise=.*SumOfGamma.*score"):
         diffopt.perturbed(lambda x: calls.append(1) or x, noise=imle_mod.SumOfGammaNoiseDistribution(3))
     assert not calls
+
+
+# ------------------------------------------------------------------ rng
+
+@pytest.mark.parametrize("seed", [2**63, 2**64 + 5, -1])
+def test_seeds_outside_int64_are_one_named_error(backend, seed):
+    x = backend.asarray(X, "float32")
+    with pytest.raises(ValueError, match=r"rng seed must be an int in \[0, 2\*\*63\)"):
+        diffopt.perturbed(diffopt.argmax_one_hot, num_samples=2)(x, rng=seed)
+
+
+def test_largest_seed_works_everywhere(backend):
+    x = backend.asarray(X, "float32")
+    a = diffopt.perturbed(diffopt.argmax_one_hot, num_samples=4)(x, rng=2**63 - 1)
+    b = diffopt.perturbed(diffopt.argmax_one_hot, num_samples=4)(x, rng=2**63 - 1)
+    np.testing.assert_array_equal(backend.to_numpy(a), backend.to_numpy(b))
+
+
+class _ForeignGenerator:
+    """Stands for a generator of another framework."""
+
+
+def test_generator_of_another_framework_is_named(backend):
+    x = backend.asarray(X, "float32")
+    with pytest.raises(TypeError, match=r"test_edge_cases\._ForeignGenerator"):
+        diffopt.perturbed(diffopt.argmax_one_hot, num_samples=2)(x, rng=_ForeignGenerator())

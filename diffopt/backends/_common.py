@@ -20,10 +20,20 @@ def as_tuple(out):
 
 
 def check_int_seed(rng):
-    """Validate an ``int`` seed and return it."""
-    if rng < 0:
-        raise ValueError(f"rng seed must be >= 0, got rng={rng}")
+    """Validate an ``int`` seed and return it.
+
+    One rule on every backend: ``0 <= rng < 2**63`` (what JAX's and TensorFlow's
+    int64 seeds hold); anything else is a ``ValueError`` naming ``rng``.
+    """
+    if not 0 <= rng < 2**63:
+        raise ValueError(f"rng seed must be an int in [0, 2**63), got rng={rng}")
     return int(rng)
+
+
+def type_label(obj):
+    """``module.Class`` of ``obj``, for messages about a generator of the wrong framework."""
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def numpy_seed(rng, framework):
@@ -36,7 +46,7 @@ def numpy_seed(rng, framework):
         return seed_from_numpy(rng)
     raise TypeError(
         f"rng for {framework} arrays must be None, an int seed or a numpy.random.Generator, "
-        f"got {type(rng).__name__}"
+        f"got {type_label(rng)}"
     )
 
 

@@ -200,7 +200,7 @@ def make_rng(rng, like):
     else:
         raise TypeError(
             "rng for jax arrays must be None, an int seed or a key from jax.random.key, "
-            f"got {type(rng).__name__}"
+            f"got {_common.type_label(rng)}"
         )
     return JaxRng(key, like)
 

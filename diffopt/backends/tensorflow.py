@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from diffopt.backends._common import (
-    SECOND_ORDER_MESSAGE, as_tuple, check_int_seed, fori_loop, numpy_seed, second_order_spec,
+    SECOND_ORDER_MESSAGE, type_label, as_tuple, check_int_seed, fori_loop, numpy_seed, second_order_spec,
 )
 from diffopt.random import Rng
 
@@ -116,7 +116,7 @@ def make_rng(rng, like):
     else:
         raise TypeError(
             "rng for tensorflow tensors must be None, an int seed, a tf.random.Generator "
-            f"or an int seed tensor of shape [2], got {type(rng).__name__}"
+            f"or an int seed tensor of shape [2], got {type_label(rng)}"
         )
     return TfRng(key, like)
 
