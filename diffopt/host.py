@@ -109,7 +109,7 @@ class HostSolver:
             blocks = np.array_split(a, min(len(a), 2 * _workers(self.executor)))
             solved = self.executor.map(functools.partial(_solve_block, one), blocks)
             rows = [_check_result(r, name) for block in solved for r in block]
-        return np.stack(rows)
+        return _stack(rows, name)
 
     def _spec(self, x, backend, args, kwargs):
         """Output shape for a traced ``x``: declared, or probed once per input shape."""
@@ -163,6 +163,20 @@ def _checked_shape(fn, expected, declared, name, a):
             f"{source} gives {want} under tracing; fix output_shape or the solver"
         )
     return out
+
+
+def _stack(rows, name):
+    """The per-instance results as one array; they must all have one shape."""
+    shapes = {r.shape for r in rows}
+    if len(shapes) > 1:
+        first = rows[0].shape
+        bad = next(i for i, r in enumerate(rows) if r.shape != first)
+        raise ValueError(
+            f"host solver {name} (vectorized=False) returned results of different shapes: "
+            f"instance 0 gave {first}, instance {bad} gave {rows[bad].shape}; every instance "
+            "must return the same shape"
+        )
+    return np.stack(rows)
 
 
 def _workers(executor):

@@ -370,3 +370,23 @@ def test_generator_of_another_framework_is_named(backend):
     x = backend.asarray(X, "float32")
     with pytest.raises(TypeError, match=r"test_edge_cases\._ForeignGenerator"):
         diffopt.perturbed(diffopt.argmax_one_hot, num_samples=2)(x, rng=_ForeignGenerator())
+
+
+# ------------------------------------------------------------------ per-instance solver results
+
+@diffopt.host_solver(vectorized=False)
+def _ragged(a):
+    return a[: 1 + int(a[0] > 0.5)]
+
+
+@diffopt.host_solver(vectorized=False)
+def _text(a):
+    return np.array(["x"] * len(a))
+
+
+@pytest.mark.parametrize("solver, message", [(_ragged, r"_ragged .*different shapes.*instance 1"),
+                                             (_text, r"_text returned <U1 data")])
+def test_bad_per_instance_results_name_the_solver(backend, solver, message):
+    x = backend.asarray(X, "float32")
+    with pytest.raises((ValueError, TypeError), match=message):
+        diffopt.perturbed(solver, num_samples=2)(x, rng=0)
