@@ -533,14 +533,24 @@ def _sorting_cases(relaxation, op, temperature=0.7):
 @pytest.mark.parametrize("op", ["sort", "sort_desc", "rank", "topk", "perm"])
 @pytest.mark.parametrize("relaxation", ["logsumexp", "logistic", "cauchy", "reciprocal", "optimal"])
 def test_soft_sorting_exact(backend, relaxation, op):
-    """Values and gradients of the sorting ops on 2 rows of 6 (padded to 8) and of 8."""
+    """Values and gradients of the sorting ops on 2 rows of 6 (padded to 8) and of 8.
+
+    Eager JAX runs the transports (ranks, top-k, permutations) op by op and compiles
+    each small op once (~1 min per case on two cores): JAX checks them for two
+    relaxations, the other backends for all five.
+    """
+    if backend.name == "jax" and op in ("rank", "topk", "perm") and relaxation not in ("logsumexp", "cauchy"):
+        pytest.skip("JAX: transports checked for 'logsumexp' and 'cauchy' only (CI time)")
     temperature = 0.7
+    # JAX: compiled once per function instead of op by op (CI time); compiled = eager in test_compiled.py
+    compile_ = backend.jit if backend.name == "jax" else (lambda f: f)
     for x, want, w, want_g in _sorting_cases(relaxation, op, temperature):
         with float64(backend):
             xb, wb = backend.asarray(x, "float64"), backend.asarray(w, "float64")
-            close(backend, _diffopt_sorting(op, xb, relaxation, temperature), want)
+            close(backend, compile_(lambda u: _diffopt_sorting(op, u, relaxation, temperature))(xb), want)
             if backend.has_grad:
-                got = backend.grad(lambda u: ar.do("sum", _diffopt_sorting(op, u, relaxation, temperature) * wb), xb)
+                loss = lambda u, v: ar.do("sum", _diffopt_sorting(op, u, relaxation, temperature) * v)  # noqa: E731
+                got = compile_(lambda u, v: backend.grad(lambda z: loss(z, v), u))(xb, wb)
                 close(backend, got, want_g)
 
 
