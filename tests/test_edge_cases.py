@@ -390,3 +390,50 @@ def test_bad_per_instance_results_name_the_solver(backend, solver, message):
     x = backend.asarray(X, "float32")
     with pytest.raises((ValueError, TypeError), match=message):
         diffopt.perturbed(solver, num_samples=2)(x, rng=0)
+
+
+# ------------------------------------------------------------------ Keras / unknown batch size
+
+_UNKNOWN_BATCH_OPS = {
+    "soft_sort": lambda x: soft_sort(x, temperature=0.5),
+    "soft_rank": lambda x: soft_rank(x, temperature=0.5),
+    "soft_topk": lambda x: soft_topk(x, 2, temperature=0.5),
+    "imle": lambda x: imle_mod.imle(top2, input_noise_temperature=0.0)(x, rng=0),
+}
+
+
+@pytest.mark.parametrize("name", list(_UNKNOWN_BATCH_OPS))
+def test_tf_function_with_unknown_batch_size(name):
+    tf = pytest.importorskip("tensorflow")
+    op = _UNKNOWN_BATCH_OPS[name]
+    traced = tf.function(op, input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+    x = tf.constant(X, tf.float32)
+    weights = tf.constant(DY_4, tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        eager, graph = op(x), traced(x)
+        le, lg = tf.reduce_sum(eager * weights), tf.reduce_sum(graph * weights)
+    np.testing.assert_allclose(graph.numpy(), eager.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(tape.gradient(lg, x).numpy(), tape.gradient(le, x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_keras_model_with_soft_sort_trains_with_fit():
+    tf = pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+
+    class SortedDense(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(4)
+
+        def call(self, x):
+            return soft_sort(self.dense(x), temperature=0.1)
+
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(32, 4)).astype(np.float32)
+    targets = np.sort(inputs * 2.0 + 1.0, axis=-1).astype(np.float32)
+    model = SortedDense()
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    history = model.fit(inputs, targets, batch_size=8, epochs=4, verbose=0, shuffle=False)
+    losses = history.history["loss"]
+    assert losses[-1] < losses[0], losses

@@ -22,7 +22,7 @@ from diffopt._dtypes import compute_dtype
 from diffopt._ops import nan_rows
 from diffopt.backends import get_backend
 from diffopt.sorting._relax import check_relaxation
-from diffopt.sorting._soft import bit_reverse, network, pull, push, to_sentinels
+from diffopt.sorting._soft import bit_reverse, network, pull, push, reshape_target, to_sentinels
 
 __all__ = ["soft_sort", "soft_rank", "soft_argsort", "soft_permutation", "soft_topk"]
 
@@ -88,7 +88,7 @@ def _to_rows(x, axis):
 
     def undo(y, matrix=False):
         extra = tuple(y.shape[2:])
-        y = ar.do("reshape", y, moved + extra)
+        y = ar.do("reshape", y, reshape_target(moved + extra))
         if axis == ndim - 1 or matrix:
             return y
         return ar.do("transpose", y, inverse + list(range(ndim, ndim + len(extra))))
@@ -128,7 +128,7 @@ def _to_network(rows):
     so that every comparator reads and writes runs of at least ``B`` contiguous
     values; fewer rows stay ``(B, N)``.
     """
-    if rows.shape[0] < _BATCH_LAST_ROWS:
+    if rows.shape[0] is None or rows.shape[0] < _BATCH_LAST_ROWS:  # None: unknown (traced) batch
         return bit_reverse(rows)
     block = bit_reverse(ar.do("transpose", rows), axis=0)
     return ar.do("reshape", block, (1,) + tuple(block.shape))

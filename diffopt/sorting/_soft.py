@@ -31,7 +31,8 @@ import numpy as np
 from diffopt._ops import where_fill
 from diffopt.sorting._relax import logsumexp_slope, relax_terms
 
-__all__ = ["network", "lse_network", "push", "pull", "layer_sizes", "bit_reverse", "bit_reversal", "finite_range", "to_sentinels"]
+__all__ = ["network", "lse_network", "push", "pull", "layer_sizes", "bit_reverse", "bit_reversal", "finite_range", "to_sentinels",
+           "reshape_target"]
 
 
 def layer_sizes(big_n, reverse=False):
@@ -58,16 +59,21 @@ def bit_reverse(x, n=None, axis=1):
     return ar.do("take", x, idx if n is None else idx[:n], axis=axis)
 
 
+def reshape_target(shape):
+    """``shape`` for ``reshape``, an unknown (traced, e.g. Keras batch) size given as ``-1``."""
+    return tuple(-1 if d is None else d for d in shape)
+
+
 def _split(x, m):
     """View ``(B, N, ...)`` as comparator inputs ``a, b`` of shape ``(B, N/2m, m, ...)``."""
-    shape = tuple(x.shape)
+    shape = reshape_target(x.shape)
     xr = ar.do("reshape", x, (shape[0], shape[1] // (2 * m), 2, m) + shape[2:])
     return xr[:, :, 0], xr[:, :, 1]
 
 
 def _join(lo, hi, like):
     """Inverse of :func:`_split`."""
-    return ar.do("reshape", ar.do("stack", (lo, hi), axis=2), like.shape)
+    return ar.do("reshape", ar.do("stack", (lo, hi), axis=2), reshape_target(like.shape))
 
 
 @functools.lru_cache(maxsize=256)
@@ -221,7 +227,7 @@ def _lse_network(x, temperature, reverse):
 
 def _expand(w, t):
     """Broadcast a ``(B, N/2m, m)`` weight against split transport state ``t``."""
-    return ar.do("reshape", w, tuple(w.shape) + (1,) * (t.ndim - w.ndim))
+    return ar.do("reshape", w, reshape_target(tuple(w.shape) + (1,) * (len(t.shape) - len(w.shape))))
 
 
 def push(t, weights, big_n, reverse=False):
