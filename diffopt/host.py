@@ -104,11 +104,12 @@ class HostSolver:
             raise ValueError(f"host solver {name} got an empty leading axis")
         one = functools.partial(self.fn, *args, **kwargs) if (args or kwargs) else self.fn
         if self.executor is None:
-            rows = [_check_result(one(r), name) for r in a]
+            solved = [_solve_block(one, 0, a)]
         else:
             blocks = np.array_split(a, min(len(a), 2 * _workers(self.executor)))
-            solved = self.executor.map(functools.partial(_solve_block, one), blocks)
-            rows = [_check_result(r, name) for block in solved for r in block]
+            starts = np.cumsum([0] + [len(b) for b in blocks[:-1]]).tolist()
+            solved = list(self.executor.map(functools.partial(_solve_block, one), starts, blocks))
+        rows = [_check_result(r, name) for r in _unpack_blocks(solved, name)]
         return _stack(rows, name)
 
     def _spec(self, x, backend, args, kwargs):
@@ -184,9 +185,36 @@ def _workers(executor):
     return int(getattr(executor, "_max_workers", None) or os.cpu_count() or 1)
 
 
-def _solve_block(one, block):
-    """Solve the instances of ``block`` one by one (one task per block, not per instance)."""
-    return [one(r) for r in block]
+class _Failure:
+    """An instance's exception, returned (not raised) by a worker: a raised one would make
+    some executors (dask) cancel the other tasks and poison the next call."""
+
+    def __init__(self, index, error):
+        self.index = index
+        self.error = error
+        self.text = f"{type(error).__name__}: {error}"
+
+
+def _solve_block(one, start, block):
+    """Solve the instances of ``block`` (``start`` = index of its first) one by one (one task
+    per block, not per instance); stops at the first failure."""
+    out = []
+    for i, r in enumerate(block):
+        try:
+            out.append(one(r))
+        except Exception as error:  # reported with its instance index by _unpack_blocks
+            out.append(_Failure(start + i, error))
+            break
+    return out
+
+
+def _unpack_blocks(solved, name):
+    """The results of every block, in order; the first failure raised naming its instance."""
+    rows = [r for block in solved for r in block]
+    for r in rows:
+        if isinstance(r, _Failure):
+            raise RuntimeError(f"host solver {name} failed on instance {r.index}: {r.text}") from r.error
+    return rows
 
 
 def _dtype_name(x):

@@ -437,3 +437,40 @@ def test_keras_model_with_soft_sort_trains_with_fit():
     history = model.fit(inputs, targets, batch_size=8, epochs=4, verbose=0, shuffle=False)
     losses = history.history["loss"]
     assert losses[-1] < losses[0], losses
+
+
+# ------------------------------------------------------------------ executors
+
+def _singular_second():
+    mats = np.stack([np.eye(2) * (i + 1.0) for i in range(6)])
+    mats[4] = [[1.0, 2.0], [2.0, 4.0]]  # singular: np.linalg.inv fails on instance 4
+    return mats
+
+
+def _check_executor(executor):
+    solver = diffopt.host_solver(np.linalg.inv, vectorized=False, executor=executor)
+    with pytest.raises(RuntimeError, match=r"host solver inv failed on instance 4: LinAlgError"):
+        solver(_singular_second())
+    good = np.stack([np.eye(2) * (i + 1.0) for i in range(6)])
+    for _ in range(2):  # the pool stays usable, every instance comes back in order
+        np.testing.assert_allclose(solver(good), np.linalg.inv(good))
+
+
+@pytest.mark.parametrize("kind", ["none", "threads", "processes"])
+def test_executor_failure_names_the_instance_and_the_pool_survives(kind):
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    if kind == "none":
+        _check_executor(None)
+        return
+    pool = ThreadPoolExecutor(2) if kind == "threads" else ProcessPoolExecutor(2)
+    with pool:
+        _check_executor(pool)
+
+
+@pytest.mark.skipif("numpy" not in __import__("conftest").SELECTED, reason="runs in the numpy env only")
+def test_executor_failure_on_a_dask_local_cluster():
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            _check_executor(client.get_executor())
