@@ -1,4 +1,10 @@
-"""Portable numerical helpers composed from autoray primitives.
+"""diffopt's private op table, and portable helpers composed from it.
+
+:func:`do` is the one way the core calls an array function: it looks the name
+up in the table of the shim of the arrays' framework (each shim's ``OPS``
+dict, see :mod:`diffopt.backends`) and falls back to :func:`autoray.do`.
+diffopt never registers anything with autoray, so autoray behaves for the
+user exactly as it did before ``import diffopt``.
 
 autoray does not translate ``logsumexp``, ``sigmoid``, ``softplus`` or
 ``one_hot`` for every framework; they are composed here once.
@@ -8,42 +14,81 @@ import math
 
 import autoray as ar
 
-from diffopt.backends import get_backend
+from diffopt import backends
 
 __all__ = [
+    "do",
     "logsumexp", "softmax", "sigmoid", "softplus", "logaddexp", "first_max_mask",
     "fori_loop", "map_leading", "nan_rows", "where_fill",
 ]
 
 
+# Names whose backend is read from the first element of their first argument (a sequence).
+_JOIN = frozenset({"concatenate", "stack"})
+# Names whose backend is read from all their arguments: ``where``'s ``cond`` is often a
+# plain NumPy bool array (e.g. ``box >= 0`` under HIPS autograd), which must not send
+# autograd boxes or tensors to NumPy's ``where``.
+_MULTI = frozenset({"where"})
+
+
+def _dispatch(name, args, like):
+    """The autoray backend name that ``do(name, *args, like=like)`` runs on."""
+    if like is not None:
+        return like if isinstance(like, str) else ar.infer_backend(like)
+    if name in _MULTI:
+        return ar.infer_backend_multi(*args)
+    first = args[0]
+    if name in _JOIN and isinstance(first, (list, tuple)) and first:
+        first = first[0]
+    return ar.infer_backend(first)
+
+
+def do(name, *args, like=None, **kwargs):
+    """Call the array function ``name`` on ``args``, like :func:`autoray.do`.
+
+    The backend is inferred from the first argument (the first element of a
+    joined sequence; every argument for ``where``) or given by ``like``. The
+    shim of that framework is asked first (its ``OPS`` table: translations
+    that ``torch.compile`` accepts, kernels the core looks up by name); any
+    other name goes to :func:`autoray.do` unchanged.
+    """
+    backend = _dispatch(name, args, like)
+    fn = backends.ops(backend).get(name)
+    if fn is not None:
+        return fn(*args, **kwargs)
+    if name in _MULTI and like is None:
+        like = backend
+    return ar.do(name, *args, like=like, **kwargs)
+
+
 def logsumexp(x, axis=-1, keepdims=False):
     """``log(sum(exp(x), axis))`` without overflow."""
-    m = ar.do("max", x, axis=axis, keepdims=True)
-    m = ar.do("where", ar.do("isfinite", m), m, ar.do("zeros_like", m))
-    out = ar.do("log", ar.do("sum", ar.do("exp", x - m), axis=axis, keepdims=True)) + m
-    return out if keepdims else ar.do("squeeze", out, axis=axis)
+    m = do("max", x, axis=axis, keepdims=True)
+    m = do("where", do("isfinite", m), m, do("zeros_like", m))
+    out = do("log", do("sum", do("exp", x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else do("squeeze", out, axis=axis)
 
 
 def softmax(x, axis=-1):
     """``exp(x) / sum(exp(x), axis)``, stable."""
-    return ar.do("exp", x - logsumexp(x, axis=axis, keepdims=True))
+    return do("exp", x - logsumexp(x, axis=axis, keepdims=True))
 
 
 def sigmoid(x):
     """Logistic function ``1 / (1 + exp(-x))``, stable for large ``|x|``."""
-    e = ar.do("exp", -ar.do("abs", x))
-    return ar.do("where", x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    e = do("exp", -do("abs", x))
+    return do("where", x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def softplus(x):
     """``log(1 + exp(x))``, stable for large ``|x|``."""
-    return ar.do("maximum", x, 0.0 * x) + ar.do("log1p", ar.do("exp", -ar.do("abs", x)))
+    return do("maximum", x, 0.0 * x) + do("log1p", do("exp", -do("abs", x)))
 
 
 def logaddexp(a, b):
     """``log(exp(a) + exp(b))``, stable."""
-    m = ar.do("maximum", a, b)
-    return m + softplus(-ar.do("abs", a - b))
+    m = do("maximum", a, b)
+    return m + softplus(-do("abs", a - b))
 
 
 def first_max_mask(x, axis=-1):
@@ -52,9 +97,9 @@ def first_max_mask(x, axis=-1):
     ``argmax`` compared with the positions along ``axis`` (a ``cumsum`` of ones,
     made on ``x``'s device): faster than ``one_hot`` in torch.
     """
-    idx = ar.do("expand_dims", ar.do("argmax", x, axis=axis), axis)
+    idx = do("expand_dims", do("argmax", x, axis=axis), axis)
     # positions counted on x's device (autoray's ``arange(like=x)`` makes a host tensor for torch)
-    positions = ar.do("cumsum", ar.astype(ar.do("ones_like", x), ar.get_dtype_name(idx)), axis=axis) - 1
+    positions = do("cumsum", ar.astype(do("ones_like", x), ar.get_dtype_name(idx)), axis=axis) - 1
     return ar.astype(idx == positions, ar.get_dtype_name(x))
 
 
@@ -69,9 +114,9 @@ def nan_rows(x, out):
     size = math.prod(int(d) for d in x.shape[1:])
     if size == 0:
         return out
-    flat = ar.do("reshape", x, (-1, size))
+    flat = do("reshape", x, (-1, size))
     flags = ar.astype(flat != flat, "float32")  # not isnan: TF's NumPy isnan fails on bfloat16
-    bad = ar.do("reshape", ar.do("max", flags, axis=1) > 0, (-1,) + (1,) * (len(out.shape) - 1))
+    bad = do("reshape", do("max", flags, axis=1) > 0, (-1,) + (1,) * (len(out.shape) - 1))
     return where_fill(bad, float("nan"), out)
 
 
@@ -81,19 +126,7 @@ def where_fill(cond, value, x):
     The Python scalar ``value`` is given ``x``'s dtype first: TensorFlow's
     NumPy-style ``where`` would promote bfloat16 with a Python float to float64.
     """
-    return ar.do("where", cond, ar.do("full_like", x, value), x)
-
-
-def _where_dispatcher(cond, *args, **kwargs):
-    """Choose ``where``'s backend from all its arguments, not just ``cond``.
-
-    ``cond`` is often a plain NumPy bool array (e.g. ``box >= 0`` under HIPS
-    autograd), which would send autograd boxes to NumPy's ``where``.
-    """
-    return ar.autoray.infer_backend_multi(cond, *args)
-
-
-ar.autoray.register_dispatch("where", _where_dispatcher)
+    return do("where", cond, do("full_like", x, value), x)
 
 
 # --- loops and per-sample maps: each backend shim provides its own ------------------------
@@ -107,7 +140,7 @@ def fori_loop(lower, upper, body, carry, like):
     ``jit``). ``carry`` is a
     tuple of arrays whose shapes and dtypes ``body`` keeps.
     """
-    return get_backend(like).fori_loop(lower, upper, body, carry)
+    return backends.get_backend(like).fori_loop(lower, upper, body, carry)
 
 
 def map_leading(fn, leaves, size, like):
@@ -119,4 +152,4 @@ def map_leading(fn, leaves, size, like):
     back to a loop for ops it cannot vectorise), a Python loop elsewhere
     (``fn`` then need not be vectorisable).
     """
-    return get_backend(like).map_leading(fn, tuple(leaves), size)
+    return backends.get_backend(like).map_leading(fn, tuple(leaves), size)

@@ -29,6 +29,7 @@ import warnings
 
 import autoray as ar
 
+from diffopt._ops import do
 from diffopt._typing import Array, NoiseLike, RngLike, Shape
 from diffopt.random import make_rng, sample_dtype
 
@@ -102,9 +103,9 @@ class Noise:
     ...     name = "laplace"
     ...     def sample(self, shape, like, rng=None):
     ...         u = diffopt.make_rng(rng, like).uniform(shape) - 0.5
-    ...         return -ar.do("sign", u) * ar.do("log1p", -2 * ar.do("abs", u))
+    ...         return -do("sign", u) * do("log1p", -2 * do("abs", u))
     ...     def score(self, z):
-    ...         return ar.do("sign", z)
+    ...         return do("sign", z)
     >>> pert = diffopt.perturbed(diffopt.argmax_one_hot, num_samples=100, sigma=0.5, noise=Laplace())
     >>> pert(np.array([[0.0, 2.0, -1.0]]), rng=0).shape
     (1, 3)
@@ -187,7 +188,7 @@ class Normal(Noise):
         return -0.5 * x**2
 
     def score_derivative(self, z: Array) -> Array:
-        return ar.do("ones_like", z)
+        return do("ones_like", z)
 
 
 class Gumbel(Noise):
@@ -219,17 +220,17 @@ class Gumbel(Noise):
         shape, like, rng = _shape_tuple(a), b, c
         dtype = ar.get_dtype_name(like)
         u = make_rng(rng, like).uniform(shape, dtype=sample_dtype(dtype))
-        z = -ar.do("log", -ar.do("log", u))
+        z = -do("log", -do("log", u))
         return z if sample_dtype(dtype) == dtype else ar.astype(z, dtype)
 
     def score(self, z: Array) -> Array:
-        return 1.0 - ar.do("exp", -z)
+        return 1.0 - do("exp", -z)
 
     def log_prob(self, x: Array) -> Array:
-        return -x - ar.do("exp", -x)
+        return -x - do("exp", -x)
 
     def score_derivative(self, z: Array) -> Array:
-        return ar.do("exp", -z)
+        return do("exp", -z)
 
 
 _NAMED = {"normal": Normal, "gumbel": Gumbel}
@@ -344,7 +345,7 @@ def _like(z, like, what):
     if have != want and not {have, want} <= {"numpy", "autograd"}:
         if have != "numpy":
             raise TypeError(f"{what} returned a {have} array for {want} input; return {want} or NumPy arrays")
-        z = ar.do("asarray", z, like=like)
+        z = do("asarray", z, like=like)
     device = getattr(like, "device", None)
     if device is not None and getattr(z, "device", device) != device and callable(getattr(z, "to", None)):
         z = z.to(device)

@@ -17,6 +17,7 @@ import autoray
 
 from diffopt._typing import Array, RngLike, Shape
 from diffopt._dtypes import compute_dtype
+from diffopt._ops import do
 
 __all__ = ["Rng", "SeededRng", "make_rng", "sample_dtype"]
 
@@ -73,7 +74,7 @@ class Rng:
         sdtype = sample_dtype(dtype)
         u = self._uniform(tuple(shape), sdtype)
         info = np.finfo(sdtype)
-        u = autoray.do("clip", u, float(info.tiny), float(1.0 - info.epsneg))
+        u = do("clip", u, float(info.tiny), float(1.0 - info.epsneg))
         return self._cast(u, dtype)
 
     def gamma(self, shape: Shape, alpha: float, dtype: str | None = None) -> Array:

@@ -18,7 +18,7 @@ import autoray as ar
 import numpy as np
 
 from diffopt._typing import Array
-from diffopt._ops import first_max_mask
+from diffopt._ops import do, first_max_mask
 from diffopt.backends import get_backend
 from diffopt.host import HostSolver, host_solver
 
@@ -89,8 +89,8 @@ def ranking(x: Array, axis: int = -1) -> Array:
     array([1., 0., 3., 2.])
     """
     get_backend(x)
-    order = ar.do("argsort", x, axis=axis)
-    return ar.astype(ar.do("argsort", order, axis=axis), ar.get_dtype_name(x))
+    order = do("argsort", x, axis=axis)
+    return ar.astype(do("argsort", order, axis=axis), ar.get_dtype_name(x))
 
 
 def top_k_mask(x: Array, k: int, axis: int = -1) -> Array:
@@ -273,16 +273,16 @@ def dag_shortest_path(costs: Array, grid: tuple[int, int] = (5, 5)) -> Array:
         raise ValueError(
             f"costs must have shape [..., {len(edges)}] (one cost per edge of the {height}x{width} grid), "
             f"got {shape}")
-    c = ar.do("reshape", costs, (-1, len(edges)))
+    c = do("reshape", costs, (-1, len(edges)))
     take = _dag_choices(c, _incoming(height, width))
     path = _trace_back(c, take, _incoming(height, width), len(edges))
-    return ar.do("reshape", path, shape)
+    return do("reshape", path, shape)
 
 
 def _dag_choices(c, incoming):
     """Per node, the weight (1 or 0 per instance, ``None`` = 1) of each incoming edge on its best path."""
     dtype = ar.get_dtype_name(c)
-    dist = [ar.do("zeros_like", c[:, 0])]
+    dist = [do("zeros_like", c[:, 0])]
     take = [()]
     for preds in incoming[1:]:
         cands = [dist[u] + c[:, k] for u, k in preds]
@@ -292,7 +292,7 @@ def _dag_choices(c, incoming):
             continue
         up, left = cands
         pick_up = up <= left
-        dist.append(ar.do("where", pick_up, up, left))
+        dist.append(do("where", pick_up, up, left))
         up_w = ar.astype(pick_up, dtype)
         take.append((up_w, 1.0 - up_w))
     return take
@@ -302,14 +302,14 @@ def _trace_back(c, take, incoming, num_edges):
     """Edge indicator ``[B, E]`` from the choices, walking back from the target."""
     n = len(incoming)
     on = [None] * n
-    on[n - 1] = ar.do("ones_like", c[:, 0])
+    on[n - 1] = do("ones_like", c[:, 0])
     chosen = [None] * num_edges
     for v in range(n - 1, 0, -1):
         for (u, k), weight in zip(incoming[v], take[v]):
             e = on[v] if weight is None else on[v] * weight
             chosen[k] = e
             on[u] = e if on[u] is None else on[u] + e
-    return ar.do("stack", chosen, axis=-1)
+    return do("stack", chosen, axis=-1)
 
 
 # -- 0/1 knapsack on the host (SciPy's MILP) -----------------------------------------------------

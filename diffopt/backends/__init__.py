@@ -60,7 +60,7 @@ import autoray
 
 from diffopt.backends._common import SecondOrder
 
-__all__ = ["available", "get_backend", "backend_name", "load", "SecondOrder"]
+__all__ = ["available", "get_backend", "backend_name", "load", "ops", "SecondOrder"]
 
 _FRAMEWORKS = ("numpy", "autograd", "torch", "jax", "tensorflow", "cupy")
 _SHIMS = {}
@@ -96,6 +96,26 @@ def load(name: str) -> ModuleType:
         shim = importlib.import_module(f"diffopt.backends.{name}")
         _SHIMS[name] = shim
     return shim
+
+
+_SHIM_OF = {"jaxlib": "jax"}  # autoray backend names that differ from the shim's
+_NO_OPS = {}
+
+
+def ops(backend):
+    """The private op table of the shim for autoray backend name ``backend``.
+
+    A dict ``name -> function`` (the shim's ``OPS``; empty for frameworks
+    without a shim), consulted by :func:`diffopt._ops.do` before autoray.
+    Looking it up loads the shim: nothing depends on an earlier import.
+    Nothing is cached here but the shim itself (:func:`load`): a dict written
+    while ``torch.compile`` traces the reading frame trips its guards.
+    """
+    name = _SHIM_OF.get(backend, backend)
+    if name not in _FRAMEWORKS:
+        return _NO_OPS
+    shim = _SHIMS.get(name)
+    return getattr(shim if shim is not None else load(name), "OPS", _NO_OPS)
 
 
 def _infer(x):

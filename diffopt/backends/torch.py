@@ -2,12 +2,11 @@
 
 import numbers
 
-import autoray
 import numpy as np
 import torch
 
 from diffopt.backends._common import (
-    SECOND_ORDER_MESSAGE, as_tuple, check_int_seed, fori_loop, map_leading, numpy_seed, second_order_spec,
+    SECOND_ORDER_MESSAGE, as_tuple, check_int_seed, fori_loop, numpy_seed, second_order_spec,
 )
 from diffopt.random import SeededRng
 
@@ -16,8 +15,8 @@ _SEED_HIGH = 2**62
 
 
 # autoray's torch translations call e.g. ``torch.sum(input=x, dim=...)`` with the
-# tensor as a keyword, which torch.compile (dynamo) rejects. Register
-# positional equivalents once, so core code written with autoray compiles.
+# tensor as a keyword, which torch.compile (dynamo) rejects. diffopt's own positional
+# equivalents, in its private op table (autoray itself is left as it is).
 def _reduction(fn):
     def reduce(a, axis=None, keepdims=False, **kwargs):
         if axis is None:
@@ -27,20 +26,22 @@ def _reduction(fn):
     return reduce
 
 
-def _register_compile_friendly():
-    for name, fn in (("sum", torch.sum), ("max", torch.amax), ("min", torch.amin), ("mean", torch.mean)):
-        autoray.register_function(NAME, name, _reduction(fn))
-    autoray.register_function(NAME, "prod", lambda a, axis=None, keepdims=False: (
-        torch.prod(a) if axis is None else torch.prod(a, axis, keepdim=keepdims)))
-    autoray.register_function(NAME, "clip", lambda a, a_min=None, a_max=None: torch.clamp(a, a_min, a_max))
-    autoray.register_function(NAME, "concatenate", lambda arrays, axis=0: torch.cat(tuple(arrays), axis))
-    autoray.register_function(NAME, "stack", lambda arrays, axis=0: torch.stack(tuple(arrays), axis))
-    autoray.register_function(NAME, "expand_dims", lambda a, axis: torch.unsqueeze(a, axis))
-    autoray.register_function(
-        NAME, "take_along_axis", lambda arr, indices, axis=-1: torch.take_along_dim(arr, indices, axis))
+def _prod(a, axis=None, keepdims=False):
+    return torch.prod(a) if axis is None else torch.prod(a, axis, keepdim=keepdims)
 
 
-_register_compile_friendly()
+OPS = {
+    "sum": _reduction(torch.sum),
+    "max": _reduction(torch.amax),
+    "min": _reduction(torch.amin),
+    "mean": _reduction(torch.mean),
+    "prod": _prod,
+    "clip": lambda a, a_min=None, a_max=None: torch.clamp(a, a_min, a_max),
+    "concatenate": lambda arrays, axis=0: torch.cat(tuple(arrays), axis),
+    "stack": lambda arrays, axis=0: torch.stack(tuple(arrays), axis),
+    "expand_dims": lambda a, axis: torch.unsqueeze(a, axis),
+    "take_along_axis": lambda arr, indices, axis=-1: torch.take_along_dim(arr, indices, axis),
+}
 
 
 def _aliases(r, tensors):
@@ -233,6 +234,12 @@ def make_rng(rng, like):
     else:
         seed = numpy_seed(rng, NAME)
     return TorchRng(seed, like)
+
+
+def map_leading(fn, leaves, size):
+    """``fn`` on each leading-axis slice of ``leaves``, results stacked: a Python loop."""
+    rows = [fn(tuple(leaf[i] for leaf in leaves)) for i in range(size)]
+    return tuple(torch.stack(col, 0) for col in zip(*rows))
 
 
 def is_symbolic(x):

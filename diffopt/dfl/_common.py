@@ -5,6 +5,7 @@ import autoray as ar
 from diffopt import backends
 from diffopt._checks import check_choice, check_floating, check_min_rank
 from diffopt._dtypes import compute_dtype
+from diffopt._ops import do
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -65,7 +66,7 @@ def cast(x, dtype):
 
 def rowsum(x):
     """Sum over all axes but the first: ``[B, ...]`` → ``[B]``."""
-    return ar.do("sum", ar.do("reshape", x, (shape_of(x)[0] or -1, -1)), axis=-1)
+    return do("sum", do("reshape", x, (shape_of(x)[0] or -1, -1)), axis=-1)
 
 
 def solve(solver, costs, backend):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import autoray as ar
-
+from diffopt._ops import do
 from diffopt._typing import Array, Solver
 from diffopt.backends import get_backend
 from diffopt.dfl import _common
@@ -27,7 +26,7 @@ def _parts(solver, theta_pred, c_true, z_true, minimize):
     if z_true is None:
         z = _common.rowsum(c * _common.solve(solver, c, backend))
     else:
-        z = ar.do("reshape", _common.cast(z_true, cd), (-1,))
+        z = do("reshape", _common.cast(z_true, cd), (-1,))
     obj = _common.rowsum(c * w_hat)
     return (obj - z if minimize else z - obj), z
 
@@ -76,4 +75,4 @@ def normalized_regret(
     Same arguments as :func:`regret`; returns a scalar array.
     """
     r, z = _parts(solver, theta_pred, c_true, z_true, minimize)
-    return ar.do("sum", r) / ar.do("sum", ar.do("abs", z))
+    return do("sum", r) / do("sum", do("abs", z))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 import autoray as ar
 
+from diffopt._ops import do
 from diffopt._typing import Array, Solver
 from diffopt.backends import get_backend
 from diffopt.dfl import _common
@@ -24,7 +25,7 @@ class _SPOPlus:
     def fwd(self, theta, c, w, z=None):
         cd = _common.work_dtype(theta)
         t, c, w = (_common.cast(a, cd) for a in (theta, c, w))
-        z = _common.rowsum(c * w) if z is None else ar.do("reshape", _common.cast(z, cd), (-1,))
+        z = _common.rowsum(c * w) if z is None else do("reshape", _common.cast(z, cd), (-1,))
         q = 2.0 * t - c
         w_hat = _common.solve(self.solver, q, self.backend)
         # minimisation: −min_w⟨2θ̂ − c, w⟩ + 2⟨θ̂, w*⟩ − z*; maximisation: the same with every sign flipped
@@ -34,7 +35,7 @@ class _SPOPlus:
     def bwd(self, res, g):
         (diff,) = res
         g = _common.cast(g, ar.get_dtype_name(diff))
-        g = ar.do("reshape", g, (-1,) + (1,) * (len(self.shape) - 1))
+        g = do("reshape", g, (-1,) + (1,) * (len(self.shape) - 1))
         grad = _common.cast((2.0 * self.sign) * g * diff, self.dtype)
         return (grad,) + (None,) * self.n_data
 
@@ -95,7 +96,7 @@ def spo_plus_loss(solver: Solver, *, minimize: bool, reduction: str = 'mean') ->
         losses = backend.custom_vjp(op.fwd, op.bwd)(*arrays)
         if reduction == "none":
             return losses
-        return ar.do(reduction, losses)
+        return do(reduction, losses)
 
     loss.__doc__ = f"SPO+ loss of {getattr(solver, '__name__', 'solver')} (minimize={minimize})."
     return loss

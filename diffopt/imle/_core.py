@@ -13,6 +13,7 @@ import autoray as ar
 
 from diffopt import backends
 from diffopt._checks import check_floating, check_int, check_min_rank, check_nonnegative
+from diffopt._ops import do
 from diffopt.noise import draw, get_sampler
 
 _ARRAY_BACKENDS = {"numpy", "autograd", "torch", "jax", "jaxlib", "tensorflow", "cupy"}
@@ -104,36 +105,36 @@ class Layout:
 
     def flat(self, x):
         """``[B, T, *inst]`` → ``[B·T, *inst]``."""
-        return ar.do("reshape", x, (-1,) + self.inst)
+        return do("reshape", x, (-1,) + self.inst)
 
     def split(self, x):
         """``[B·T, *inst]`` → ``[B, T, *inst]``."""
-        return ar.do("reshape", x, (-1, self.total) + self.inst)
+        return do("reshape", x, (-1, self.total) + self.inst)
 
     def marginalise(self, x):
         """``[B, T, *inst]`` → ``[B, S, *inst]``, averaging the marginal samples."""
         if self.marginal == 1:
             return x
-        x = ar.do("reshape", x, (-1, self.samples, self.marginal) + self.inst)
-        return ar.do("mean", x, axis=2)
+        x = do("reshape", x, (-1, self.samples, self.marginal) + self.inst)
+        return do("mean", x, axis=2)
 
     def expand(self, theta):
         """θ ``[B, *inst]`` → ``[B, 1, *inst]``."""
-        return ar.do("expand_dims", theta, 1)
+        return do("expand_dims", theta, 1)
 
     def repeat(self, theta):
         """θ ``[B, *inst]`` → ``[B, T, *inst]`` (each instance repeated ``T`` times)."""
         x = self.expand(theta)
         if self.total == 1:
             return x
-        return ar.do("tile", x, (1, self.total) + (1,) * len(self.inst))
+        return do("tile", x, (1, self.total) + (1,) * len(self.inst))
 
 
 # -- noise ---------------------------------------------------------------------------
 def sample_noise(noise, theta, layout, rng):
     """ε of shape ``[B, T, *inst]``: drawn from ``noise``, or zeros when it is ``None``."""
     if noise is None:
-        return ar.do("zeros_like", layout.repeat(theta))
+        return do("zeros_like", layout.repeat(theta))
     eps = draw(noise, layout.noise_shape, theta, rng)
     if tuple(eps.shape) != layout.noise_shape:
         raise ValueError(
@@ -177,7 +178,7 @@ def solve_stacked(function, inputs, args, backend, dtype):
     """Solve several ``[B·T, ...]`` inputs with ONE solver call on their concatenation."""
     if len(inputs) == 1:
         return [call_solver(function, inputs[0], args, backend, dtype)]
-    z = call_solver(function, ar.do("concatenate", inputs, axis=0), args, backend, dtype)
+    z = call_solver(function, do("concatenate", inputs, axis=0), args, backend, dtype)
     n = inputs[0].shape[0]
     return [z[i * n:(i + 1) * n] for i in range(len(inputs))]
 

@@ -16,6 +16,7 @@ import numpy as np
 
 import autoray as ar
 
+from diffopt._ops import do
 from diffopt._typing import Array, RngLike, Shape
 from diffopt._checks import check_int, check_positive, check_real
 from diffopt.noise import Noise
@@ -101,10 +102,10 @@ class GumbelNoiseDistribution(BaseNoiseDistribution):
         shape, stream = self._rng(shape, like, rng)
         dtype, compute = self._dtypes(stream)
         u = stream.uniform(shape, dtype=compute)
-        return self._cast(self.location - self.scale * ar.do("log", -ar.do("log", u)), dtype)
+        return self._cast(self.location - self.scale * do("log", -do("log", u)), dtype)
 
     def score(self, z: Array) -> Array:
-        return (1.0 - ar.do("exp", -(z - self.location) / self.scale)) / self.scale
+        return (1.0 - do("exp", -(z - self.location) / self.scale)) / self.scale
 
 
 class SumOfGammaNoiseDistribution(BaseNoiseDistribution):

@@ -4,6 +4,7 @@ import numbers
 
 import autoray as ar
 
+from diffopt._ops import do
 from diffopt.backends import get_backend
 from diffopt.solvers import top_k_mask
 
@@ -24,5 +25,5 @@ def mathias_select_k(logits, k):
     n = logits.shape[-1]
     if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= n:
         raise ValueError(f"k must be an integer in [1, {n}] (the size of the last axis), got k={k!r}")
-    threshold = ar.do("sort", logits, axis=-1)[..., n - k:n - k + 1]
+    threshold = do("sort", logits, axis=-1)[..., n - k:n - k + 1]
     return ar.astype(logits >= threshold, ar.get_dtype_name(logits))

@@ -15,6 +15,7 @@ import numpy as np
 
 import autoray as ar
 
+from diffopt._ops import do
 from diffopt._typing import Array
 from diffopt._checks import check_positive, check_real
 from diffopt._dtypes import compute_dtype
@@ -27,7 +28,7 @@ def _norm(x):
     name = ar.get_dtype_name(x)
     if compute_dtype(name) != name:
         x = ar.astype(x, compute_dtype(name))
-    return ar.do("sqrt", ar.do("sum", x * x))
+    return do("sqrt", do("sum", x * x))
 
 
 class BaseTargetDistribution:
@@ -250,7 +251,7 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
 
         if get_backend(like).NAME in ("numpy", "autograd"):
             return values
-        out = ar.do("asarray", values, like=like)
+        out = do("asarray", values, like=like)
         device = getattr(like, "device", None)
         return out.to(device) if hasattr(out, "to") and device is not None else out
 
@@ -267,7 +268,7 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
     def nonzero_ratio(gradient: Array) -> Array:
         """Non-zero entries per sample of ``gradient`` ``[B, S, ...]`` (0-d array)."""
         count = gradient.shape[0] * gradient.shape[1]
-        return ar.do("sum", ar.astype(gradient != 0, compute_dtype(ar.get_dtype_name(gradient)))) / count
+        return do("sum", ar.astype(gradient != 0, compute_dtype(ar.get_dtype_name(gradient)))) / count
 
     def next_state(self, state: Array, ratio: Array) -> Array:
         """The state after a backward pass whose gradient had ``ratio`` non-zeros per sample.
@@ -282,8 +283,8 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
         grad_norm = decay * grad_norm + (1.0 - decay) * ar.astype(ratio, dtype)
         up = ar.astype(grad_norm < self.target_norm, dtype)
         update = self.beta_update_momentum * previous + (2.0 * up - 1.0) * self.beta_update_step
-        beta = ar.do("maximum", beta + update, 0.0 * beta)
-        return ar.do("stack", [beta, grad_norm, update])
+        beta = do("maximum", beta + update, 0.0 * beta)
+        return do("stack", [beta, grad_norm, update])
 
     def commit(self, new_state: Array) -> None:
         """Store a concrete ``[3]`` state computed by :meth:`next_state`."""
@@ -293,12 +294,12 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
     def step(self, theta: Array, dy: Array, beta: float = None) -> Array:
         beta = self.beta if beta is None else beta
         norm_dy = _norm(dy)
-        safe = ar.do("where", norm_dy > 0, norm_dy, 1.0 + 0.0 * norm_dy)
+        safe = do("where", norm_dy > 0, norm_dy, 1.0 + 0.0 * norm_dy)
         lam = beta * _norm(theta) / safe
-        lam = ar.do("where", norm_dy > 0, lam, 0.0 * lam)
+        lam = do("where", norm_dy > 0, lam, 0.0 * lam)
         name = ar.get_dtype_name(theta)
         return ar.astype(lam, name) if compute_dtype(name) != name else lam
 
     def scale(self, gradient: Array, lam: Array | None) -> Array:
-        safe = ar.do("where", lam > 0, lam, 1.0 + 0.0 * lam)
+        safe = do("where", lam > 0, lam, 1.0 + 0.0 * lam)
         return gradient / safe

@@ -20,7 +20,7 @@ import autoray as ar
 from diffopt._typing import Solver
 from diffopt.noise import Noise
 from diffopt import backends
-from diffopt._ops import nan_rows
+from diffopt._ops import do, nan_rows
 from diffopt.imle import _core
 from diffopt.imle.target import AdaptiveTargetDistribution, BaseTargetDistribution, TargetDistribution
 
@@ -96,7 +96,7 @@ class _Estimator:
         z3, lay = res[2], self.layout
         dy3 = lay.split(dy)
         if self.c.kind == "ste":
-            grad = ar.do("mean", dy3, axis=1)
+            grad = do("mean", dy3, axis=1)
             return (grad, None) + (None,) * (len(res) - 3)
         grad, new_state = self._imle_gradient(theta, eps, z3, dy3, state, args)
         state_cot = (new_state,) if self.has_state else ()
@@ -120,7 +120,7 @@ class _Estimator:
         if c.symmetric:
             diff = diff / 2.0
         new_state = self._adapt(state, diff, dy3)
-        grad = ar.do("mean", target.scale(diff, lam), axis=1)
+        grad = do("mean", target.scale(diff, lam), axis=1)
         return (-grad if c.minimize else grad), new_state
 
     def _adapt(self, state, diff, dy3):

@@ -18,6 +18,7 @@ import autoray as ar
 
 from diffopt._typing import Array, RngLike, Shape
 from diffopt._checks import check_choice
+from diffopt._ops import do
 from diffopt.noise import get_noise
 from diffopt.perturbations._engine import Settings
 from diffopt.perturbations._fenchel_young import squared_losses
@@ -63,7 +64,7 @@ def noise_sampler(framework):
         if noise not in SUPPORTED_NOISES:
             raise ValueError(f"noise={noise!r} is not supported; use one of {SUPPORTED_NOISES}")
         if like is None:
-            like = ar.do("zeros", (), dtype="float32", like=framework)
+            like = do("zeros", (), dtype="float32", like=framework)
         dist = get_noise(noise)
         samples = dist.sample(tuple(int(d) for d in shape), like, rng)
         return samples, dist.score(samples)
@@ -133,7 +134,7 @@ class KerasFenchelYoungLoss(_SquaredFenchelYoung):
             losses = losses * ar.astype(sample_weight, ar.get_dtype_name(losses))
         if self.reduction == "none":
             return losses
-        total = ar.do("sum", losses)
+        total = do("sum", losses)
         if self.reduction == "sum":
             return total
         count = losses.shape[0] if len(losses.shape) else 1

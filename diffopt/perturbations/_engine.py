@@ -13,7 +13,7 @@ import autoray as ar
 
 from diffopt._checks import check_choice, check_floating, check_int, check_min_rank, check_positive
 from diffopt._dtypes import compute_dtype
-from diffopt._ops import fori_loop
+from diffopt._ops import do, fori_loop
 from diffopt.backends import backend_name, get_backend
 from diffopt.noise import get_noise
 from diffopt.random import make_rng
@@ -153,7 +153,7 @@ class Problem:
         self.batch = int(theta.shape[0])
         self.in_shape = shape_of(theta)[1:]
         self.in_size = math.prod(self.in_shape)
-        self.theta_c = ar.do("reshape", ar.astype(theta, self.cdtype), (self.batch, self.in_size))
+        self.theta_c = do("reshape", ar.astype(theta, self.cdtype), (self.batch, self.in_size))
         self.rng = make_rng(key, self.theta_c)
         self.transform = transform
         self.out_shape = None
@@ -178,14 +178,14 @@ class Problem:
     def solve(self, x):
         """``func`` on the flat perturbed batch ``x`` ``[rows, in_size]``; returns ``[rows, out_size]``."""
         rows = int(x.shape[0])
-        x_in = ar.do("reshape", x, (rows,) + self.in_shape)
+        x_in = do("reshape", x, (rows,) + self.in_shape)
         if self.dtype != self.cdtype:
             x_in = ar.astype(x_in, self.dtype)
         out = self.func(x_in, *self.args, **self.kwargs)
         self._check_output(x_in, out, rows)
         if self.out_shape is None:
             self.out_shape = shape_of(out)[1:]
-        out = ar.do("reshape", out, (rows, self.out_size))
+        out = do("reshape", out, (rows, self.out_size))
         return out if ar.get_dtype_name(out) == self.cdtype else ar.astype(out, self.cdtype)
 
     def solve_unperturbed(self):
@@ -196,8 +196,8 @@ class Problem:
         """Chunk ``index`` of ``n`` samples: ``(z, x, f)`` as ``[n, B, in]``, ``[n, B, in]``, ``[n, B, out]``."""
         z = self.noise(index, n)
         x = self.perturb(z)
-        f = self.solve(ar.do("reshape", x, (n * self.batch, self.in_size)))
-        return z, x, ar.do("reshape", f, (n, self.batch, self.out_size))
+        f = self.solve(do("reshape", x, (n * self.batch, self.in_size)))
+        return z, x, do("reshape", f, (n, self.batch, self.out_size))
 
     def _check_output(self, x, out, rows):
         name = getattr(self.func, "__name__", type(self.func).__name__)

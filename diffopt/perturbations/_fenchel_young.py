@@ -11,6 +11,7 @@ import functools
 
 import autoray as ar
 
+from diffopt._ops import do
 from diffopt._typing import Array, NoiseLike, RngLike, Solver
 from diffopt._checks import check_choice, check_floating
 from diffopt.backends import SecondOrder, get_backend
@@ -36,9 +37,9 @@ def _max_step(problem):
                 f"func {name} must return arrays of theta's shape {problem.in_shape} for a "
                 f"perturbed max / Fenchel-Young loss (y*(θ) = argmax ⟨θ, y⟩), got {problem.out_shape}"
             )
-        pieces = (ar.do("sum", f, axis=0), ar.do("sum", ar.do("sum", x * f, axis=-1), axis=0))
+        pieces = (do("sum", f, axis=0), do("sum", do("sum", x * f, axis=-1), axis=0))
         if learnable:
-            pieces += (ar.do("sum", ar.do("sum", z * f, axis=-1), axis=0),)
+            pieces += (do("sum", do("sum", z * f, axis=-1), axis=0),)
         return pieces if carry is None else tuple(c + p for c, p in zip(carry, pieces))
 
     return step
@@ -74,7 +75,7 @@ class _MaxCall:
         """``(d_sigma,)`` = Σ_b g_b ∂F_b/∂σ in sigma's dtype, or ``()`` without a learnable sigma."""
         if not self.learnable:
             return ()
-        d = ar.do("sum", _cast(g, ar.get_dtype_name(dsigma)) * dsigma)
+        d = do("sum", _cast(g, ar.get_dtype_name(dsigma)) * dsigma)
         return (_cast(d, ar.get_dtype_name(arrays[-1])),)
 
     def jacobian_product(self, arrays, ybar, t):
@@ -92,7 +93,7 @@ class _MaxCall:
         args, kwargs = self.rebuild(list(arrays[k + (1 if self.key_is_array else 0):]))
         problem = Problem(self.settings, self.func, arrays[0], key, args, kwargs)
         n = self.settings.num_samples
-        t = ar.do("reshape", _cast(t, problem.cdtype), (problem.batch, problem.in_size))
+        t = do("reshape", _cast(t, problem.cdtype), (problem.batch, problem.in_size))
         base = ybar if n > 1 else None
         score = self.settings.noise.score
 
@@ -101,8 +102,8 @@ class _MaxCall:
             if base is not None:
                 f = f - base
             s = score(z)
-            jt = ar.do("einsum", "nbo,nb->bo", f, ar.do("sum", s * t, axis=-1))
-            jtt = ar.do("einsum", "nbi,nb->bi", s, ar.do("sum", f * t, axis=-1))
+            jt = do("einsum", "nbo,nb->bo", f, do("sum", s * t, axis=-1))
+            jtt = do("einsum", "nbi,nb->bi", s, do("sum", f * t, axis=-1))
             return (jt + jtt,) if carry is None else (carry[0] + jt + jtt,)
 
         (total,) = run_chunks(problem, step)
@@ -206,18 +207,18 @@ def _apply_max(settings, fn, theta, args, kwargs, rng):
         ybar = res[0]
         grad = _cast(g, ar.get_dtype_name(ybar))[:, None] * ybar
         d_sigma = call.sigma_cotangent(g, res[1], res[2:]) if call.learnable else ()
-        return (_cast(ar.do("reshape", grad, shape), dtype),) + call.nones(1 + len(d_sigma)) + d_sigma
+        return (_cast(do("reshape", grad, shape), dtype),) + call.nones(1 + len(d_sigma)) + d_sigma
 
     def jvp(arrays, res, ts):
         (ybar,) = res
-        t = ar.do("reshape", _cast(ts[0], ar.get_dtype_name(ybar)), (shape[0], -1))
-        return _cast(ar.do("sum", ybar * t, axis=-1), dtype)
+        t = do("reshape", _cast(ts[0], ar.get_dtype_name(ybar)), (shape[0], -1))
+        return _cast(do("sum", ybar * t, axis=-1), dtype)
 
     def hvp(arrays, res, g, ts):
         (ybar,) = res
         jt = call.jacobian_product(arrays, ybar, ts[0])
         h = _cast(g, ar.get_dtype_name(jt))[:, None] * jt
-        return (_cast(ar.do("reshape", h, shape), dtype),) + call.nones(1)
+        return (_cast(do("reshape", h, shape), dtype),) + call.nones(1)
 
     # second derivatives: the symmetrised Jacobian of y_σ in θ; with a learnable sigma they raise
     second = False if call.learnable else SecondOrder(jvp, hvp)
@@ -323,7 +324,7 @@ class FenchelYoungLoss:
         losses = losses if self.settings.batched else losses[0]
         if self.reduction == "none":
             return losses
-        return ar.do(self.reduction, losses)
+        return do(self.reduction, losses)
 
     def _losses(self, shim, theta_b, y_b, args, kwargs, rng):
         key = make_rng(rng, theta_b).key
@@ -333,8 +334,8 @@ class FenchelYoungLoss:
 
         def fwd(*arrays):
             problem, ybar, value, dsigma = call.expectation(arrays)
-            y = ar.do("reshape", _cast(arrays[1], problem.cdtype), (problem.batch, problem.in_size))
-            loss = sign * (value - ar.do("sum", problem.theta_c * y, axis=-1))
+            y = do("reshape", _cast(arrays[1], problem.cdtype), (problem.batch, problem.in_size))
+            loss = sign * (value - do("sum", problem.theta_c * y, axis=-1))
             extra = (sign * dsigma, arrays[-1]) if call.learnable else ()
             return _cast(loss, dtype), (ybar - y, ybar) + extra
 
@@ -342,18 +343,18 @@ class FenchelYoungLoss:
             diff = res[0]
             d_sigma = call.sigma_cotangent(g, res[2], res[3:]) if call.learnable else ()
             g = _cast(g, ar.get_dtype_name(diff))[:, None] * sign
-            d_theta = _cast(ar.do("reshape", g * diff, shape), dtype)
+            d_theta = _cast(do("reshape", g * diff, shape), dtype)
             return (d_theta, None) + call.nones(2 + len(d_sigma)) + d_sigma
 
         def jvp(arrays, res, ts):  # the label is a constant: only θ's tangent counts
             diff = res[0]
-            t = ar.do("reshape", _cast(ts[0], ar.get_dtype_name(diff)), (shape[0], -1))
-            return _cast(sign * ar.do("sum", diff * t, axis=-1), dtype)
+            t = do("reshape", _cast(ts[0], ar.get_dtype_name(diff)), (shape[0], -1))
+            return _cast(sign * do("sum", diff * t, axis=-1), dtype)
 
         def hvp(arrays, res, g, ts):  # ∇²L = ±∇²F_σ: the perturbed max's estimate
             jt = call.jacobian_product(arrays, res[1], ts[0])
             h = _cast(g, ar.get_dtype_name(jt))[:, None] * sign * jt
-            return (_cast(ar.do("reshape", h, shape), dtype), None) + call.nones(2)
+            return (_cast(do("reshape", h, shape), dtype), None) + call.nones(2)
 
         second = False if call.learnable else SecondOrder(jvp, hvp)
         return shim.custom_vjp(fwd, bwd, second_order=second)(*call.inputs)
@@ -395,14 +396,14 @@ def squared_losses(
 
     def fwd(*arrays):
         problem, ybar = call.expectation(arrays)[:2]
-        y = ar.do("reshape", _cast(arrays[1], problem.cdtype), (problem.batch, problem.in_size))
+        y = do("reshape", _cast(arrays[1], problem.cdtype), (problem.batch, problem.in_size))
         diff = sign * (ybar - y)
-        return _cast(ar.do("sum", diff * diff, axis=-1), dtype), (diff,)
+        return _cast(do("sum", diff * diff, axis=-1), dtype), (diff,)
 
     def bwd(res, g):
         (diff,) = res
         g = _cast(g, ar.get_dtype_name(diff))[:, None]
-        return (_cast(ar.do("reshape", g * diff, shape), dtype), None) + call.nones(2)
+        return (_cast(do("reshape", g * diff, shape), dtype), None) + call.nones(2)
 
     losses = shim.custom_vjp(fwd, bwd)(*call.inputs)
     return losses if settings.batched else losses[0]

@@ -10,7 +10,7 @@ import autoray as ar
 
 from diffopt._typing import Array, NoiseLike, RngLike, Solver
 from diffopt._checks import check_floating
-from diffopt._ops import map_leading
+from diffopt._ops import do, map_leading
 from diffopt.backends import get_backend
 from diffopt.noise import Gumbel
 from diffopt.perturbations._perturbed import perturbed
@@ -105,7 +105,7 @@ class _PerturbedFun:
 
             ys = map_leading(one, parts, rows, like=xs)
             dtype = ar.get_dtype_name(xs)
-            return ar.do("concatenate", [ar.astype(ar.do("reshape", y, (rows, -1)), dtype) for y in ys], axis=1)
+            return do("concatenate", [ar.astype(do("reshape", y, (rows, -1)), dtype) for y in ys], axis=1)
 
         out = perturbed(solver, **settings)(packed.flat, rng=rng)
         return tree_unflatten(info["treedef"], _unpack(out, info["shapes"]))
@@ -127,14 +127,14 @@ class _Packed:
         self.dtypes = [ar.get_dtype_name(leaf) for leaf in leaves]
         self.sizes = [math.prod(s) for s in self.shapes]
         dtype = max(self.dtypes, key=_precision)
-        flat = [ar.do("reshape", _cast(leaf, dtype), (-1,)) for leaf in leaves]
-        self.flat = flat[0] if len(flat) == 1 else ar.do("concatenate", flat, axis=0)
+        flat = [do("reshape", _cast(leaf, dtype), (-1,)) for leaf in leaves]
+        self.flat = flat[0] if len(flat) == 1 else do("concatenate", flat, axis=0)
 
     def split(self, xs, rows):
         """The rows ``[rows, D]`` cut back into leaves ``[rows, *shape]`` of their own dtypes."""
         parts, start = [], 0
         for shape, size, dtype in zip(self.shapes, self.sizes, self.dtypes):
-            part = ar.do("reshape", xs[:, start:start + size], (rows,) + shape)
+            part = do("reshape", xs[:, start:start + size], (rows,) + shape)
             parts.append(_cast(part, dtype))
             start += size
         return tuple(parts)
@@ -144,7 +144,7 @@ def _unpack(out, shapes):
     leaves, start = [], 0
     for shape in shapes:
         size = math.prod(shape)
-        leaves.append(ar.do("reshape", out[start:start + size], shape))
+        leaves.append(do("reshape", out[start:start + size], shape))
         start += size
     return leaves
 

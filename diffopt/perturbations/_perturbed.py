@@ -22,7 +22,7 @@ from diffopt.perturbations._engine import (
     split_arrays,
 )
 from diffopt._checks import check_choice
-from diffopt._ops import nan_rows
+from diffopt._ops import do, nan_rows
 from diffopt.backends import SecondOrder
 from diffopt.noise import score_derivative
 from diffopt.random import make_rng
@@ -57,7 +57,7 @@ class _Options:
 
 def _multiplicative(theta, z, sigma):
     """θ ⊙ exp(σZ − σ²/2): positive costs stay positive, E[exp(σZ − σ²/2)] = 1 for Normal Z."""
-    return theta * ar.do("exp", sigma * z - 0.5 * sigma**2)
+    return theta * do("exp", sigma * z - 0.5 * sigma**2)
 
 
 def _choose_residual(opts, problem):
@@ -94,8 +94,8 @@ def _score_step(problem, g):
         s = score(z)
         pieces = _samples_pieces(s, f, g)
         if learnable:
-            r = ar.do("sum", s * z, axis=-1) - float(problem.in_size)
-            pieces += (ar.do("sum", ar.do("einsum", "nbo,bo->nb", f, g) * r, axis=0), ar.do("sum", r, axis=0))
+            r = do("sum", s * z, axis=-1) - float(problem.in_size)
+            pieces += (do("sum", do("einsum", "nbo,bo->nb", f, g) * r, axis=0), do("sum", r, axis=0))
         return pieces if carry is None else tuple(c + p for c, p in zip(carry, pieces))
 
     return step
@@ -107,7 +107,7 @@ def _forward_step(opts, problem):
 
     def step(carry, sample):
         z, _, f = sample
-        total = ar.do("sum", f, axis=0)
+        total = do("sum", f, axis=0)
         if carry is None:
             problem.mode = _choose_residual(opts, problem)
             if problem.mode == "samples":
@@ -115,12 +115,12 @@ def _forward_step(opts, problem):
             if problem.mode == "recompute":
                 return (total,)
             s = score(z)
-            return total, ar.do("einsum", "nbo,nbi->boi", f, s), ar.do("sum", s, axis=0)
+            return total, do("einsum", "nbo,nbi->boi", f, s), do("sum", s, axis=0)
         if problem.mode == "recompute":
             return (carry[0] + total,)
         s = score(z)
-        jac = ar.do("einsum", "nbo,nbi->boi", f, s)
-        return carry[0] + total, carry[1] + jac, carry[2] + ar.do("sum", s, axis=0)
+        jac = do("einsum", "nbo,nbi->boi", f, s)
+        return carry[0] + total, carry[1] + jac, carry[2] + do("sum", s, axis=0)
 
     return step
 
@@ -133,7 +133,7 @@ def _gradient(opts, a, s_total, g, base, theta_c, sigma=None):
     """
     settings = opts.settings
     if base is not None:
-        shift = ar.do("sum", g * base, axis=-1)
+        shift = do("sum", g * base, axis=-1)
         a = a - (shift[:, None] if len(a.shape) == 2 else shift) * s_total
     n = settings.num_samples
     scale = 1.0 / ((n - 1 if opts.control_variate == "mean" else n) * (settings.sigma if sigma is None else sigma))
@@ -173,7 +173,7 @@ class _Call:
         opts, problem = self.opts, self.problem(arrays)
         carry = run_chunks(problem, _forward_step(opts, problem))
         ybar = carry[0] / float(opts.settings.num_samples)
-        out = ar.do("reshape", ybar, (problem.batch,) + problem.out_shape)
+        out = do("reshape", ybar, (problem.batch,) + problem.out_shape)
         out = nan_rows(problem.theta_c, out if problem.dtype == problem.cdtype else ar.astype(out, problem.dtype))
         base = None
         if opts.control_variate == "mean":
@@ -196,26 +196,26 @@ class _Call:
             problem = self.problem(kept)
             problem.out_shape = out_shape
         dtype = problem.cdtype if problem is not None else ar.get_dtype_name(kept[0])
-        g = ar.do("reshape", g, (int(g.shape[0]), -1))
+        g = do("reshape", g, (int(g.shape[0]), -1))
         g = g if ar.get_dtype_name(g) == dtype else ar.astype(g, dtype)
         if mode == "samples":
             s, f = kept
             a, s_total = _samples_pieces(s, f, g)
         elif mode == "jacobian":
             jac, s_total = kept
-            a = ar.do("einsum", "bo,boi->bi", g, jac)
+            a = do("einsum", "bo,boi->bi", g, jac)
         else:
             pieces = run_chunks(problem, _score_step(problem, g))
             a, s_total = pieces[:2]
             theta_c = problem.theta_c if opts.multiplicative else theta_c
         sigma = sigma_scalar(problem.settings, problem.theta_c) if self.learnable else None
         grad = _gradient(opts, a, s_total, g, base, theta_c, sigma)
-        grad = ar.do("reshape", grad, self.theta_shape)
+        grad = do("reshape", grad, self.theta_shape)
         if ar.get_dtype_name(grad) != self.theta_dtype:
             grad = ar.astype(grad, self.theta_dtype)
         if not self.learnable:
             return (grad,) + (None,) * (len(self.inputs) - 1)
-        d_sigma = ar.do("sum", _gradient(opts, pieces[2], pieces[3], g, base, None, sigma))
+        d_sigma = do("sum", _gradient(opts, pieces[2], pieces[3], g, base, None, sigma))
         d_sigma = _cast_like(d_sigma, kept[-1])
         return (grad,) + (None,) * (len(self.inputs) - 2) + (d_sigma,)
 
@@ -248,23 +248,23 @@ class _Call:
         batch = self.theta_shape[0]
         out_dtype = self.theta_dtype
         if t is None:
-            return ar.do("zeros", (batch,) + tuple(out_shape), dtype=out_dtype, like=arrays[0])
+            return do("zeros", (batch,) + tuple(out_shape), dtype=out_dtype, like=arrays[0])
         t = _flat(t, batch, dtype)
         if self.opts.multiplicative:
             t = t / (problem.theta_c if problem is not None else theta_c)
         if mode == "samples":
             s, f = kept
-            a = ar.do("einsum", "nbo,nb->bo", f, ar.do("einsum", "nbi,bi->nb", s, t))
-            s_t = ar.do("sum", ar.do("einsum", "nbi,bi->nb", s, t), axis=0)
+            a = do("einsum", "nbo,nb->bo", f, do("einsum", "nbi,bi->nb", s, t))
+            s_t = do("sum", do("einsum", "nbi,bi->nb", s, t), axis=0)
         elif mode == "jacobian":
             jac, s_total = kept
-            a = ar.do("einsum", "boi,bi->bo", jac, t)
-            s_t = ar.do("sum", s_total * t, axis=-1)
+            a = do("einsum", "boi,bi->bo", jac, t)
+            s_t = do("sum", s_total * t, axis=-1)
         else:
             a, s_t = run_chunks(problem, _tangent_step(problem, t))
         if base is not None:
             a = a - base * s_t[:, None]
-        out = ar.do("reshape", a * self._scale(1), (batch,) + tuple(out_shape))
+        out = do("reshape", a * self._scale(1), (batch,) + tuple(out_shape))
         return out if ar.get_dtype_name(out) == out_dtype else ar.astype(out, out_dtype)
 
     def hvp(self, arrays, res, g, ts):
@@ -291,7 +291,7 @@ class _Call:
         h = h * self._scale(2)
         if self.opts.multiplicative:
             h = (h - a * self._scale(1) * t) / theta_c
-        h = ar.do("reshape", h, self.theta_shape)
+        h = do("reshape", h, self.theta_shape)
         return (h if ar.get_dtype_name(h) == self.theta_dtype else ar.astype(h, self.theta_dtype),) + nones
 
 
@@ -302,7 +302,7 @@ def _cast_like(x, like):
 
 def _flat(x, batch, dtype):
     """``x`` as ``[batch, -1]`` in ``dtype``."""
-    x = ar.do("reshape", x, (batch, -1))
+    x = do("reshape", x, (batch, -1))
     return x if ar.get_dtype_name(x) == dtype else ar.astype(x, dtype)
 
 
@@ -312,9 +312,9 @@ def _tangent_step(problem, t):
 
     def step(carry, sample):
         z, _, f = sample
-        s_t = ar.do("sum", score(z) * t, axis=-1)
-        a = ar.do("einsum", "nbo,nb->bo", f, s_t)
-        total = ar.do("sum", s_t, axis=0)
+        s_t = do("sum", score(z) * t, axis=-1)
+        a = do("einsum", "nbo,nb->bo", f, s_t)
+        total = do("sum", s_t, axis=0)
         return (a, total) if carry is None else (carry[0] + a, carry[1] + total)
 
     return step
@@ -323,17 +323,17 @@ def _tangent_step(problem, t):
 def _hessian_step(problem, g, base, t):
     """Replay step of :meth:`_Call.hvp`: Σ w_i (s_i ⟨s_i, t⟩ − s'_i ⊙ t) and Σ w_i s_i, ``[B, in]``."""
     noise = problem.settings.noise
-    shift = None if base is None else ar.do("sum", g * base, axis=-1)
+    shift = None if base is None else do("sum", g * base, axis=-1)
 
     def step(carry, sample):
         z, _, f = sample
-        w = ar.do("einsum", "nbo,bo->nb", f, g)
+        w = do("einsum", "nbo,bo->nb", f, g)
         if shift is not None:
             w = w - shift
         s = noise.score(z)
-        s_t = ar.do("sum", s * t, axis=-1, keepdims=True)
-        h = ar.do("sum", w[..., None] * (s * s_t - score_derivative(noise, z) * t), axis=0)
-        a = ar.do("einsum", "nb,nbi->bi", w, s)
+        s_t = do("sum", s * t, axis=-1, keepdims=True)
+        h = do("sum", w[..., None] * (s * s_t - score_derivative(noise, z) * t), axis=0)
+        a = do("einsum", "nb,nbi->bi", w, s)
         return (h, a) if carry is None else (carry[0] + h, carry[1] + a)
 
     return step
@@ -341,8 +341,8 @@ def _hessian_step(problem, g, base, t):
 
 def _samples_pieces(s, f, g):
     """Σ⟨g, f_i⟩ s_i and Σ s_i from stored samples."""
-    a = ar.do("einsum", "nb,nbi->bi", ar.do("einsum", "nbo,bo->nb", f, g), s)
-    return a, ar.do("sum", s, axis=0)
+    a = do("einsum", "nb,nbi->bi", do("einsum", "nbo,bo->nb", f, g), s)
+    return a, do("sum", s, axis=0)
 
 
 def perturbed(

@@ -19,7 +19,7 @@ import numpy as np
 
 from diffopt._typing import Array
 from diffopt._checks import check_positive
-from diffopt._ops import logaddexp, sigmoid
+from diffopt._ops import do, logaddexp, sigmoid
 from diffopt._ops import softmax as _row_softmax
 from diffopt.sorting._network import check_power_of_two
 
@@ -61,17 +61,17 @@ def _lift(m, like):
         return m
     if ar.infer_backend(m) != "numpy":
         m = ar.to_numpy(m)
-    return ar.do("from_numpy", m, like=like)
+    return do("from_numpy", m, like=like)
 
 
 def _index(idx, like):
     """Integer index vector ``idx`` on ``like``'s framework and device."""
-    return ar.do("from_numpy", np.asarray(idx), like=like, dtype="int64")
+    return do("from_numpy", np.asarray(idx), like=like, dtype="int64")
 
 
 def _mm(m, x):
     """``m @ x`` for a fixed matrix ``m`` and ``x`` of shape ``[n, ...]``."""
-    return ar.do("tensordot", _lift(m, x), x, axes=1)
+    return do("tensordot", _lift(m, x), x, axes=1)
 
 
 def _check_length(x, n_net, what):
@@ -83,7 +83,7 @@ def _check_length(x, n_net, what):
 
 def _column(w, like):
     """Broadcast per-comparator weights ``w`` (``[n/2]``) against ``like`` (``[n/2, ...]``)."""
-    return ar.do("reshape", w, tuple(w.shape) + (1,) * (like.ndim - w.ndim))
+    return do("reshape", w, tuple(w.shape) + (1,) * (like.ndim - w.ndim))
 
 
 # ------------------------------------------------------------- soft maxima
@@ -110,9 +110,9 @@ def softmax(a: Array, b: Array, alpha: float = 1, normalize: float = 0) -> tuple
     sa, sb = a * alpha, b * alpha
     if isinstance(normalize, numbers.Number) and normalize == 0:
         return logaddexp(sa, sb) / alpha
-    top = ar.do("maximum", sa, sb)
-    inner = ar.do("exp", sa - top) + ar.do("exp", sb - top) - normalize * ar.do("exp", -top)
-    return (top + ar.do("log", inner)) / alpha
+    top = do("maximum", sa, sb)
+    inner = do("exp", sa - top) + do("exp", sb - top) - normalize * do("exp", -top)
+    return (top + do("log", inner)) / alpha
 
 
 def smoothmax(a: Array, b: Array, alpha: float = 1) -> tuple[Array, Array]:
@@ -216,10 +216,10 @@ def diff_sort_indexed(indices: list[Array], x: Array, softmax: Callable[..., Arr
     _check_length(x, len(indices[0][0]) if indices else 1, "bitonic indices")
     half = x.shape[0] // 2
     for weave, unweave in indices:
-        woven = ar.do("take", x, _index(weave, x), axis=0)
+        woven = do("take", x, _index(weave, x), axis=0)
         a, b = woven[:half], woven[half:]
         mx = softmax(a, b)
-        x = ar.do("take", ar.do("concatenate", (a + b - mx, mx), axis=0), _index(unweave, x), axis=0)
+        x = do("take", do("concatenate", (a + b - mx, mx), axis=0), _index(unweave, x), axis=0)
     return x
 
 
@@ -256,14 +256,14 @@ def diff_sort_weave(
         mat = _lift(mat, v)
         if beta != 0:
             mat = beta * _lift(eye, v) + (1 - beta) * mat
-        return ar.do("tensordot", mat, v, axes=1)
+        return do("tensordot", mat, v, axes=1)
 
     half = x.shape[0] // 2
     x = step(fused[0], x)
     for mat in fused[1:]:
         a, b = x[:half], x[half:]
         mx = softmax(a, b)
-        x = step(mat, ar.do("concatenate", (a + b - mx, mx), axis=0))
+        x = step(mat, do("concatenate", (a + b - mx, mx), axis=0))
     return x
 
 
@@ -355,7 +355,7 @@ def order_matrix(original: Array, sortd: Array, sigma: float | Array = 0.1) -> A
     if isinstance(sigma, numbers.Real):  # an array sigma is the caller's business
         check_positive("sigma", sigma)
     original, sortd = _asfloat(original), _asfloat(sortd)
-    diff = ar.do("reshape", original, (-1, 1)) - ar.do("reshape", sortd, (1, -1))
+    diff = do("reshape", original, (-1, 1)) - do("reshape", sortd, (1, -1))
     return _row_softmax(-(diff**2) / (2 * sigma**2), axis=1)
 
 
@@ -377,9 +377,9 @@ def dargsort(original: Array, sortd: Array, sigma: float | Array, transpose: boo
     """
     order = order_matrix(original, sortd, sigma=sigma)
     if transpose:
-        order = ar.do("transpose", order)
+        order = do("transpose", order)
     pos = _lift(np.arange(order.shape[1], dtype=float), order)
-    return ar.do("sum", order * pos, axis=1)
+    return do("sum", order * pos, axis=1)
 
 
 def diff_argsort(

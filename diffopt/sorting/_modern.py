@@ -19,7 +19,7 @@ import numpy as np
 from diffopt._typing import Array
 from diffopt._checks import check_floating, check_positive
 from diffopt._dtypes import compute_dtype
-from diffopt._ops import nan_rows
+from diffopt._ops import do, nan_rows
 from diffopt.backends import get_backend
 from diffopt.sorting._relax import check_relaxation
 from diffopt.sorting._soft import bit_reverse, network, pull, push, reshape_target, to_sentinels
@@ -79,19 +79,19 @@ def _to_rows(x, axis):
     """``x`` as ``(B, n)`` rows along ``axis``, and a function undoing it."""
     ndim = len(x.shape)
     perm = [i for i in range(ndim) if i != axis] + [axis]
-    xm = x if axis == ndim - 1 else ar.do("transpose", x, perm)
+    xm = x if axis == ndim - 1 else do("transpose", x, perm)
     moved = tuple(xm.shape)
     lead = moved[:-1]
     count = -1 if any(d is None for d in lead) else int(np.prod(lead, dtype=np.int64))
-    rows = ar.do("reshape", xm, (count, moved[-1]))  # not -1: a (2, 0) array has no inferable rows
+    rows = do("reshape", xm, (count, moved[-1]))  # not -1: a (2, 0) array has no inferable rows
     inverse = list(np.argsort(perm))
 
     def undo(y, matrix=False):
         extra = tuple(y.shape[2:])
-        y = ar.do("reshape", y, reshape_target(moved + extra))
+        y = do("reshape", y, reshape_target(moved + extra))
         if axis == ndim - 1 or matrix:
             return y
-        return ar.do("transpose", y, inverse + list(range(ndim, ndim + len(extra))))
+        return do("transpose", y, inverse + list(range(ndim, ndim + len(extra))))
 
     return rows, undo
 
@@ -101,8 +101,8 @@ def _pad(rows, big_n):
     n = rows.shape[1]
     if big_n == n:
         return rows
-    fill = ar.do("ones_like", rows[:, : big_n - n]) * float("inf")
-    return ar.do("concatenate", (rows, fill), axis=1)
+    fill = do("ones_like", rows[:, : big_n - n]) * float("inf")
+    return do("concatenate", (rows, fill), axis=1)
 
 
 def _unpad_zeros(g, big_n):
@@ -110,7 +110,7 @@ def _unpad_zeros(g, big_n):
     n = g.shape[1]
     if big_n == n:
         return g
-    return ar.do("concatenate", (g, ar.do("zeros_like", g[:, : big_n - n])), axis=1)
+    return do("concatenate", (g, do("zeros_like", g[:, : big_n - n])), axis=1)
 
 
 # ------------------------------------------------------------------ soft_sort
@@ -130,15 +130,15 @@ def _to_network(rows):
     """
     if rows.shape[0] is None or rows.shape[0] < _BATCH_LAST_ROWS:  # None: unknown (traced) batch
         return bit_reverse(rows)
-    block = bit_reverse(ar.do("transpose", rows), axis=0)
-    return ar.do("reshape", block, (1,) + tuple(block.shape))
+    block = bit_reverse(do("transpose", rows), axis=0)
+    return do("reshape", block, (1,) + tuple(block.shape))
 
 
 def _from_network(x, n):
     """Inverse of :func:`_to_network`, keeping the first ``n`` positions."""
     if len(x.shape) == 2:
         return bit_reverse(x, n)
-    return ar.do("transpose", bit_reverse(x[0], n, axis=0))
+    return do("transpose", bit_reverse(x[0], n, axis=0))
 
 
 @functools.lru_cache(maxsize=256)
@@ -168,7 +168,7 @@ def _sorter(shim, n, relaxation):
 
 def _scalar_like(value, rows):
     """``value`` as a 0-d array of ``rows``' framework, dtype and device (no host copy)."""
-    return ar.do("sum", ar.do("zeros_like", rows[:1, :1])) + float(value)
+    return do("sum", do("zeros_like", rows[:1, :1])) + float(value)
 
 
 def soft_sort(
@@ -249,7 +249,7 @@ def _weights(x, axis, temperature, relaxation, descending):
 
 def _const(values, like):
     """NumPy ``values`` as an array of ``like``'s framework, dtype and device."""
-    return ar.do("from_numpy", np.asarray(values), like=like)
+    return do("from_numpy", np.asarray(values), like=like)
 
 
 def soft_rank(
@@ -287,7 +287,7 @@ def soft_rank(
     if _is_empty(x):
         return x * 0.0
     rows, weights, big_n, undo = _weights(_upcast(x), axis, temperature, relaxation, descending)
-    pos = ar.do("zeros_like", _pad(rows, big_n)) + _const(np.arange(big_n), rows)
+    pos = do("zeros_like", _pad(rows, big_n)) + _const(np.arange(big_n), rows)
     return _downcast(undo(nan_rows(rows, pull(pos[:, :, None], weights, big_n)[:, : rows.shape[1], 0])), x)
 
 
@@ -338,7 +338,7 @@ def soft_topk(
     if _is_empty(x):
         return x * 0.0
     rows, weights, big_n, undo = _weights(_upcast(x), axis, temperature, relaxation, largest)
-    sel = ar.do("zeros_like", _pad(rows, big_n)) + _const((np.arange(big_n) < k).astype(float), rows)
+    sel = do("zeros_like", _pad(rows, big_n)) + _const((np.arange(big_n) < k).astype(float), rows)
     return _downcast(undo(nan_rows(rows, pull(sel[:, :, None], weights, big_n)[:, :n, 0])), x)
 
 
@@ -380,7 +380,7 @@ def soft_permutation(
         return undo(rows[:, :, None] * rows[:, None, :] * 0.0, matrix=True)
     rows, weights, big_n, undo = _weights(_upcast(x), axis, temperature, relaxation, descending)
     n = rows.shape[1]
-    eye = ar.do("zeros_like", _pad(rows, big_n))[:, :, None] + _const(np.eye(big_n, n), rows)
+    eye = do("zeros_like", _pad(rows, big_n))[:, :, None] + _const(np.eye(big_n, n), rows)
     return _downcast(undo(nan_rows(rows, push(eye, weights, big_n)[:, :n, :]), matrix=True), x)
 
 

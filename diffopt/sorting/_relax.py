@@ -36,17 +36,15 @@ Gaps that are not finite (a comparator with ``+-inf``, e.g. the padding of
 
 import math
 
-import autoray as ar
-
-from diffopt._ops import sigmoid
+from diffopt._ops import do, sigmoid
 
 __all__ = ["RELAXATIONS", "check_relaxation", "relax_terms"]
 
 
 def _logsumexp(v):
-    e = ar.do("exp", -v)
+    e = do("exp", -v)
     leak = e / (1.0 + e)
-    return -ar.do("log1p", e), leak, leak
+    return -do("log1p", e), leak, leak
 
 
 def _logistic(v):
@@ -55,7 +53,7 @@ def _logistic(v):
 
 
 def _cauchy(v):
-    leak = ar.do("arctan2", ar.do("ones_like", v), v) / math.pi
+    leak = do("arctan2", do("ones_like", v), v) / math.pi
     return v * leak, leak - v / (math.pi * (1.0 + v * v)), leak
 
 
@@ -65,8 +63,8 @@ def _reciprocal(v):
 
 
 def _optimal(v):
-    c = ar.do("minimum", v, 0.25 + 0.0 * v)
-    leak = ar.do("where", v <= 0.25, 0.5 - v, 1.0 / (16.0 * ar.do("maximum", v, 0.25 + 0.0 * v)))
+    c = do("minimum", v, 0.25 + 0.0 * v)
+    leak = do("where", v <= 0.25, 0.5 - v, 1.0 / (16.0 * do("maximum", v, 0.25 + 0.0 * v)))
     return 0.0625 - (c - 0.25) ** 2, 0.5 - 2.0 * c, leak
 
 
@@ -131,25 +129,25 @@ def relax_terms(a, b, lo, hi, relaxation, temperature, want=None):
     """
     gap = lo - hi  # <= 0
     # NaN gap (two equal infinities, or a NaN input): infinite, i.e. exact.
-    gap = ar.do("where", gap == gap, gap, float("-inf"))
+    gap = do("where", gap == gap, gap, float("-inf"))
     if relaxation == "logsumexp":
         # e = exp(-v) in [0, 1]: nothing overflows, an infinite gap gives 0.
-        e = ar.do("exp", gap if _is_one(temperature) else gap * (1.0 / temperature))
-        spread = ar.do("log1p", e)  # shift = -log1p(e)
+        e = do("exp", gap if _is_one(temperature) else gap * (1.0 / temperature))
+        spread = do("log1p", e)  # shift = -log1p(e)
         if not _is_one(temperature):
             spread = spread * temperature
         # slope = leak = e / (1 + e) for the larger input
-        w = ar.do("where", a > b, e, 1.0) / (1.0 + e) if want else None
+        w = do("where", a > b, e, 1.0) / (1.0 + e) if want else None
         return spread, w
     v = gap * (-1.0 / temperature)
     finite = v < float("inf")  # False for infinite gaps (and overflow of gap / T)
-    zero = ar.do("zeros_like", v)
+    zero = do("zeros_like", v)
     shift, slope, leak = (
-        ar.do("where", finite, t, zero) for t in RELAXATIONS[relaxation](ar.do("where", finite, v, zero))
+        do("where", finite, t, zero) for t in RELAXATIONS[relaxation](do("where", finite, v, zero))
     )
     w = {"slope": slope, "leak": leak, None: None}[want]
     if w is not None:
-        w = ar.do("where", a > b, w, 1.0 - w)
+        w = do("where", a > b, w, 1.0 - w)
     return shift * (-temperature), w
 
 
@@ -178,14 +176,14 @@ def logsumexp_slope(a, b, temperature):
     lo, hi, w : array
     """
     u = a - b
-    neg_gap = -ar.do("abs", u)
-    e = ar.do("exp", neg_gap if _is_one(temperature) else neg_gap * (1.0 / temperature))
+    neg_gap = -do("abs", u)
+    e = do("exp", neg_gap if _is_one(temperature) else neg_gap * (1.0 / temperature))
     one_e = 1.0 + e
-    w = ar.do("where", u > 0, e, 1.0) / one_e
+    w = do("where", u > 0, e, 1.0) / one_e
     # log(1 + e), not log1p(e): a cheaper kernel. It drops e below the dtype's
     # epsilon, where the pair's gap exceeds ~16 T (float32), so the lost
     # T * e is below the rounding error of max(|a|, |b|) >= 8 T.
-    spread = ar.do("log", one_e)
+    spread = do("log", one_e)
     if not _is_one(temperature):
         spread = spread * temperature
-    return ar.do("minimum", a, b) - spread, ar.do("maximum", a, b) + spread, w
+    return do("minimum", a, b) - spread, do("maximum", a, b) + spread, w

@@ -28,7 +28,7 @@ import functools
 import autoray as ar
 import numpy as np
 
-from diffopt._ops import where_fill
+from diffopt._ops import do, where_fill
 from diffopt.sorting._relax import logsumexp_slope, relax_terms
 
 __all__ = ["network", "lse_network", "push", "pull", "layer_sizes", "bit_reverse", "bit_reversal", "finite_range", "to_sentinels",
@@ -56,7 +56,7 @@ def bit_reversal(big_n):
 def bit_reverse(x, n=None, axis=1):
     """``x`` in bit-reversed order along ``axis`` (of length ``N``); the first ``n`` only if given."""
     idx = bit_reversal(x.shape[axis])
-    return ar.do("take", x, idx if n is None else idx[:n], axis=axis)
+    return do("take", x, idx if n is None else idx[:n], axis=axis)
 
 
 def reshape_target(shape):
@@ -67,13 +67,13 @@ def reshape_target(shape):
 def _split(x, m):
     """View ``(B, N, ...)`` as comparator inputs ``a, b`` of shape ``(B, N/2m, m, ...)``."""
     shape = reshape_target(x.shape)
-    xr = ar.do("reshape", x, (shape[0], shape[1] // (2 * m), 2, m) + shape[2:])
+    xr = do("reshape", x, (shape[0], shape[1] // (2 * m), 2, m) + shape[2:])
     return xr[:, :, 0], xr[:, :, 1]
 
 
 def _join(lo, hi, like):
     """Inverse of :func:`_split`."""
-    return ar.do("reshape", ar.do("stack", (lo, hi), axis=2), reshape_target(like.shape))
+    return do("reshape", do("stack", (lo, hi), axis=2), reshape_target(like.shape))
 
 
 @functools.lru_cache(maxsize=256)
@@ -97,7 +97,7 @@ def _flip(x, stages, reverse):
     if signs is None:
         return x
     signs = signs.reshape((-1,) + (1,) * (len(x.shape) - 2))
-    return x * ar.astype(ar.do("asarray", signs, like=x), ar.get_dtype_name(x))
+    return x * ar.astype(do("asarray", signs, like=x), ar.get_dtype_name(x))
 
 
 def _cswap(a, b, relaxation, temperature, want):
@@ -106,7 +106,7 @@ def _cswap(a, b, relaxation, temperature, want):
     ``want='slope'`` gives ``d lo / d a`` (for the backward pass); ``'leak'`` gives the
     weight of ``a`` in ``lo`` under the mixing reading (for transports); ``None`` none.
     """
-    lo, hi = ar.do("minimum", a, b), ar.do("maximum", a, b)
+    lo, hi = do("minimum", a, b), do("maximum", a, b)
     if relaxation is None:
         w = None if want is None else ar.astype(a <= b, ar.get_dtype_name(a))
         return lo, hi, w
@@ -182,7 +182,7 @@ def to_sentinels(x):
     """
     big, below = finite_range(x)
     under = float(np.nextafter(np.asarray(below, dtype=ar.get_dtype_name(x)), 0))
-    out = where_fill(x == float("inf"), below, ar.do("clip", x, -below, under))
+    out = where_fill(x == float("inf"), below, do("clip", x, -below, under))
     return where_fill(x == float("-inf"), -big, out)
 
 
@@ -220,14 +220,14 @@ lse_network.register("torch", _torch_lse_network)
 
 def _lse_network(x, temperature, reverse):
     big, below = finite_range(x)
-    out, weights = _layers(ar.do("clip", x, -big, big), lambda a, b: logsumexp_slope(a, b, temperature), reverse)
+    out, weights = _layers(do("clip", x, -big, big), lambda a, b: logsumexp_slope(a, b, temperature), reverse)
     out = where_fill(out >= below, float("inf"), out)
     return where_fill(out <= -big, float("-inf"), out), weights
 
 
 def _expand(w, t):
     """Broadcast a ``(B, N/2m, m)`` weight against split transport state ``t``."""
-    return ar.do("reshape", w, reshape_target(tuple(w.shape) + (1,) * (len(t.shape) - len(w.shape))))
+    return do("reshape", w, reshape_target(tuple(w.shape) + (1,) * (len(t.shape) - len(w.shape))))
 
 
 def push(t, weights, big_n, reverse=False):
