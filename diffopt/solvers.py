@@ -266,7 +266,6 @@ def dag_shortest_path(costs: Array, grid: tuple[int, int] = (5, 5)) -> Array:
         is not the number of edges.
     """
     height, width = _check_grid(grid)
-    get_backend(costs)
     edges = _grid_edges(height, width)
     shape = tuple(costs.shape)
     if len(shape) < 1 or shape[-1] != len(edges):

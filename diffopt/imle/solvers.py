@@ -5,7 +5,6 @@ import numbers
 import autoray as ar
 
 from diffopt._ops import do
-from diffopt.backends import get_backend
 from diffopt.solvers import top_k_mask
 
 __all__ = ["select_k", "mathias_select_k"]
@@ -21,7 +20,6 @@ def select_k(logits, k):
 
 def mathias_select_k(logits, k):
     """Indicator of the entries at least as large as each row's ``k``-th largest (ties all kept)."""
-    get_backend(logits)
     n = logits.shape[-1]
     if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= n:
         raise ValueError(f"k must be an integer in [1, {n}] (the size of the last axis), got k={k!r}")
