@@ -19,7 +19,6 @@ import numpy as np
 
 from diffopt._typing import Array
 from diffopt._ops import do, first_max_mask
-from diffopt.backends import get_backend
 from diffopt.host import HostSolver, host_solver
 
 __all__ = [
@@ -56,7 +55,6 @@ def argmax_one_hot(x: Array, axis: int = -1) -> Array:
     array([[0., 1., 0.],
            [1., 0., 0.]])
     """
-    get_backend(x)  # loads the shim (and its autoray registrations) for x's framework
     return first_max_mask(x, axis=axis)
 
 
@@ -88,7 +86,6 @@ def ranking(x: Array, axis: int = -1) -> Array:
     >>> ranking(np.array([0.3, -1.0, 2.0, 0.3]))
     array([1., 0., 3., 2.])
     """
-    get_backend(x)
     order = do("argsort", x, axis=axis)
     return ar.astype(do("argsort", order, axis=axis), ar.get_dtype_name(x))
 
@@ -108,7 +105,6 @@ def top_k_mask(x: Array, k: int, axis: int = -1) -> Array:
     >>> top_k_mask(np.array([[0.3, -1.0, 2.0, 0.5]]), 2)
     array([[0., 0., 1., 1.]])
     """
-    get_backend(x)
     n = x.shape[axis]
     if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= n:
         raise ValueError(f"k must be an integer in [1, {n}] (the size of axis {axis}), got k={k!r}")
