@@ -7,7 +7,7 @@ import autoray as ar
 
 __all__ = [
     "check_positive", "check_nonnegative", "check_real", "check_int", "check_floating", "check_min_rank",
-    "check_choice",
+    "check_choice", "check_choice_or_none",
 ]
 
 
@@ -72,3 +72,8 @@ def check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {name}={value!r}")
     return value
+
+
+def check_choice_or_none(name, value, choices):
+    """``value`` must be ``None`` or one of ``choices``."""
+    return value if value is None else check_choice(name, value, choices)

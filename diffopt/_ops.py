@@ -18,6 +18,7 @@ from diffopt import backends
 
 __all__ = [
     "do",
+    "kernel",
     "logsumexp", "softmax", "sigmoid", "softplus", "logaddexp", "first_max_mask",
     "fori_loop", "map_leading", "nan_rows", "where_fill",
 ]
@@ -59,6 +60,16 @@ def do(name, *args, like=None, **kwargs):
     if name in _MULTI and like is None:
         like = backend
     return ar.do(name, *args, like=like, **kwargs)
+
+
+def kernel(name, like):
+    """The shim kernel ``name`` for ``like``'s framework, or ``None`` if it has none.
+
+    Kernels are entries of a shim's op table that have no autoray equivalent
+    (e.g. ``sorting_lse_network``, eager torch's in-place sorting network); the
+    core calls its generic code where this is ``None``.
+    """
+    return backends.ops(ar.infer_backend(like)).get(name)
 
 
 def logsumexp(x, axis=-1, keepdims=False):

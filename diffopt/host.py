@@ -139,8 +139,6 @@ class HostSolver:
         if shape is not None:
             fn = functools.partial(_checked_shape, fn, tuple(shape), self.output_shape is not None,
                                    getattr(self.fn, "__name__", "fn"))
-        if backend.NAME == "numpy":
-            return fn(x).astype(self.output_dtype or np.asarray(x).dtype, copy=False)
         return backend.host_call(fn, x, shape, self.output_dtype or _dtype_name(x))
 
 
@@ -236,8 +234,6 @@ def _host_arg(a, backend):
     try:
         other = get_backend(a)
     except TypeError:
-        return a
-    if other.NAME == "numpy":
         return a
     if other.is_symbolic(a):
         raise TypeError(

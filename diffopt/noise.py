@@ -28,9 +28,11 @@ import inspect
 import warnings
 
 import autoray as ar
+import numpy as np
 
 from diffopt._ops import do
 from diffopt._typing import Array, NoiseLike, RngLike, Shape
+from diffopt.backends import backend_name, get_backend, same_framework
 from diffopt.random import make_rng, sample_dtype
 
 __all__ = ["Noise", "Normal", "Gumbel", "get_noise", "get_sampler", "sample_convention", "draw"]
@@ -71,8 +73,6 @@ def _shape_tuple(shape):
 
 def _draw_with_key(kind, key, shape, dtype):
     """optax's ``sample(key, sample_shape, dtype)``: the key's framework draws (JAX)."""
-    from diffopt.backends import get_backend
-
     shim = get_backend(key, argnames=("key",))
     draw = getattr(shim, "draw_with_key", None)
     if draw is None:
@@ -282,8 +282,6 @@ class _KeyedNoise(Noise):
         return f"{type(self.noise).__name__}() (optax convention)"
 
     def sample(self, shape, like, rng=None):
-        from diffopt.backends import get_backend
-
         shim = get_backend(like)
         if not hasattr(shim, "draw_with_key"):
             raise TypeError(
@@ -296,8 +294,6 @@ class _KeyedNoise(Noise):
         return z if ar.get_dtype_name(z) == ar.get_dtype_name(like) else ar.astype(z, ar.get_dtype_name(like))
 
     def score(self, z):
-        from diffopt.backends import get_backend
-
         return get_backend(z).score_from_log_prob(self.noise.log_prob, z)
 
     def score_derivative(self, z: Array) -> Array:
@@ -339,13 +335,12 @@ class _ShapeOnlySampler:
 
 def _like(z, like, what):
     """``z`` in ``like``'s framework (NumPy draws are converted), dtype and device."""
-    from diffopt.backends import backend_name
-
-    have, want = backend_name(z), backend_name(like)
-    if have != want and not {have, want} <= {"numpy", "autograd"}:
-        if have != "numpy":
-            raise TypeError(f"{what} returned a {have} array for {want} input; return {want} or NumPy arrays")
-        z = do("asarray", z, like=like)
+    shim = get_backend(like)
+    if not same_framework(z, shim):
+        if not isinstance(z, (np.ndarray, np.generic)):
+            have = backend_name(z)
+            raise TypeError(f"{what} returned a {have} array for {shim.NAME} input; return {shim.NAME} or NumPy arrays")
+        z = shim.from_numpy(z, like)
     device = getattr(like, "device", None)
     if device is not None and getattr(z, "device", device) != device and callable(getattr(z, "to", None)):
         z = z.to(device)

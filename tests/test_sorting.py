@@ -496,14 +496,19 @@ def test_torch_vmap():
 def test_torch_loops_match_generic_loops(shape, reverse, temperature, special):
     # eager torch runs soft_sort's forward and backward with in-place kernels of its own
     torch = pytest.importorskip("torch")
-    from diffopt.sorting import _soft, _torch_loops
+    from diffopt.backends import _torch_sorting, load
+    from diffopt.sorting import _soft
+    from diffopt.sorting._network import schedule
+
+    assert load("torch").OPS["sorting_lse_network"] is _torch_sorting.lse_network  # what soft_sort looks up
 
     rs = np.random.RandomState(19)
     x, t = torch.from_numpy(rs.randn(*shape) * 3), torch.from_numpy(rs.randn(*shape))
     if special is not None:
         x[0, 1] = x[-1, 3] = special
     x_before, t_before = x.clone(), t.clone()
-    out, w = _torch_loops.lse_network(x, temperature, reverse)
+    layers = schedule(shape[1], reverse)
+    out, w = _torch_sorting.lse_network(x, temperature, layers, reverse, _soft.finite_range(x))
     ref, w_ref = _soft._lse_network(x, temperature, reverse)
     np.testing.assert_array_equal(out.isnan().numpy(), ref.isnan().numpy())
     np.testing.assert_array_equal(out.isinf().numpy(), ref.isinf().numpy())
@@ -512,7 +517,7 @@ def test_torch_loops_match_generic_loops(shape, reverse, temperature, special):
     assert [a.shape for a in w] == [b.shape for b in w_ref]
     for a, b in zip(w, w_ref):
         _close(a.nan_to_num(-1.0).numpy(), b.nan_to_num(-1.0).numpy(), atol=1e-12)
-    back = _torch_loops.pull(t, w, shape[1], reverse)
+    back = _torch_sorting.pull(t, w, layers)
     _close(back.nan_to_num(-1.0).numpy(), _soft._pull(t, w_ref, shape[1], reverse).nan_to_num(-1.0).numpy(), atol=1e-12)
     # the loops write only their own buffers: inputs untouched (NaN compared as NaN)
     assert torch.equal(x.isnan(), x_before.isnan()) and torch.equal(x.nan_to_num(0.0), x_before.nan_to_num(0.0))

@@ -1,10 +1,17 @@
 """Per-framework shims, found lazily from the arrays a call receives.
 
 Every shim module (``numpy``, ``autograd``, ``torch``, ``jax``, ``tensorflow``,
-``cupy``) exposes the same names:
+``cupy``; :data:`SHIMS` is the one list of them) exposes the same names,
+checked as code by :mod:`diffopt.backends._contract` (its docstring says how
+to add a backend: one module plus :func:`register`):
 
 ``NAME``
     The backend name, as :func:`autoray.infer_backend` spells it.
+``OPS``
+    The shim's private op table, ``name -> function``, consulted by
+    :func:`diffopt._ops.do` before autoray: translations autoray lacks or that
+    a compiler rejects, and kernels the core looks up by name
+    (:func:`diffopt._ops.kernel`, e.g. eager torch's sorting network).
 ``custom_vjp(fwd, bwd, jit=False, second_order=False)``
     Turn a pure pair into a natively differentiable function ``f(*arrays)``.
     ``jit=True`` asks for compilation where eager execution is slow (JAX);
@@ -43,6 +50,8 @@ Every shim module (``numpy``, ``autograd``, ``torch``, ``jax``, ``tensorflow``,
 ``map_leading(fn, leaves, size)``
     ``fn`` on each leading-axis slice of the tuple ``leaves``, stacked
     (``jax.vmap``, ``tf.vectorized_map``, a Python loop elsewhere).
+``from_numpy(a, like)``
+    The NumPy array ``a`` as an array of ``like``'s framework, on its device.
 
 The core never imports a framework: a shim module is imported only when an
 array of its framework reaches :func:`get_backend`.
@@ -59,11 +68,31 @@ import importlib.util
 import autoray
 
 from diffopt.backends._common import SecondOrder
+from diffopt.backends._contract import check_shim
 
-__all__ = ["available", "get_backend", "backend_name", "load", "ops", "SecondOrder"]
+__all__ = ["SHIMS", "available", "register", "get_backend", "backend_name", "load", "ops", "is_array",
+           "same_framework", "SecondOrder"]
 
-_FRAMEWORKS = ("numpy", "autograd", "torch", "jax", "tensorflow", "cupy")
+#: The one list of frameworks: autoray backend name -> shim module (imported on first use).
+SHIMS = {name: f"diffopt.backends.{name}" for name in ("numpy", "autograd", "torch", "jax", "tensorflow", "cupy")}
 _SHIMS = {}
+
+
+def register(name, module):
+    """Make the shim ``module`` serve arrays whose autoray backend is ``name``.
+
+    Parameters
+    ----------
+    name : str
+        :func:`autoray.infer_backend` of the framework's arrays.
+    module : str
+        Import path of a module satisfying :class:`diffopt.backends._contract.Shim`;
+        it is imported (and checked) the first time such an array is seen.
+    """
+    if not isinstance(name, str) or not isinstance(module, str):
+        raise TypeError(f"name and module must be strings, got {name!r}, {module!r}")
+    SHIMS[name] = module
+    _SHIMS.pop(name, None)
 
 
 def available() -> list[str]:
@@ -72,10 +101,11 @@ def available() -> list[str]:
     Returns
     -------
     list of str
-        A subset of ``numpy, autograd, torch, jax, tensorflow, cupy``, in that
-        order. Nothing is imported to find out.
+        A subset of the keys of :data:`SHIMS` (``numpy, autograd, torch, jax,
+        tensorflow, cupy`` and any registered), in that order. Nothing is
+        imported to find out.
     """
-    return [name for name in _FRAMEWORKS if importlib.util.find_spec(name) is not None]
+    return [name for name in SHIMS if importlib.util.find_spec(name) is not None]
 
 
 def load(name: str) -> ModuleType:
@@ -84,16 +114,24 @@ def load(name: str) -> ModuleType:
     Parameters
     ----------
     name : str
-        One of ``numpy, autograd, torch, jax, tensorflow, cupy``.
+        A key of :data:`SHIMS`.
+
+    Raises
+    ------
+    TypeError
+        For an unknown name, or a shim that does not satisfy the contract.
     """
     shim = _SHIMS.get(name)
     if shim is None:
-        if name not in _FRAMEWORKS:
+        if name not in SHIMS:
             raise TypeError(
                 f"diffopt does not support arrays of backend {name!r}; "
-                f"supported: {', '.join(_FRAMEWORKS)}"
+                f"supported: {', '.join(SHIMS)} (diffopt.backends.register adds one)"
             )
-        shim = importlib.import_module(f"diffopt.backends.{name}")
+        shim = importlib.import_module(SHIMS[name])
+        problems = check_shim(shim, name)
+        if problems:
+            raise TypeError(f"shim {SHIMS[name]} for {name!r} does not satisfy the contract: {'; '.join(problems)}")
         _SHIMS[name] = shim
     return shim
 
@@ -112,10 +150,10 @@ def ops(backend):
     while ``torch.compile`` traces the reading frame trips its guards.
     """
     name = _SHIM_OF.get(backend, backend)
-    if name not in _FRAMEWORKS:
+    if name not in SHIMS:
         return _NO_OPS
     shim = _SHIMS.get(name)
-    return getattr(shim if shim is not None else load(name), "OPS", _NO_OPS)
+    return (shim if shim is not None else load(name)).OPS
 
 
 def _infer(x):
@@ -162,6 +200,20 @@ def backend_name(*arrays: Any, argnames: Sequence[str] | None = None) -> str:
     if not found:
         return "numpy"
     return next(iter(found))
+
+
+def is_array(a):
+    """Whether ``a`` is an array of a framework diffopt has a shim for."""
+    if not hasattr(a, "shape"):
+        return False
+    name = autoray.infer_backend(a)
+    return _SHIM_OF.get(name, name) in SHIMS
+
+
+def same_framework(a, shim):
+    """Whether the array ``a`` belongs to ``shim``'s framework (NumPy and HIPS autograd count as one)."""
+    name = backend_name(a)
+    return name == shim.NAME or {name, shim.NAME} == {"numpy", "autograd"}
 
 
 def get_backend(*arrays: Any, argnames: Sequence[str] | None = None) -> ModuleType:

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from diffopt.random import seed_from_numpy
+from diffopt.backends._rng import seed_from_numpy
 
 _SEED_BOUND = 2**63 - 1
 
@@ -95,6 +95,11 @@ def forward_only(fwd, bwd, jit=False, second_order=False):
         return fwd(*arrays)[0]
 
     return f
+
+
+def never_symbolic(x):
+    """``is_symbolic`` of a framework without tracing: its arrays are always concrete."""
+    return False
 
 
 def fori_loop(lower, upper, body, carry):

@@ -10,11 +10,13 @@ from diffopt.backends import numpy as _np_shim
 from diffopt.backends._common import SECOND_ORDER_MESSAGE, second_order_spec
 
 NAME = "autograd"
+OPS = {}
 
 make_rng = _np_shim.make_rng
 is_symbolic = _np_shim.is_symbolic
 fori_loop = _np_shim.fori_loop
 map_leading = _np_shim.map_leading
+from_numpy = _np_shim.from_numpy
 
 
 def to_numpy(x):

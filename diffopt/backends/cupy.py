@@ -4,28 +4,19 @@ import numbers
 
 import cupy
 
-from diffopt.backends._common import fori_loop, map_leading, check_int_seed, forward_only, numpy_seed
-from diffopt.random import SeededRng
+from diffopt.backends._common import check_int_seed, fori_loop, forward_only, map_leading, numpy_seed
+from diffopt.backends._common import never_symbolic as is_symbolic
+from diffopt.backends._rng import GeneratorRng
 
 NAME = "cupy"
+OPS = {}  # autoray's CuPy translations serve as they are
+custom_vjp = forward_only  # CuPy has no autodiff
 
-custom_vjp = forward_only
 
-
-class CupyRng(SeededRng):
+class CupyRng(GeneratorRng):
     """Stream backed by ``cupy.random.default_rng(key)`` on the current device."""
 
-    def _generator(self):
-        return cupy.random.default_rng(self.key)
-
-    def _normal(self, shape, dtype):
-        return self.generator.standard_normal(shape, dtype=dtype)
-
-    def _uniform(self, shape, dtype):
-        return self.generator.random(shape, dtype=dtype)
-
-    def _gamma(self, shape, alpha, dtype):
-        return self.generator.standard_gamma(alpha, size=shape, dtype=dtype)
+    xp = cupy
 
 
 def make_rng(rng, like):
@@ -37,11 +28,6 @@ def make_rng(rng, like):
     return CupyRng(numpy_seed(rng, NAME), like)
 
 
-def is_symbolic(x):
-    """CuPy arrays are always concrete."""
-    return False
-
-
 def to_numpy(x):
     """A host copy of ``x``."""
     return cupy.asnumpy(x)
@@ -50,3 +36,9 @@ def to_numpy(x):
 def host_call(fn, x, out_shape, out_dtype):
     """Run ``fn`` on a host copy of ``x``; the result goes back to the GPU."""
     return cupy.asarray(fn(to_numpy(x)), dtype=out_dtype)
+
+
+def from_numpy(a, like):
+    """``a`` (NumPy) on ``like``'s GPU."""
+    with like.device:
+        return cupy.asarray(a)

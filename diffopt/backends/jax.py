@@ -8,9 +8,10 @@ import numpy as np
 
 from diffopt.backends import _common
 from diffopt.backends._common import SECOND_ORDER_MESSAGE, SecondOrder, check_int_seed, numpy_seed
-from diffopt.random import Rng
+from diffopt.backends._rng import Rng
 
 NAME = "jax"
+OPS = {}
 
 
 @jax.custom_jvp
@@ -262,3 +263,8 @@ def score_derivative_from_log_prob(log_prob, z):
     """``-∂² log_prob(z)/∂z²`` elementwise (the diagonal Hessian of an elementwise log-density)."""
     grad = jax.grad(lambda v: jnp.sum(log_prob(v)))
     return -jax.jvp(grad, (z,), (jnp.ones_like(z),))[1]
+
+
+def from_numpy(a, like):
+    """``a`` (NumPy) as a JAX array."""
+    return jnp.asarray(a)

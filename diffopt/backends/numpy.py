@@ -2,38 +2,25 @@
 
 import numpy as np
 
-from diffopt.backends._common import fori_loop, map_leading, forward_only, numpy_seed
-from diffopt.random import SeededRng
+from diffopt.backends._common import fori_loop, forward_only, map_leading, numpy_seed
+from diffopt.backends._common import never_symbolic as is_symbolic
+from diffopt.backends._rng import GeneratorRng
 
 NAME = "numpy"
+OPS = {}
 
 custom_vjp = forward_only
 
 
-class NumpyRng(SeededRng):
+class NumpyRng(GeneratorRng):
     """Stream backed by ``numpy.random.default_rng(key)``."""
 
-    def _generator(self):
-        return np.random.default_rng(self.key)
-
-    def _normal(self, shape, dtype):
-        return self.generator.standard_normal(shape, dtype=np.dtype(dtype))
-
-    def _uniform(self, shape, dtype):
-        return self.generator.random(shape, dtype=np.dtype(dtype))
-
-    def _gamma(self, shape, alpha, dtype):
-        return self.generator.standard_gamma(alpha, shape, dtype=np.dtype(dtype))
+    xp = np
 
 
 def make_rng(rng, like):
     """See :mod:`diffopt.backends`."""
     return NumpyRng(numpy_seed(rng, NAME), like)
-
-
-def is_symbolic(x):
-    """NumPy arrays are always concrete."""
-    return False
 
 
 def to_numpy(x):
@@ -44,3 +31,8 @@ def to_numpy(x):
 def host_call(fn, x, out_shape, out_dtype):
     """Call ``fn`` directly: NumPy is already the host."""
     return np.asarray(fn(np.asarray(x)), dtype=out_dtype)
+
+
+def from_numpy(a, like):
+    """``a`` (NumPy) as an array of ``like``'s framework: ``a`` itself."""
+    return np.asarray(a)

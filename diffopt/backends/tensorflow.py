@@ -8,9 +8,10 @@ import tensorflow as tf
 from diffopt.backends._common import (
     SECOND_ORDER_MESSAGE, type_label, as_tuple, check_int_seed, fori_loop, numpy_seed, second_order_spec,
 )
-from diffopt.random import Rng
+from diffopt.backends._rng import Rng
 
 NAME = "tensorflow"
+OPS = {}
 _SEED_HIGH = 2**62
 
 
@@ -154,3 +155,8 @@ def map_leading(fn, leaves, size):
     (which falls back to a loop for ops it cannot vectorise)."""
     del size
     return tuple(tf.vectorized_map(fn, tuple(leaves)))
+
+
+def from_numpy(a, like):
+    """``a`` (NumPy) as a TensorFlow tensor."""
+    return tf.convert_to_tensor(a)

@@ -5,10 +5,11 @@ import numbers
 import numpy as np
 import torch
 
+from diffopt.backends import _torch_sorting
 from diffopt.backends._common import (
     SECOND_ORDER_MESSAGE, as_tuple, check_int_seed, fori_loop, numpy_seed, second_order_spec,
 )
-from diffopt.random import SeededRng
+from diffopt.backends._rng import SeededRng
 
 NAME = "torch"
 _SEED_HIGH = 2**62
@@ -41,6 +42,9 @@ OPS = {
     "stack": lambda arrays, axis=0: torch.stack(tuple(arrays), axis),
     "expand_dims": lambda a, axis: torch.unsqueeze(a, axis),
     "take_along_axis": lambda arr, indices, axis=-1: torch.take_along_dim(arr, indices, axis),
+    # kernels the core looks up by name (diffopt._ops.kernel)
+    "sorting_lse_network": _torch_sorting.lse_network,
+    "sorting_pull": _torch_sorting.pull,
 }
 
 
@@ -210,6 +214,9 @@ class TorchRng(SeededRng):
         gen.manual_seed(self.key)
         return gen
 
+    def _clip(self, u, lo, hi):
+        return torch.clamp(u, lo, hi)
+
     def _normal(self, shape, dtype):
         return torch.randn(shape, generator=self.generator, device=self.device, dtype=getattr(torch, dtype))
 
@@ -264,3 +271,8 @@ def host_call(fn, x, out_shape, out_dtype):
     """
     out = np.asarray(fn(to_numpy(x)))
     return torch.as_tensor(out).to(device=x.device, dtype=getattr(torch, out_dtype))
+
+
+def from_numpy(a, like):
+    """``a`` (NumPy) as a tensor on ``like``'s device."""
+    return torch.as_tensor(a, device=like.device)

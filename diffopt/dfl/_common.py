@@ -2,6 +2,7 @@
 
 import autoray as ar
 
+from diffopt._arrays import cast, shape_of
 from diffopt import backends
 from diffopt._checks import check_choice, check_floating, check_min_rank
 from diffopt._dtypes import compute_dtype
@@ -27,10 +28,6 @@ def check_sense(minimize):
 
 def check_reduction(reduction):
     return check_choice("reduction", reduction, REDUCTIONS)
-
-
-def shape_of(x):
-    return tuple(int(d) if d is not None else None for d in x.shape)
 
 
 def check_costs(name, x, rank=1):
@@ -60,10 +57,6 @@ def check_objective(name, z, ref_name, ref):
     return z
 
 
-def cast(x, dtype):
-    return x if ar.get_dtype_name(x) == dtype else ar.astype(x, dtype)
-
-
 def rowsum(x):
     """Sum over all axes but the first: ``[B, ...]`` → ``[B]``."""
     return do("sum", do("reshape", x, (shape_of(x)[0] or -1, -1)), axis=-1)
@@ -74,9 +67,8 @@ def solve(solver, costs, backend):
     w = solver(costs)
     if not hasattr(w, "shape"):
         raise TypeError(f"solver must return an array, got {type(w).__name__}")
-    name = backends.backend_name(w)
-    if not (name == backend.NAME or {name, backend.NAME} == {"numpy", "autograd"}):
-        raise TypeError(f"solver returned a {name} array for {backend.NAME} costs; return the costs' "
+    if not backends.same_framework(w, backend):
+        raise TypeError(f"solver returned a {backends.backend_name(w)} array for {backend.NAME} costs; return the costs' "
                         "framework, or mark a NumPy solver with diffopt.host_solver")
     a, b = shape_of(w), shape_of(costs)
     if len(a) != len(b) or any(p is not None and q is not None and p != q for p, q in zip(a, b)):

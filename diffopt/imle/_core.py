@@ -12,19 +12,12 @@ import warnings
 import autoray as ar
 
 from diffopt import backends
-from diffopt._checks import check_floating, check_int, check_min_rank, check_nonnegative
+from diffopt._checks import check_floating, check_int, check_min_rank
 from diffopt._ops import do
 from diffopt.noise import draw, get_sampler
 
-_ARRAY_BACKENDS = {"numpy", "autograd", "torch", "jax", "jaxlib", "tensorflow", "cupy"}
-
 
 # -- validation ----------------------------------------------------------------------
-def check_temperature(name, value):
-    """A temperature: a finite real number >= 0."""
-    return check_nonnegative(name, value)
-
-
 def check_function(function):
     """The solver must be callable."""
     if not callable(function):
@@ -78,11 +71,6 @@ def check_theta(theta):
             "a solver needs at least one value per instance"
         )
     return backends.get_backend(theta)
-
-
-def is_array(a):
-    """Whether ``a`` is an array of a supported framework (extra solver arguments)."""
-    return hasattr(a, "shape") and ar.infer_backend(a) in _ARRAY_BACKENDS
 
 
 # -- shapes --------------------------------------------------------------------------
@@ -151,11 +139,9 @@ def call_solver(function, x, args, backend, dtype):
     z = function(x, *args)
     if not hasattr(z, "shape"):
         raise TypeError(f"function (the solver) must return an array, got {type(z).__name__}")
-    name = backends.backend_name(z)
-    same = name == backend.NAME or {name, backend.NAME} == {"numpy", "autograd"}
-    if not same:
+    if not backends.same_framework(z, backend):
         raise TypeError(
-            f"function (the solver) returned a {name} array for {backend.NAME} input; "
+            f"function (the solver) returned a {backends.backend_name(z)} array for {backend.NAME} input; "
             "return the input's framework, or mark a NumPy solver with diffopt.host_solver"
         )
     if not _same_shape(z.shape, x.shape):
@@ -184,19 +170,6 @@ def solve_stacked(function, inputs, args, backend, dtype):
 
 
 # -- the differentiable op -----------------------------------------------------------
-def split_args(args):
-    """Positions of the array arguments (they travel through the custom VJP)."""
-    return [i for i, a in enumerate(args) if is_array(a)]
-
-
-def rebuild_args(args, positions, arrays):
-    """``args`` with the arrays at ``positions`` replaced by ``arrays``."""
-    out = list(args)
-    for i, a in zip(positions, arrays):
-        out[i] = a
-    return tuple(out)
-
-
 def warn_frozen_state():
     """A traced backward cannot update a Python-held adaptive state."""
     warnings.warn(

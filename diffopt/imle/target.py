@@ -19,6 +19,7 @@ from diffopt._ops import do
 from diffopt._typing import Array
 from diffopt._checks import check_positive, check_real
 from diffopt._dtypes import compute_dtype
+from diffopt.backends import get_backend
 
 __all__ = ["BaseTargetDistribution", "TargetDistribution", "AdaptiveTargetDistribution"]
 
@@ -247,18 +248,10 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
         values = np.asarray(self.state, dtype=dtype)
         if like is None:
             return values
-        from diffopt.backends import get_backend
-
-        if get_backend(like).NAME in ("numpy", "autograd"):
-            return values
-        out = do("asarray", values, like=like)
-        device = getattr(like, "device", None)
-        return out.to(device) if hasattr(out, "to") and device is not None else out
+        return get_backend(like).from_numpy(values, like)
 
     def load_state(self, state: Array) -> None:
         """Set :attr:`beta`, :attr:`grad_norm`, :attr:`previous_beta_update` from a ``[3]`` array."""
-        from diffopt.backends import get_backend
-
         values = np.asarray(get_backend(state).to_numpy(state), dtype=np.float64).ravel()
         if values.shape != (3,):
             raise ValueError(f"state must have 3 entries (beta, grad_norm, previous_beta_update), got {values.shape}")

@@ -20,6 +20,8 @@ import autoray as ar
 from diffopt._typing import Solver
 from diffopt.noise import Noise
 from diffopt import backends
+from diffopt._arrays import split_arrays
+from diffopt._checks import check_nonnegative
 from diffopt._ops import do, nan_rows
 from diffopt.imle import _core
 from diffopt.imle.target import AdaptiveTargetDistribution, BaseTargetDistribution, TargetDistribution
@@ -47,8 +49,8 @@ class _Config:
         self.target = target if target is None else _core.check_target(target)
         self.noise = _core.check_noise(noise)
         self.samples, self.marginal = _core.check_samples(nb_samples, nb_marginal)
-        self.t_input = _core.check_temperature("input_noise_temperature", t_input)
-        self.t_target = _core.check_temperature("target_noise_temperature", t_target)
+        self.t_input = check_nonnegative("input_noise_temperature", t_input)
+        self.t_target = check_nonnegative("target_noise_temperature", t_target)
         self.minimize = bool(minimize)
         self.symmetric = bool(symmetric)
 
@@ -64,11 +66,10 @@ class _Config:
 class _Estimator:
     """The (forward, backward) pair of one call: arrays in, arrays out, autoray only."""
 
-    def __init__(self, config, function, args, positions, layout, backend, has_state):
+    def __init__(self, config, function, rebuild, layout, backend, has_state):
         self.c = config
         self.function = function
-        self.args = args
-        self.positions = positions
+        self.rebuild = rebuild
         self.layout = layout
         self.backend = backend
         self.has_state = has_state
@@ -77,7 +78,7 @@ class _Estimator:
         theta, eps = arrays[0], arrays[1]
         state = arrays[2] if self.has_state else None
         extra = arrays[3 if self.has_state else 2:]
-        return theta, eps, state, _core.rebuild_args(self.args, self.positions, extra)
+        return theta, eps, state, self.rebuild(extra)[0]
 
     def _solve(self, inputs, args):
         return _core.solve_stacked(self.function, inputs, args, self.backend, self.layout.dtype)
@@ -169,12 +170,12 @@ class _IMLEFunction:
         if kwargs:  # keyword arguments ride along as positional ones after args
             function = _WithKeywords(function, len(args), tuple(kwargs))
             args = tuple(args) + tuple(kwargs.values())
-        positions = [i for i in _core.split_args(args) if _travels(args[i], backend)]
+        extras, rebuild = split_arrays(args, {}, lambda a: _travels(a, backend))
         eps = _core.sample_noise(config.noise, theta, layout, rng)
-        est = _Estimator(config, function, args, positions, layout, backend, has_state)
+        est = _Estimator(config, function, rebuild, layout, backend, has_state)
         op = backend.custom_vjp(est.fwd, est.bwd)
         state = (target_state,) if has_state else ()
-        return op(theta, eps, *state, *(args[i] for i in positions))
+        return op(theta, eps, *state, *extras)
 
 
 class _WithKeywords:
@@ -190,8 +191,7 @@ class _WithKeywords:
 
 def _travels(a, backend):
     """Extra arrays of θ's framework go through the custom VJP; others are constants."""
-    name = backends.backend_name(a)
-    return name == backend.NAME or {name, backend.NAME} == {"numpy", "autograd"}
+    return backends.is_array(a) and backends.same_framework(a, backend)
 
 
 def _check_state(config, target_state):
@@ -287,18 +287,8 @@ def imle(
     >>> top2(np.array([[0.5, 2.0, -1.0, 1.0]]), rng=0).shape   # [B * nb_samples, n]
     (5, 4)
     """
-    options = _legacy(legacy, {"input_noise_temperature": input_noise_temperature,
-                               "minimize": minimize})
-    if function is None:
-        return functools.partial(imle, target_distribution=target_distribution,
-                                 noise_distribution=noise_distribution, nb_samples=nb_samples,
-                                 target_noise_temperature=target_noise_temperature,
-                                 nb_marginal_samples=nb_marginal_samples, **options)
-    target = TargetDistribution() if target_distribution is None else target_distribution
-    config = _Config("imle", target, noise_distribution, nb_samples, nb_marginal_samples,
-                     options["input_noise_temperature"], target_noise_temperature,
-                     minimize=options["minimize"])
-    return _make_wrapper(function, config)
+    return _decorate(imle, TargetDistribution, function, target_distribution, noise_distribution, nb_samples,
+                     input_noise_temperature, target_noise_temperature, nb_marginal_samples, minimize, legacy)
 
 
 def aimle(
@@ -367,18 +357,26 @@ def aimle(
     >>> z.shape, z.sum(axis=-1)
     ((3, 4), array([2., 2., 2.]))
     """
+    return _decorate(aimle, AdaptiveTargetDistribution, function, target_distribution, noise_distribution,
+                     nb_samples, input_noise_temperature, target_noise_temperature, nb_marginal_samples, minimize,
+                     legacy, symmetric_perturbation=symmetric_perturbation)
+
+
+def _decorate(api, default_target, function, target_distribution, noise_distribution, nb_samples,
+              input_noise_temperature, target_noise_temperature, nb_marginal_samples, minimize, legacy, **extra):
+    """The body of :func:`imle` and :func:`aimle` (``api``): a decorator without ``function``,
+    else the wrapper; ``extra`` holds ``aimle``'s ``symmetric_perturbation``."""
     options = _legacy(legacy, {"input_noise_temperature": input_noise_temperature,
                                "minimize": minimize})
     if function is None:
-        return functools.partial(aimle, target_distribution=target_distribution,
+        return functools.partial(api, target_distribution=target_distribution,
                                  noise_distribution=noise_distribution, nb_samples=nb_samples,
                                  target_noise_temperature=target_noise_temperature,
-                                 nb_marginal_samples=nb_marginal_samples,
-                                 symmetric_perturbation=symmetric_perturbation, **options)
-    target = AdaptiveTargetDistribution() if target_distribution is None else target_distribution
-    config = _Config("aimle", target, noise_distribution, nb_samples, nb_marginal_samples,
+                                 nb_marginal_samples=nb_marginal_samples, **extra, **options)
+    target = default_target() if target_distribution is None else target_distribution
+    config = _Config(api.__name__, target, noise_distribution, nb_samples, nb_marginal_samples,
                      options["input_noise_temperature"], target_noise_temperature,
-                     minimize=options["minimize"], symmetric=symmetric_perturbation)
+                     minimize=options["minimize"], symmetric=extra.get("symmetric_perturbation", False))
     return _make_wrapper(function, config)
 
 
@@ -430,6 +428,6 @@ def ste(
     if function is None:
         return functools.partial(ste, noise_distribution=noise_distribution,
                                  noise_temperature=noise_temperature, nb_samples=nb_samples)
-    noise_temperature = _core.check_temperature("noise_temperature", noise_temperature)
+    noise_temperature = check_nonnegative("noise_temperature", noise_temperature)
     config = _Config("ste", None, noise_distribution, nb_samples, 1, noise_temperature, 0.0)
     return _make_wrapper(function, config)

@@ -11,6 +11,8 @@ import math
 
 import autoray as ar
 
+from diffopt import _arrays
+from diffopt._arrays import shape_of
 from diffopt._checks import check_choice, check_floating, check_int, check_min_rank, check_positive
 from diffopt._dtypes import compute_dtype
 from diffopt._ops import do, fori_loop
@@ -22,11 +24,6 @@ __all__ = ["Settings", "Problem", "run_chunks", "num_chunks", "CHUNK_BUDGET"]
 
 #: Numbers (samples × batch × input size) held by one chunk by default.
 CHUNK_BUDGET = 2**22
-
-def shape_of(x):
-    """Static shape of ``x`` as a tuple of ints."""
-    return tuple(int(d) for d in x.shape)
-
 
 class Settings:
     """Validated, static options of a perturbed estimator (raise before any work)."""
@@ -108,23 +105,9 @@ def check_entries(name, theta, lead):
 
 
 def split_arrays(args, kwargs, framework):
-    """Separate the ``framework`` arrays among ``args``/``kwargs`` from the static values.
-
-    Returns ``(arrays, rebuild)``: ``rebuild(arrays)`` gives ``(args, kwargs)``
-    back with the (possibly traced) arrays put in place. Only top-level
-    positional and keyword values are inspected.
-    """
-    items = list(args) + list(kwargs.values())
-    slots = [i for i, a in enumerate(items) if _is_framework_array(a, framework)]
-    nargs, keys = len(args), list(kwargs)
-
-    def rebuild(arrays):
-        new = list(items)
-        for i, a in zip(slots, arrays):
-            new[i] = a
-        return tuple(new[:nargs]), dict(zip(keys, new[nargs:]))
-
-    return [items[i] for i in slots], rebuild
+    """The ``framework`` arrays among ``args``/``kwargs`` and how to put them back
+    (:func:`diffopt._arrays.split_arrays`)."""
+    return _arrays.split_arrays(args, kwargs, lambda a: _is_framework_array(a, framework))
 
 
 def _is_framework_array(a, framework):

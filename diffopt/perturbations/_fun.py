@@ -8,6 +8,7 @@ import math
 
 import autoray as ar
 
+from diffopt._arrays import cast
 from diffopt._typing import Array, NoiseLike, RngLike, Solver
 from diffopt._checks import check_floating
 from diffopt._ops import do, map_leading
@@ -127,7 +128,7 @@ class _Packed:
         self.dtypes = [ar.get_dtype_name(leaf) for leaf in leaves]
         self.sizes = [math.prod(s) for s in self.shapes]
         dtype = max(self.dtypes, key=_precision)
-        flat = [do("reshape", _cast(leaf, dtype), (-1,)) for leaf in leaves]
+        flat = [do("reshape", cast(leaf, dtype), (-1,)) for leaf in leaves]
         self.flat = flat[0] if len(flat) == 1 else do("concatenate", flat, axis=0)
 
     def split(self, xs, rows):
@@ -135,7 +136,7 @@ class _Packed:
         parts, start = [], 0
         for shape, size, dtype in zip(self.shapes, self.sizes, self.dtypes):
             part = do("reshape", xs[:, start:start + size], (rows,) + shape)
-            parts.append(_cast(part, dtype))
+            parts.append(cast(part, dtype))
             start += size
         return tuple(parts)
 
@@ -151,7 +152,3 @@ def _unpack(out, shapes):
 
 def _precision(dtype):
     return {"float16": 0, "bfloat16": 1, "float32": 2, "float64": 3}.get(dtype, 2)
-
-
-def _cast(x, dtype):
-    return x if ar.get_dtype_name(x) == dtype else ar.astype(x, dtype)

@@ -9,6 +9,8 @@ ascending, so the network sorts ascending.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 __all__ = [
@@ -41,24 +43,30 @@ def check_power_of_two(n, name="n"):
     return int(n).bit_length() - 1
 
 
-def schedule(n):
-    """Yield ``(stage, m)`` for every layer of the network on ``n = 2**k`` values.
+@functools.lru_cache(maxsize=64)
+def schedule(n, reverse=False):
+    """``(stage, m)`` for every layer of the network on ``n = 2**k`` values, in order.
+
+    The one schedule of the package: the drop-in matrices and indices, the
+    reshape-based network of :mod:`diffopt.sorting._soft` and the torch kernels
+    all run it.
 
     Parameters
     ----------
     n : int
         A power of two.
+    reverse : bool
+        Give ``m`` for the bit-reversed storage layout of
+        :mod:`diffopt.sorting._soft` (logical distance ``m`` is stored ``n / 2m`` apart).
 
-    Yields
-    ------
-    stage : int
-        The stage (0-based); it fixes the direction pattern.
-    m : int
-        The distance between the two inputs of every comparator of the layer.
+    Returns
+    -------
+    tuple of (int, int)
+        ``stage`` (0-based; it fixes the direction pattern) and ``m``, the
+        distance between the two inputs of every comparator of the layer.
     """
-    for stage in range(check_power_of_two(n)):
-        for j in range(stage + 1):
-            yield stage, 1 << (stage - j)
+    sizes = tuple((stage, 1 << (stage - j)) for stage in range(check_power_of_two(n)) for j in range(stage + 1))
+    return tuple((stage, n // (2 * m)) for stage, m in sizes) if reverse else sizes
 
 
 def layer_pairs(n, stage, m):

@@ -28,22 +28,12 @@ import functools
 import autoray as ar
 import numpy as np
 
-from diffopt._ops import do, where_fill
+from diffopt._ops import do, kernel, where_fill
+from diffopt.sorting._network import schedule
 from diffopt.sorting._relax import logsumexp_slope, relax_terms
 
-__all__ = ["network", "lse_network", "push", "pull", "layer_sizes", "bit_reverse", "bit_reversal", "finite_range", "to_sentinels",
+__all__ = ["network", "lse_network", "push", "pull", "bit_reverse", "bit_reversal", "finite_range", "to_sentinels",
            "reshape_target"]
-
-
-def layer_sizes(big_n, reverse=False):
-    """``(stage, m)`` of every layer of the network on ``big_n = 2**k`` values.
-
-    ``m`` is the distance between comparator inputs in storage: ``2**(s - j)``, or
-    ``big_n / 2**(s - j + 1)`` for the bit-reversed layout.
-    """
-    k = big_n.bit_length() - 1
-    sizes = [(s, 1 << (s - j)) for s in range(k) for j in range(s + 1)]
-    return [(s, big_n // (2 * m)) for s, m in sizes] if reverse else sizes
 
 
 @functools.lru_cache(maxsize=64)
@@ -147,7 +137,7 @@ def _layers(x, cswap, reverse):
     """Run ``cswap(a, b) -> (lo, hi, w)`` over the layers; return ``x`` and the ``w``."""
     weights = []
     stage_now = -1
-    for stage, m in layer_sizes(x.shape[1], reverse):
+    for stage, m in schedule(int(x.shape[1]), reverse):
         if stage != stage_now:  # undo the last stage's flips, do this one's
             x = _flip(x, (stage_now, stage) if stage_now >= 0 else (stage,), reverse)
             stage_now = stage
@@ -186,7 +176,6 @@ def to_sentinels(x):
     return where_fill(x == float("-inf"), -big, out)
 
 
-@ar.compose(name="diffopt_sorting_lse_network")
 def lse_network(x, temperature, reverse=False):
     """``network(x, 'logsumexp', temperature, 'slope', reverse)`` without per-layer inf/NaN checks.
 
@@ -202,20 +191,17 @@ def lse_network(x, temperature, reverse=False):
     before padding with ``+inf``, so that the padding (``big``) is compared
     exactly with them and takes none of their gradient.
 
-    Eager torch has its own loop (:func:`diffopt.sorting._torch_loops.lse_network`,
-    registered below).
+    A shim may provide a faster kernel ``sorting_lse_network(x, temperature,
+    layers, reverse, finite)`` in its op table (eager torch:
+    :func:`diffopt.backends._torch_sorting.lse_network`); it returns ``None``
+    where it does not apply.
     """
+    fast = kernel("sorting_lse_network", x)
+    if fast is not None:
+        out = fast(x, temperature, schedule(int(x.shape[1]), reverse), reverse, finite_range(x))
+        if out is not None:
+            return out
     return _lse_network(x, temperature, reverse)
-
-
-def _torch_lse_network(x, temperature, reverse=False):
-    from diffopt.sorting import _torch_loops  # imports torch: only once a tensor is here
-
-    out = _torch_loops.lse_network(x, temperature, reverse)
-    return _lse_network(x, temperature, reverse) if out is None else out
-
-
-lse_network.register("torch", _torch_lse_network)
 
 
 def _lse_network(x, temperature, reverse):
@@ -232,35 +218,30 @@ def _expand(w, t):
 
 def push(t, weights, big_n, reverse=False):
     """``M @ t`` for transport state ``t`` of shape ``(B, N, ...)`` (layout as in :func:`network`)."""
-    for (_, m), w in zip(layer_sizes(big_n, reverse), weights):
+    for (_, m), w in zip(schedule(int(big_n), reverse), weights):
         ta, tb = _split(t, m)
         delta = _expand(w, ta) * (ta - tb)  # lo = w * ta + (1 - w) * tb, hi = ta + tb - lo
         t = _join(tb + delta, ta - delta, t)
     return t
 
 
-@ar.compose(name="diffopt_sorting_pull")
 def pull(t, weights, big_n, reverse=False):
     """``M.T @ t`` for transport state ``t`` of shape ``(B, N, ...)`` (layout as in :func:`network`).
 
-    Eager torch has its own loop where torch records no gradient
-    (:func:`diffopt.sorting._torch_loops.pull`, registered below).
+    A shim may provide ``sorting_pull(t, weights, layers)`` in its op table
+    (eager torch, where torch records no gradient:
+    :func:`diffopt.backends._torch_sorting.pull`); ``None`` means it does not apply.
     """
+    fast = kernel("sorting_pull", t)
+    if fast is not None:
+        out = fast(t, weights, schedule(int(big_n), reverse))
+        if out is not None:
+            return out
     return _pull(t, weights, big_n, reverse)
 
 
-def _torch_pull(t, weights, big_n, reverse=False):
-    from diffopt.sorting import _torch_loops
-
-    out = _torch_loops.pull(t, weights, big_n, reverse)
-    return _pull(t, weights, big_n, reverse) if out is None else out
-
-
-pull.register("torch", _torch_pull)
-
-
 def _pull(t, weights, big_n, reverse):
-    for (_, m), w in reversed(list(zip(layer_sizes(big_n, reverse), weights))):
+    for (_, m), w in reversed(list(zip(schedule(int(big_n), reverse), weights))):
         g_lo, g_hi = _split(t, m)
         delta = _expand(w, g_lo) * (g_lo - g_hi)  # ga = w * g_lo + (1 - w) * g_hi, gb = g_lo + g_hi - ga
         t = _join(g_hi + delta, g_lo - delta, t)

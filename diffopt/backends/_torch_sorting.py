@@ -1,4 +1,4 @@
-"""Eager-torch loops for :func:`diffopt.sorting.soft_sort`'s default path.
+"""Eager-torch kernels for :func:`diffopt.sorting.soft_sort`'s default path.
 
 The same network, weights and values as the generic
 :func:`diffopt.sorting._soft.lse_network` and :func:`~diffopt.sorting._soft.pull`
@@ -13,16 +13,16 @@ few microseconds of dispatch whatever its size:
 * on the CPU, rows without an infinity or NaN (checked with one ``aminmax``)
   skip the clip-and-restore of infinities, whose boolean masks are slow there.
 
-Registered for ``'torch'`` with ``autoray`` by :mod:`diffopt.sorting._soft` and
-imported only when a torch tensor reaches it. Only for code that torch does not
-differentiate (``soft_sort``'s ``autograd.Function``): :func:`pull` hands back
-to the generic loop when a gradient is being recorded (double backward, ranks).
+The torch shim puts them in its op table as ``sorting_lse_network`` and
+``sorting_pull``, where :mod:`diffopt.sorting._soft` looks them up; the core
+passes the network's layers and the dtype's finite range, so nothing here
+imports the core. Only for code that torch does not differentiate
+(``soft_sort``'s ``autograd.Function``): each kernel returns ``None`` (use the
+generic loop) where it does not apply, e.g. :func:`pull` when a gradient is
+being recorded (double backward, ranks).
 """
 
 import torch
-
-from diffopt.backends.torch import is_symbolic
-from diffopt.sorting._soft import finite_range, layer_sizes
 
 __all__ = ["lse_network", "pull"]
 
@@ -61,8 +61,13 @@ def _all_finite(t, big, below):
     return bool(hi < below) and bool(lo > -big)  # NaN: False
 
 
-def lse_network(x, temperature, reverse=False):
-    """Torch version of :func:`diffopt.sorting._soft.lse_network` (same contract).
+def lse_network(x, temperature, layers, reverse, finite):
+    """Torch version of :func:`diffopt.sorting._soft.lse_network`.
+
+    ``layers`` are the network's ``(stage, m)`` in storage order
+    (:func:`diffopt.sorting._bitonic.layer_sizes`), ``finite`` the dtype's
+    ``(big, below)`` (:func:`diffopt.sorting._bitonic.finite_range`); the result
+    is ``(out, weights)`` as there.
 
     With every value finite (CPU), nothing is clipped: finite values just below
     the dtype's maximum stay finite, where the generic path turns them into ``+inf``.
@@ -72,19 +77,18 @@ def lse_network(x, temperature, reverse=False):
     if not _plain(x):
         return None
     cur = _rows3(x)
-    big, below = finite_range(x)
+    big, below = finite
     if _all_finite(cur, big, below):
-        return _lse_layers(cur, temperature, reverse, tuple(x.shape))
-    out, weights = _lse_layers(cur.clamp_(-big, big), temperature, reverse, tuple(x.shape))
+        return _lse_layers(cur, temperature, layers, reverse, tuple(x.shape))
+    out, weights = _lse_layers(cur.clamp_(-big, big), temperature, layers, reverse, tuple(x.shape))
     out.masked_fill_(out >= below, float("inf"))
     return out.masked_fill_(out <= -big, float("-inf")), weights
 
 
-def _lse_layers(cur, temperature, reverse, shape):
+def _lse_layers(cur, temperature, sizes, reverse, shape):
     """The layers on ``cur`` (``(B, N, T)``, overwritten); the result has ``shape``."""
     nxt = torch.empty_like(cur)
     b0, big_n, tail = cur.shape
-    sizes = layer_sizes(big_n, reverse)
     spread = torch.empty((b0, big_n // 2, tail), dtype=cur.dtype, device=cur.device)
     slab = torch.empty((len(sizes), b0, big_n // 2, tail), dtype=cur.dtype, device=cur.device)
     scale = 1.0 / temperature  # a Python number or a 0-d tensor (never compared on the host)
@@ -127,7 +131,7 @@ _is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
 def _plain(t):
     """Whether ``t`` is an ordinary eager tensor: not traced by ``torch.compile`` (whose
     compiler fuses the generic loops itself), not wrapped by a ``torch.func`` transform."""
-    if _is_wrapped is None or is_symbolic(t):
+    if _is_wrapped is None or torch.compiler.is_compiling():
         return False
     return not _is_wrapped(t)
 
@@ -142,8 +146,10 @@ def _fast_pull_applies(t, weights):
     return t.ndim >= 2 and w_tail in (1, t[0, 0].numel())
 
 
-def pull(t, weights, big_n, reverse=False):
+def pull(t, weights, layers):
     """Torch version of :func:`diffopt.sorting._soft.pull`; ``None`` where it does not apply.
+
+    ``layers`` as in :func:`lse_network`.
 
     It does not apply under ``torch.compile``, to tensors wrapped by ``torch.func``
     (``jacrev`` of ``soft_sort`` vmaps this backward), nor where autograd records
@@ -154,8 +160,8 @@ def pull(t, weights, big_n, reverse=False):
     shape = tuple(t.shape)
     cur = _rows3(t)
     nxt = torch.empty_like(cur)
-    b0 = cur.shape[0]
-    for (_, m), w in reversed(list(zip(layer_sizes(big_n, reverse), weights))):
+    b0, big_n = cur.shape[:2]
+    for (_, m), w in reversed(list(zip(layers, weights))):
         g_lo, g_hi = _halves(cur, m)
         ga, gb = _halves(nxt, m)
         w = w.reshape(b0, big_n // (2 * m), m, -1)
