@@ -11,6 +11,8 @@ classes live in :mod:`diffopt.backends._rng`, below the shims that subclass them
 
 from __future__ import annotations
 
+from typing import Any
+
 from diffopt._typing import Array, RngLike
 from diffopt.backends import get_backend
 from diffopt.backends._rng import Rng, SeededRng, sample_dtype
@@ -18,7 +20,7 @@ from diffopt.backends._rng import Rng, SeededRng, sample_dtype
 __all__ = ["Rng", "SeededRng", "make_rng", "sample_dtype"]
 
 
-def make_rng(rng: RngLike, like: Array) -> Rng:
+def make_rng(rng: RngLike, like: Array, shim: Any = None) -> Rng:
     """Normalise ``rng=`` into an :class:`Rng` for ``like``'s framework.
 
     Parameters
@@ -27,6 +29,8 @@ def make_rng(rng: RngLike, like: Array) -> Rng:
         See the module docstring.
     like : array
         Reference array (framework, dtype, device).
+    shim : module, optional
+        ``like``'s shim, when the caller has already resolved it.
 
     Examples
     --------
@@ -41,4 +45,4 @@ def make_rng(rng: RngLike, like: Array) -> Rng:
         return rng
     if isinstance(rng, bool) or (rng is not None and isinstance(rng, float)):
         raise TypeError(f"rng must be None, an int seed, or a generator/key, got {rng!r}")
-    return get_backend(like).make_rng(rng, like)
+    return (get_backend(like) if shim is None else shim).make_rng(rng, like)

@@ -186,14 +186,15 @@ class Problem:
         name = getattr(self.func, "__name__", type(self.func).__name__)
         if not hasattr(out, "shape"):
             raise TypeError(f"func {name} must return an array, got {type(out).__name__}")
-        try:
-            backend_name(x, out)
-        except TypeError:
-            raise TypeError(
-                f"func {name} returned a {backend_name(out)} array for {backend_name(x)} input; "
-                "it must return an array of its input's framework (mark NumPy solvers with "
-                "diffopt.host_solver)"
-            ) from None
+        if self.out_shape is None:  # the first chunk: later ones come from the same solver
+            try:
+                backend_name(x, out)
+            except TypeError:
+                raise TypeError(
+                    f"func {name} returned a {backend_name(out)} array for {backend_name(x)} input; "
+                    "it must return an array of its input's framework (mark NumPy solvers with "
+                    "diffopt.host_solver)"
+                ) from None
         shape = tuple(out.shape)
         if not shape or (shape[0] is not None and int(shape[0]) != rows):
             raise ValueError(

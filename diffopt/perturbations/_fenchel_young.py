@@ -194,7 +194,7 @@ class _PerturbedMax:
 
 def _apply_max(settings, fn, theta, args, kwargs, rng):
     theta_b, shim = prepare_theta(theta, settings.batched, sigma=settings.sigma)
-    key = make_rng(rng, theta).key
+    key = make_rng(rng, theta, shim).key
     call = _MaxCall(settings, fn, [theta_b], key, args, kwargs, shim.NAME)
     dtype, shape = ar.get_dtype_name(theta_b), _shape(theta_b)
 
@@ -327,7 +327,7 @@ class FenchelYoungLoss:
         return do(self.reduction, losses)
 
     def _losses(self, shim, theta_b, y_b, args, kwargs, rng):
-        key = make_rng(rng, theta_b).key
+        key = make_rng(rng, theta_b, shim).key
         call = _MaxCall(self.settings, self.func, [theta_b, y_b], key, args, kwargs, shim.NAME)
         sign = 1.0 if self.maximize else -1.0
         dtype, shape = ar.get_dtype_name(theta_b), _shape(theta_b)
@@ -389,7 +389,7 @@ def squared_losses(
         raise ValueError(f"y_true must have theta's shape {_shape(theta)}, got {_shape(y_true)}")
     theta_b, _ = prepare_theta(theta, settings.batched)
     y_b = y_true if settings.batched else y_true[None]
-    key = make_rng(rng, theta_b).key
+    key = make_rng(rng, theta_b, shim).key
     call = _MaxCall(settings, func, [theta_b, y_b], key, args, kwargs, shim.NAME)
     sign = 1.0 if maximize else -1.0
     dtype, shape = ar.get_dtype_name(theta_b), _shape(theta_b)

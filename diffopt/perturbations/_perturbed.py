@@ -480,7 +480,7 @@ def _apply(opts, fn, theta, args, kwargs, rng):
     theta_b, shim = prepare_theta(theta, opts.settings.batched, sigma=opts.settings.sigma)
     if opts.multiplicative:
         _check_no_zeros(theta, shim)
-    key = make_rng(rng, theta).key
+    key = make_rng(rng, theta, shim).key
     call = _Call(opts, fn, theta_b, key, args, kwargs, shim.NAME)
     # second derivatives: Stein's estimate in θ; with a learnable sigma they raise (no σ terms)
     second = False if call.learnable else SecondOrder(call.jvp, call.hvp)
