@@ -155,7 +155,8 @@ _COMPILE = textwrap.dedent(
     def fresh():
         # diffopt as before its first call: no shim loaded (torch stays imported, being slow to)
         backends._SHIMS.clear()
-        for name in [m for m in sys.modules if m.startswith(("diffopt.backends.", "diffopt.sorting._torch"))]:
+        shims = {"diffopt.backends._torch_sorting", *backends.SHIMS.values()}
+        for name in [m for m in sys.modules if m in shims]:
             del sys.modules[name]
         torch._dynamo.reset()
         return diffopt

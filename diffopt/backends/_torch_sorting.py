@@ -65,8 +65,8 @@ def lse_network(x, temperature, layers, reverse, finite):
     """Torch version of :func:`diffopt.sorting._soft.lse_network`.
 
     ``layers`` are the network's ``(stage, m)`` in storage order
-    (:func:`diffopt.sorting._bitonic.layer_sizes`), ``finite`` the dtype's
-    ``(big, below)`` (:func:`diffopt.sorting._bitonic.finite_range`); the result
+    (:func:`diffopt.sorting._network.schedule`), ``finite`` the dtype's
+    ``(big, below)`` (:func:`diffopt.sorting._soft.finite_range`); the result
     is ``(out, weights)`` as there.
 
     With every value finite (CPU), nothing is clipped: finite values just below
