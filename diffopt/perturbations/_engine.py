@@ -7,6 +7,7 @@ by :func:`run_chunks`, which never holds more than one chunk of samples.
 """
 
 import copy
+import functools
 import math
 
 import autoray as ar
@@ -102,6 +103,33 @@ def check_entries(name, theta, lead):
             f"{name} has no entries per instance: shape {tuple(theta.shape)} (instance shape {inst}); "
             "a solver needs at least one value per instance"
         )
+
+
+class SolverWrapper:
+    """``wrapper(theta, *args, rng=None, **kwargs)`` = ``apply(config, fn, theta, args, kwargs, rng)``.
+
+    What :func:`~diffopt.perturbations.perturbed` and
+    :func:`~diffopt.perturbations.perturbed_max` return: a plain object (not a
+    closure), so that it pickles when ``fn`` does.
+    """
+
+    def __init__(self, apply, config, fn):
+        functools.update_wrapper(self, fn)  # first: it copies fn's __dict__ (a HostSolver's .fn)
+        self.apply, self.config, self.fn = apply, config, fn
+
+    def __call__(self, theta, *args, rng=None, **kwargs):
+        return self.apply(self.config, self.fn, theta, args, kwargs, rng)
+
+
+def solver_decorator(func, apply, config):
+    """``SolverWrapper(apply, config, func)``; without ``func``, the decorator making it."""
+
+    def decorator(fn):
+        if not callable(fn):
+            raise TypeError(f"func must be callable, got {type(fn).__name__}")
+        return SolverWrapper(apply, config, fn)
+
+    return decorator if func is None else decorator(func)
 
 
 def split_arrays(args, kwargs, framework):

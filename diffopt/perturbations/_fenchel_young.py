@@ -7,7 +7,6 @@ function needed): ∇F_σ = y_σ, ∇_θ L_FY = y_σ(θ) − y.
 from __future__ import annotations
 
 from typing import Any, Callable
-import functools
 
 import autoray as ar
 
@@ -15,7 +14,7 @@ from diffopt._ops import do
 from diffopt._typing import Array, NoiseLike, RngLike, Solver
 from diffopt._checks import check_choice, check_floating
 from diffopt.backends import SecondOrder, get_backend
-from diffopt.perturbations._engine import Problem, Settings, prepare_theta, run_chunks, split_arrays
+from diffopt.perturbations._engine import Problem, Settings, prepare_theta, run_chunks, solver_decorator, split_arrays
 from diffopt.perturbations._perturbed import perturbed
 from diffopt.random import make_rng
 
@@ -173,23 +172,7 @@ def perturbed_max(
     del device
     settings = Settings(num_samples, sigma, noise, batched, chunk_size)
 
-    def decorator(fn):
-        if not callable(fn):
-            raise TypeError(f"func must be callable, got {type(fn).__name__}")
-        return _PerturbedMax(settings, fn)
-
-    return decorator if func is None else decorator(func)
-
-
-class _PerturbedMax:
-    """``perturbed_max(fn)``: a plain object (not a closure) so that it pickles when ``fn`` does."""
-
-    def __init__(self, settings, fn):
-        functools.update_wrapper(self, fn)  # first: it copies fn's __dict__ (a HostSolver's .fn)
-        self.settings, self.fn = settings, fn
-
-    def __call__(self, theta, *args, rng=None, **kwargs):
-        return _apply_max(self.settings, self.fn, theta, args, kwargs, rng)
+    return solver_decorator(func, _apply_max, settings)
 
 
 def _apply_max(settings, fn, theta, args, kwargs, rng):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any, Callable
-import functools
 
 import autoray as ar
 import numpy as np
@@ -19,6 +18,7 @@ from diffopt.perturbations._engine import (
     prepare_theta,
     run_chunks,
     sigma_scalar,
+    solver_decorator,
     split_arrays,
 )
 from diffopt._checks import check_choice
@@ -443,23 +443,7 @@ def perturbed(
     settings = Settings(num_samples, sigma, noise, batched, chunk_size)
     opts = _Options(settings, multiplicative, control_variate, residual)
 
-    def decorator(fn):
-        if not callable(fn):
-            raise TypeError(f"func must be callable, got {type(fn).__name__}")
-        return _Perturbed(opts, fn)
-
-    return decorator if func is None else decorator(func)
-
-
-class _Perturbed:
-    """``perturbed(fn)``: a plain object (not a closure) so that it pickles when ``fn`` does."""
-
-    def __init__(self, opts, fn):
-        functools.update_wrapper(self, fn)  # first: it copies fn's __dict__ (a HostSolver's .fn)
-        self.opts, self.fn = opts, fn
-
-    def __call__(self, theta, *args, rng=None, **kwargs):
-        return _apply(self.opts, self.fn, theta, args, kwargs, rng)
+    return solver_decorator(func, _apply, opts)
 
 
 def _check_no_zeros(theta, shim):
