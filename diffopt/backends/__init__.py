@@ -78,7 +78,7 @@ SHIMS = {name: f"diffopt.backends.{name}" for name in ("numpy", "autograd", "tor
 _SHIMS = {}
 
 
-def register(name, module):
+def register(name: str, module: str) -> None:
     """Make the shim ``module`` serve arrays whose autoray backend is ``name``.
 
     Parameters
@@ -140,7 +140,7 @@ _SHIM_OF = {"jaxlib": "jax"}  # autoray backend names that differ from the shim'
 _NO_OPS = {}
 
 
-def ops(backend):
+def ops(backend: str) -> dict[str, Any]:
     """The private op table of the shim for autoray backend name ``backend``.
 
     A dict ``name -> function`` (the shim's ``OPS``; empty for frameworks
@@ -202,7 +202,7 @@ def backend_name(*arrays: Any, argnames: Sequence[str] | None = None) -> str:
     return next(iter(found))
 
 
-def is_array(a):
+def is_array(a: Any) -> bool:
     """Whether ``a`` is an array of a framework diffopt has a shim for."""
     if not hasattr(a, "shape"):
         return False
@@ -210,7 +210,7 @@ def is_array(a):
     return _SHIM_OF.get(name, name) in SHIMS
 
 
-def same_framework(a, shim):
+def same_framework(a: Any, shim: ModuleType) -> bool:
     """Whether the array ``a`` belongs to ``shim``'s framework (NumPy and HIPS autograd count as one)."""
     name = backend_name(a)
     return name == shim.NAME or {name, shim.NAME} == {"numpy", "autograd"}
