@@ -4,6 +4,7 @@
 installed (and CuPy without a GPU) are skipped, never failed.
 """
 
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -47,6 +48,10 @@ class Backend:
 
     def __init__(self, name):
         self.name = name
+
+    def float64(self):
+        """Context in which this framework makes float64 arrays (JAX's x64 flag is scoped, never global)."""
+        return contextlib.nullcontext()
 
     def __repr__(self):
         return self.name
@@ -126,6 +131,11 @@ class TorchBackend(Backend):
 
 
 class JaxBackend(Backend):
+    def float64(self):
+        import jax
+
+        return jax.enable_x64(True)
+
     def _asarray(self, a, dtype):
         import jax.numpy as jnp
 

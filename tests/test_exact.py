@@ -14,7 +14,6 @@ its block repeated: with a block of ``chunk_size`` rows, the chunked run
 the same multiset of draws, so both must equal the same reference.
 """
 
-import contextlib
 import functools
 import math
 
@@ -28,18 +27,6 @@ from diffopt._ops import first_max_mask
 from diffopt.random import Rng
 
 TOL = 1e-10
-
-
-@contextlib.contextmanager
-def float64(backend):
-    """float64 for this test only (JAX's x64 flag is scoped, never set globally)."""
-    if backend.name == "jax":
-        import jax
-
-        with jax.enable_x64(True):
-            yield
-    else:
-        yield
 
 
 def close(backend, got, want, tol=TOL):
@@ -114,7 +101,7 @@ def test_perturbed_exact(backend, control_variate, multiplicative):
         noise = FixedNoise(rng.normal(size=(CHUNK, B, D)), backend, score)
         z = noise.draws(N)
         want_y, want_g = ref_perturbed(theta, z, SIGMA, g, ref_score, control_variate, multiplicative)
-        with float64(backend):
+        with backend.float64():
             t, gb = backend.asarray(theta, "float64"), backend.asarray(g, "float64")
             for run in RUNS:
                 fn = diffopt.perturbed(solver, num_samples=N, sigma=SIGMA, noise=noise, multiplicative=multiplicative,
@@ -129,7 +116,7 @@ def test_perturbed_unbatched_exact(backend):
     theta, g = rng.normal(size=D), rng.normal(size=D + 1)
     noise = FixedNoise(rng.normal(size=(N, 1, D)), backend, SCORES["gumbel"][0])
     want_y, want_g = ref_perturbed(theta[None], noise.draws(N), SIGMA, g[None], SCORES["gumbel"][1], None, False)
-    with float64(backend):
+    with backend.float64():
         fn = diffopt.perturbed(solver, num_samples=N, sigma=SIGMA, noise=noise, batched=False)
         t = backend.asarray(theta, "float64")
         close(backend, fn(t, rng=0), want_y[0])
@@ -155,7 +142,7 @@ def test_perturbed_max_exact(backend, chunk_size):
     for score, _ in SCORES.values():
         noise = FixedNoise(rng.normal(size=(CHUNK, B, D)), backend, score)
         value, ybar = ref_max(theta, noise.draws(N), SIGMA)
-        with float64(backend):
+        with backend.float64():
             fn = diffopt.perturbed_max(first_max_mask, num_samples=N, sigma=SIGMA, noise=noise, chunk_size=chunk_size)
             t, wb = backend.asarray(theta, "float64"), backend.asarray(w, "float64")
             close(backend, fn(t, rng=0), value)
@@ -173,7 +160,7 @@ def test_fenchel_young_exact(backend, maximize, chunk_size):
     noise = FixedNoise(rng.normal(size=(CHUNK, B, D)), backend, SCORES["normal"][0])
     value, ybar = ref_max(theta, noise.draws(N), SIGMA)
     losses = sign * (value - (theta * y_true).sum(-1))
-    with float64(backend):
+    with backend.float64():
         t, y, wb = (backend.asarray(a, "float64") for a in (theta, y_true, w))
 
         def make(reduction):
@@ -257,7 +244,7 @@ def _imle_inputs(seed, marginal=1):
 
 
 def _check_imle(backend, make, theta, eps, dy, want_z, want_g):
-    with float64(backend):
+    with backend.float64():
         noise = FixedNoise(eps, backend, None)
         fn = make(noise)
         t, dyb = backend.asarray(theta, "float64"), backend.asarray(dy, "float64")
@@ -340,7 +327,7 @@ def test_aimle_beta_update_exact(grad_backend, symmetric, marginal):
                                               initial_grad_norm=2.5)
     state = (0.9, 2.5, 0.0)
     directions = []
-    with float64(backend):
+    with backend.float64():
         fn = dimle.aimle(first_max_mask, target_distribution=target, noise_distribution=FixedNoise(eps, backend, None),
                          nb_samples=S, nb_marginal_samples=marginal, symmetric_perturbation=symmetric)
         t = backend.asarray(theta, "float64")
@@ -399,7 +386,7 @@ def test_noise_samples_and_scores_exact(backend):
     gammas = rng.gamma(1.0 / sog_k, size=(sog_s,) + shape)
     u_safe = np.clip(u, np.finfo(np.float64).tiny, 1.0 - np.finfo(np.float64).epsneg)
     gumbel = -np.log(-np.log(u_safe))
-    with float64(backend):
+    with backend.float64():
         like = backend.asarray(np.zeros(1), "float64")
         fixed = FixedRng(like, backend, uniform=u, normal=normal, gamma=gammas)
         close(backend, diffopt.Normal().sample(shape, like, fixed), normal)
@@ -545,7 +532,7 @@ def test_soft_sorting_exact(backend, relaxation, op):
     # JAX: compiled once per function instead of op by op (CI time); compiled = eager in test_compiled.py
     compile_ = backend.jit if backend.name == "jax" else (lambda f: f)
     for x, want, w, want_g in _sorting_cases(relaxation, op, temperature):
-        with float64(backend):
+        with backend.float64():
             xb, wb = backend.asarray(x, "float64"), backend.asarray(w, "float64")
             close(backend, compile_(lambda u: _diffopt_sorting(op, u, relaxation, temperature))(xb), want)
             if backend.has_grad:
@@ -688,7 +675,7 @@ def test_aimle_explicit_state_exact(grad_backend):
     state = (0.7, 1.2, 0.02)
     _, want_g, diff = ref_imle(theta, eps, dy, kind="aimle", adaptive=True, beta=state[0], symmetric=True)
     want_state = ref_beta_update(state, np.count_nonzero(diff) / (B * S), **hyper)
-    with float64(backend):
+    with backend.float64():
         fn = dimle.aimle(imle_solver, target_distribution=target, noise_distribution=FixedNoise(eps, backend, None),
                          nb_samples=S, symmetric_perturbation=True)
         t, dyb = backend.asarray(theta, "float64"), backend.asarray(dy, "float64")

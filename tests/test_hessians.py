@@ -10,7 +10,6 @@
 - Ops without a second-order estimate (I-MLE) keep raising.
 """
 
-import contextlib
 
 import autoray as ar
 import numpy as np
@@ -24,18 +23,6 @@ TOL = 1e-10
 
 
 # ----------------------------------------------------------------- helpers
-
-
-@contextlib.contextmanager
-def float64(backend):
-    """float64 for this test only (JAX's x64 flag is scoped, never set globally)."""
-    if backend.name == "jax":
-        import jax
-
-        with jax.enable_x64(True):
-            yield
-    else:
-        yield
 
 
 def hessian(backend, f, x):
@@ -174,7 +161,7 @@ def test_perturbed_hessian_exact(grad_backend, control_variate, multiplicative):
         noise = FixedNoise(rng.normal(size=(CHUNK, B, D)), b, kind)
         want = ref_perturbed_hessian(theta, noise.draws(N), kind, g, control_variate, multiplicative)
         assert np.abs(want).max() > 0.1  # a non-trivial Hessian is compared
-        with float64(b):
+        with b.float64():
             t, gb = b.asarray(theta, "float64"), b.asarray(g, "float64")
             for run in runs:
                 fn = diffopt.perturbed(solver, num_samples=N, sigma=SIGMA, noise=noise,
@@ -220,7 +207,7 @@ def test_perturbed_max_hessian_exact(grad_backend, chunk_size):
     for kind in ("normal", "gumbel"):
         noise = FixedNoise(rng.normal(size=(CHUNK, B, D)), b, kind)
         want = ref_max_hessian(theta, noise.draws(N), kind, w)
-        with float64(b):
+        with b.float64():
             fn = diffopt.perturbed_max(first_max_mask, num_samples=N, sigma=SIGMA, noise=noise, chunk_size=chunk_size)
             t, wb = b.asarray(theta, "float64"), b.asarray(w, "float64")
 
@@ -240,7 +227,7 @@ def test_fenchel_young_hessian_exact(grad_backend):
     y_true = np.eye(D)[[1, 2]] * 0.75
     noise = FixedNoise(rng.normal(size=(CHUNK, B, D)), b, "gumbel")
     want = ref_max_hessian(theta, noise.draws(N), "gumbel", w, y_true)
-    with float64(b):
+    with b.float64():
         fn = diffopt.FenchelYoungLoss(first_max_mask, num_samples=N, sigma=SIGMA, noise=noise, reduction="none",
                                       chunk_size=CHUNK)
         t, wb, yb = b.asarray(theta, "float64"), b.asarray(w, "float64"), b.asarray(y_true, "float64")
@@ -283,7 +270,7 @@ def test_perturbed_argmax_hessian_is_softmax_hessian(grad_backend):
     want = (np.diag(w) @ jac - (p @ w) * jac - np.outer(p, jac @ w)) / SIGMA_G
     fn = diffopt.perturbed(first_max_mask, num_samples=N_G, sigma=SIGMA_G, noise="gumbel", batched=False,
                            control_variate="mean")
-    with float64(b):
+    with b.float64():
         wb = b.asarray(w, "float64")
         got = hessian(b, lambda u: ar.do("sum", fn(u, rng=11) * wb), b.asarray(THETA, "float64"))
     _, f, s, d = gumbel_terms(N_G, 0)  # the estimator's terms, for their std
@@ -297,7 +284,7 @@ def test_perturbed_max_hessian_is_softmax_jacobian(grad_backend):
     p = softmax(THETA, SIGMA_G)
     want = (np.diag(p) - np.outer(p, p)) / SIGMA_G
     fn = diffopt.perturbed_max(first_max_mask, num_samples=N_G, sigma=SIGMA_G, noise="gumbel", batched=False)
-    with float64(b):
+    with b.float64():
         got = hessian(b, lambda u: fn(u, rng=12), b.asarray(THETA, "float64"))
     _, f, s, _ = gumbel_terms(N_G, 1)
     c = f - f.mean(0)
@@ -337,7 +324,7 @@ def test_perturbed_hessian_matches_finite_differences(grad_backend, multiplicati
                       / (4 * h * h) for k in range(3)] for j in range(3)])
     fn = diffopt.perturbed(smooth, num_samples=n, sigma=sigma, batched=False, control_variate="value",
                            multiplicative=multiplicative, chunk_size=n // 4)
-    with float64(b):
+    with b.float64():
         wb = b.asarray(w, "float64")
         got = hessian(b, lambda u: ar.do("sum", fn(u, rng=13) * wb), b.asarray(theta, "float64"))
     z = np.random.default_rng(2).standard_normal((n, 3))
@@ -357,7 +344,7 @@ def test_imle_second_derivatives_raise(grad_backend):
     from diffopt.imle import imle
 
     op = imle(lambda x: first_max_mask(x), nb_samples=2)
-    with float64(b):
+    with b.float64():
         t = b.asarray(THETA[None], "float64")
         with pytest.raises((NotImplementedError, RuntimeError), match="second-order"):
             hessian(b, lambda u: ar.do("sum", op(u, rng=0) * u), t)

@@ -32,18 +32,8 @@ def gumbel_samples(seed):
 
 def sigma_grad(b, loss):
     """d loss / dσ at σ = SIGMA (float64) by the framework's autodiff."""
-    with _float64(b):
+    with b.float64():
         return float(b.to_numpy(b.grad(loss, b.asarray(np.array(SIGMA), "float64"))))
-
-
-def _float64(b):
-    if b.name == "jax":
-        import jax
-
-        return jax.enable_x64(True)
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 @pytest.mark.parametrize("control_variate", [None, "mean", "value"])
@@ -111,7 +101,7 @@ def test_perturbed_sigma_gradient_matches_finite_differences(grad_backend):
         fn = diffopt.perturbed(smooth, num_samples=n, sigma=s, batched=False, control_variate="value")
         return ar.do("sum", fn(b.asarray(theta, "float64"), rng=23) * b.asarray(w, "float64"))
 
-    with _float64(b):
+    with b.float64():
         got = float(b.to_numpy(b.grad(loss, b.asarray(np.array(sigma), "float64"))))
     z = np.random.default_rng(2).standard_normal((n, 3))
     terms = ((np_smooth(theta + sigma * z) - np_smooth(theta)) @ w) * ((z * z).sum(-1) - 3) / sigma
