@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import autoray as ar
 
+from diffopt._arrays import cast, shape_of
 from diffopt._ops import do
 from diffopt._typing import Array, NoiseLike, RngLike, Solver
 from diffopt._checks import check_choice, check_floating
@@ -74,8 +75,8 @@ class _MaxCall:
         """``(d_sigma,)`` = Σ_b g_b ∂F_b/∂σ in sigma's dtype, or ``()`` without a learnable sigma."""
         if not self.learnable:
             return ()
-        d = do("sum", _cast(g, ar.get_dtype_name(dsigma)) * dsigma)
-        return (_cast(d, ar.get_dtype_name(arrays[-1])),)
+        d = do("sum", cast(g, ar.get_dtype_name(dsigma)) * dsigma)
+        return (cast(d, ar.get_dtype_name(arrays[-1])),)
 
     def jacobian_product(self, arrays, ybar, t):
         """(J + Jᵀ) t / 2 ``[B, d]`` for the Jacobian J of y_σ (the Hessian of F_σ), replayed.
@@ -92,7 +93,7 @@ class _MaxCall:
         args, kwargs = self.rebuild(list(arrays[k + (1 if self.key_is_array else 0):]))
         problem = Problem(self.settings, self.func, arrays[0], key, args, kwargs)
         n = self.settings.num_samples
-        t = do("reshape", _cast(t, problem.cdtype), (problem.batch, problem.in_size))
+        t = do("reshape", cast(t, problem.cdtype), (problem.batch, problem.in_size))
         base = ybar if n > 1 else None
         score = self.settings.noise.score
 
@@ -110,14 +111,6 @@ class _MaxCall:
 
     def nones(self, used):
         return (None,) * (len(self.inputs) - used)
-
-
-def _cast(x, dtype):
-    return x if ar.get_dtype_name(x) == dtype else ar.astype(x, dtype)
-
-
-def _shape(x):
-    return tuple(int(d) for d in x.shape)
 
 
 def perturbed_max(
@@ -179,29 +172,29 @@ def _apply_max(settings, fn, theta, args, kwargs, rng):
     theta_b, shim = prepare_theta(theta, settings.batched, sigma=settings.sigma)
     key = make_rng(rng, theta, shim).key
     call = _MaxCall(settings, fn, [theta_b], key, args, kwargs, shim.NAME)
-    dtype, shape = ar.get_dtype_name(theta_b), _shape(theta_b)
+    dtype, shape = ar.get_dtype_name(theta_b), shape_of(theta_b)
 
     def fwd(*arrays):
         _, ybar, value, dsigma = call.expectation(arrays)
         extra = (dsigma, arrays[-1]) if call.learnable else ()
-        return _cast(value, dtype), (ybar,) + extra
+        return cast(value, dtype), (ybar,) + extra
 
     def bwd(res, g):
         ybar = res[0]
-        grad = _cast(g, ar.get_dtype_name(ybar))[:, None] * ybar
+        grad = cast(g, ar.get_dtype_name(ybar))[:, None] * ybar
         d_sigma = call.sigma_cotangent(g, res[1], res[2:]) if call.learnable else ()
-        return (_cast(do("reshape", grad, shape), dtype),) + call.nones(1 + len(d_sigma)) + d_sigma
+        return (cast(do("reshape", grad, shape), dtype),) + call.nones(1 + len(d_sigma)) + d_sigma
 
     def jvp(arrays, res, ts):
         (ybar,) = res
-        t = do("reshape", _cast(ts[0], ar.get_dtype_name(ybar)), (shape[0], -1))
-        return _cast(do("sum", ybar * t, axis=-1), dtype)
+        t = do("reshape", cast(ts[0], ar.get_dtype_name(ybar)), (shape[0], -1))
+        return cast(do("sum", ybar * t, axis=-1), dtype)
 
     def hvp(arrays, res, g, ts):
         (ybar,) = res
         jt = call.jacobian_product(arrays, ybar, ts[0])
-        h = _cast(g, ar.get_dtype_name(jt))[:, None] * jt
-        return (_cast(do("reshape", h, shape), dtype),) + call.nones(1)
+        h = cast(g, ar.get_dtype_name(jt))[:, None] * jt
+        return (cast(do("reshape", h, shape), dtype),) + call.nones(1)
 
     # second derivatives: the symmetrised Jacobian of y_σ in θ; with a learnable sigma they raise
     second = False if call.learnable else SecondOrder(jvp, hvp)
@@ -299,8 +292,8 @@ class FenchelYoungLoss:
             raise TypeError("FenchelYoungLoss needs y_true: loss(theta, y_true, *args, rng=None)")
         shim = get_backend(theta, y_true, argnames=("theta", "y_true"))
         check_floating("theta", theta)
-        if _shape(y_true) != _shape(theta):
-            raise ValueError(f"y_true must have theta's shape {_shape(theta)}, got {_shape(y_true)}")
+        if shape_of(y_true) != shape_of(theta):
+            raise ValueError(f"y_true must have theta's shape {shape_of(theta)}, got {shape_of(y_true)}")
         theta_b, shim = prepare_theta(theta, self.settings.batched, sigma=self.settings.sigma)
         y_b = y_true if self.settings.batched else y_true[None]
         losses = self._losses(shim, theta_b, y_b, args, kwargs, rng)
@@ -313,31 +306,31 @@ class FenchelYoungLoss:
         key = make_rng(rng, theta_b, shim).key
         call = _MaxCall(self.settings, self.func, [theta_b, y_b], key, args, kwargs, shim.NAME)
         sign = 1.0 if self.maximize else -1.0
-        dtype, shape = ar.get_dtype_name(theta_b), _shape(theta_b)
+        dtype, shape = ar.get_dtype_name(theta_b), shape_of(theta_b)
 
         def fwd(*arrays):
             problem, ybar, value, dsigma = call.expectation(arrays)
-            y = do("reshape", _cast(arrays[1], problem.cdtype), (problem.batch, problem.in_size))
+            y = do("reshape", cast(arrays[1], problem.cdtype), (problem.batch, problem.in_size))
             loss = sign * (value - do("sum", problem.theta_c * y, axis=-1))
             extra = (sign * dsigma, arrays[-1]) if call.learnable else ()
-            return _cast(loss, dtype), (ybar - y, ybar) + extra
+            return cast(loss, dtype), (ybar - y, ybar) + extra
 
         def bwd(res, g):
             diff = res[0]
             d_sigma = call.sigma_cotangent(g, res[2], res[3:]) if call.learnable else ()
-            g = _cast(g, ar.get_dtype_name(diff))[:, None] * sign
-            d_theta = _cast(do("reshape", g * diff, shape), dtype)
+            g = cast(g, ar.get_dtype_name(diff))[:, None] * sign
+            d_theta = cast(do("reshape", g * diff, shape), dtype)
             return (d_theta, None) + call.nones(2 + len(d_sigma)) + d_sigma
 
         def jvp(arrays, res, ts):  # the label is a constant: only θ's tangent counts
             diff = res[0]
-            t = do("reshape", _cast(ts[0], ar.get_dtype_name(diff)), (shape[0], -1))
-            return _cast(sign * do("sum", diff * t, axis=-1), dtype)
+            t = do("reshape", cast(ts[0], ar.get_dtype_name(diff)), (shape[0], -1))
+            return cast(sign * do("sum", diff * t, axis=-1), dtype)
 
         def hvp(arrays, res, g, ts):  # ∇²L = ±∇²F_σ: the perturbed max's estimate
             jt = call.jacobian_product(arrays, res[1], ts[0])
-            h = _cast(g, ar.get_dtype_name(jt))[:, None] * sign * jt
-            return (_cast(do("reshape", h, shape), dtype), None) + call.nones(2)
+            h = cast(g, ar.get_dtype_name(jt))[:, None] * sign * jt
+            return (cast(do("reshape", h, shape), dtype), None) + call.nones(2)
 
         second = False if call.learnable else SecondOrder(jvp, hvp)
         return shim.custom_vjp(fwd, bwd, second_order=second)(*call.inputs)
@@ -368,25 +361,25 @@ def squared_losses(
         )
     shim = get_backend(theta, y_true, argnames=("theta", "y_true"))
     check_floating("theta", theta)
-    if _shape(y_true) != _shape(theta):
-        raise ValueError(f"y_true must have theta's shape {_shape(theta)}, got {_shape(y_true)}")
+    if shape_of(y_true) != shape_of(theta):
+        raise ValueError(f"y_true must have theta's shape {shape_of(theta)}, got {shape_of(y_true)}")
     theta_b, _ = prepare_theta(theta, settings.batched)
     y_b = y_true if settings.batched else y_true[None]
     key = make_rng(rng, theta_b, shim).key
     call = _MaxCall(settings, func, [theta_b, y_b], key, args, kwargs, shim.NAME)
     sign = 1.0 if maximize else -1.0
-    dtype, shape = ar.get_dtype_name(theta_b), _shape(theta_b)
+    dtype, shape = ar.get_dtype_name(theta_b), shape_of(theta_b)
 
     def fwd(*arrays):
         problem, ybar = call.expectation(arrays)[:2]
-        y = do("reshape", _cast(arrays[1], problem.cdtype), (problem.batch, problem.in_size))
+        y = do("reshape", cast(arrays[1], problem.cdtype), (problem.batch, problem.in_size))
         diff = sign * (ybar - y)
-        return _cast(do("sum", diff * diff, axis=-1), dtype), (diff,)
+        return cast(do("sum", diff * diff, axis=-1), dtype), (diff,)
 
     def bwd(res, g):
         (diff,) = res
-        g = _cast(g, ar.get_dtype_name(diff))[:, None]
-        return (_cast(do("reshape", g * diff, shape), dtype), None) + call.nones(2)
+        g = cast(g, ar.get_dtype_name(diff))[:, None]
+        return (cast(do("reshape", g * diff, shape), dtype), None) + call.nones(2)
 
     losses = shim.custom_vjp(fwd, bwd)(*call.inputs)
     return losses if settings.batched else losses[0]
