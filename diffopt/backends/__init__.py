@@ -88,6 +88,14 @@ def register(name: str, module: str) -> None:
     module : str
         Import path of a module satisfying :class:`diffopt.backends._contract.Shim`;
         it is imported (and checked) the first time such an array is seen.
+
+    Examples
+    --------
+    >>> from diffopt.backends import SHIMS, register
+    >>> register("mylib", "mypackage.diffopt_shim")  # imported only when a mylib array is seen
+    >>> SHIMS["mylib"]
+    'mypackage.diffopt_shim'
+    >>> del SHIMS["mylib"]
     """
     if not isinstance(name, str) or not isinstance(module, str):
         raise TypeError(f"name and module must be strings, got {name!r}, {module!r}")
@@ -104,6 +112,12 @@ def available() -> list[str]:
         A subset of the keys of :data:`SHIMS` (``numpy, autograd, torch, jax,
         tensorflow, cupy`` and any registered), in that order. Nothing is
         imported to find out.
+
+    Examples
+    --------
+    >>> from diffopt.backends import available
+    >>> "numpy" in available()
+    True
     """
     return [name for name in SHIMS if importlib.util.find_spec(name) is not None]
 
@@ -116,10 +130,21 @@ def load(name: str) -> ModuleType:
     name : str
         A key of :data:`SHIMS`.
 
+    Returns
+    -------
+    module
+        The shim, checked against the contract.
+
     Raises
     ------
     TypeError
         For an unknown name, or a shim that does not satisfy the contract.
+
+    Examples
+    --------
+    >>> from diffopt.backends import load
+    >>> load("numpy").NAME
+    'numpy'
     """
     shim = _SHIMS.get(name)
     if shim is None:
@@ -148,6 +173,22 @@ def ops(backend: str) -> dict[str, Any]:
     Looking it up loads the shim: nothing depends on an earlier import.
     Nothing is cached here but the shim itself (:func:`load`): a dict written
     while ``torch.compile`` traces the reading frame trips its guards.
+
+    Parameters
+    ----------
+    backend : str
+        An autoray backend name (``"jaxlib"`` counts as ``"jax"``).
+
+    Returns
+    -------
+    dict
+        ``name -> function``; empty for a framework without a shim.
+
+    Examples
+    --------
+    >>> from diffopt.backends import ops
+    >>> isinstance(ops("numpy"), dict), ops("builtins")
+    (True, {})
     """
     name = _SHIM_OF.get(backend, backend)
     if name not in SHIMS:
@@ -177,11 +218,23 @@ def backend_name(*arrays: Any, argnames: Sequence[str] | None = None) -> str:
     argnames : sequence of str, optional
         Argument names, used in the error message.
 
+    Returns
+    -------
+    str
+        The framework's name; ``"numpy"`` if no argument is an array.
+
     Raises
     ------
     TypeError
         If the arrays come from two different frameworks. NumPy arrays mixed
         with HIPS autograd boxes count as autograd.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.backends import backend_name
+    >>> backend_name(np.zeros(3), 2.0, None)
+    'numpy'
     """
     found = {}
     for i, x in enumerate(arrays):
@@ -203,7 +256,25 @@ def backend_name(*arrays: Any, argnames: Sequence[str] | None = None) -> str:
 
 
 def is_array(a: Any) -> bool:
-    """Whether ``a`` is an array of a framework diffopt has a shim for."""
+    """Whether ``a`` is an array of a framework diffopt has a shim for.
+
+    Parameters
+    ----------
+    a : object
+        Anything.
+
+    Returns
+    -------
+    bool
+        True for an array (anything with a ``shape``) of a framework in :data:`SHIMS`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.backends import is_array
+    >>> is_array(np.zeros(3)), is_array([1.0, 2.0])
+    (True, False)
+    """
     if not hasattr(a, "shape"):
         return False
     name = autoray.infer_backend(a)
@@ -211,7 +282,27 @@ def is_array(a: Any) -> bool:
 
 
 def same_framework(a: Any, shim: ModuleType) -> bool:
-    """Whether the array ``a`` belongs to ``shim``'s framework (NumPy and HIPS autograd count as one)."""
+    """Whether the array ``a`` belongs to ``shim``'s framework (NumPy and HIPS autograd count as one).
+
+    Parameters
+    ----------
+    a : array
+        The array to test.
+    shim : module
+        A shim, as returned by :func:`load`.
+
+    Returns
+    -------
+    bool
+        True if ``a`` is an array of the shim's framework.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.backends import load, same_framework
+    >>> same_framework(np.zeros(3), load("numpy"))
+    True
+    """
     name = backend_name(a)
     return name == shim.NAME or {name, shim.NAME} == {"numpy", "autograd"}
 

@@ -106,6 +106,15 @@ def softmax(a: Array, b: Array, alpha: float = 1, normalize: float = 0) -> tuple
     -------
     array
         The log-sum-exp of ``a`` and ``b`` (no overflow for large inputs).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.sorting import softmax
+    >>> float(np.round(softmax(np.array(1.0), np.array(1.0)), 3))  # 1 + log 2
+    1.693
+    >>> float(np.round(softmax(np.array(0.0), np.array(10.0), alpha=100.0), 3))
+    10.0
     """
     sa, sb = a * alpha, b * alpha
     if isinstance(normalize, numbers.Number) and normalize == 0:
@@ -129,6 +138,15 @@ def smoothmax(a: Array, b: Array, alpha: float = 1) -> tuple[Array, Array]:
     -------
     array
         The weighted mean, computed as ``b + sigmoid(alpha (a - b)) (a - b)`` (stable).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.sorting import smoothmax
+    >>> float(smoothmax(np.array(2.0), np.array(4.0), alpha=0.0))  # the mean
+    3.0
+    >>> float(np.round(smoothmax(np.array(2.0), np.array(4.0), alpha=100.0), 3))
+    4.0
     """
     return b + sigmoid(alpha * (a - b)) * (a - b)
 
@@ -147,6 +165,13 @@ def softmax_smooth(a: Array, b: Array, smooth: float = 0) -> tuple[Array, Array]
     -------
     array
         ``log(exp((1-t) a + t b) + exp((1-t) b + t a)) - log(1 + smooth)``, ``t = smooth/2``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.sorting import softmax_smooth
+    >>> float(np.round(softmax_smooth(np.array(2.0), np.array(4.0), smooth=1.0), 3))  # the mean
+    3.0
     """
     t = smooth / 2.0
     return logaddexp((1 - t) * a + t * b, (1 - t) * b + t * a) - math.log1p(smooth)
@@ -211,6 +236,15 @@ def diff_sort_indexed(indices: list[Array], x: Array, softmax: Callable[..., Arr
     -------
     array
         The same values as :func:`diff_sort`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.sorting import bitonic_indices, bitonic_matrices, diff_sort, diff_sort_indexed
+    >>> x = np.array([3.0, 10.0, 1.0, 6.0])
+    >>> y = diff_sort_indexed(bitonic_indices(4), x)
+    >>> bool(np.allclose(y, diff_sort(bitonic_matrices(4), x)))
+    True
     """
     x = _asfloat(x)
     _check_length(x, len(indices[0][0]) if indices else 1, "bitonic indices")
@@ -247,6 +281,15 @@ def diff_sort_weave(
     -------
     array
         The relaxed sort (equal to :func:`diff_sort` for ``beta=0``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.sorting import bitonic_matrices, bitonic_woven_matrices, diff_sort, diff_sort_weave
+    >>> x = np.array([3.0, 10.0, 1.0, 6.0])
+    >>> y = diff_sort_weave(bitonic_woven_matrices(4), x)
+    >>> bool(np.allclose(y, diff_sort(bitonic_matrices(4), x)))
+    True
     """
     x = _asfloat(x)
     _check_length(x, fused[0].shape[1], "woven matrices")
@@ -299,6 +342,15 @@ def vector_sort(matrices: list[Array], X: Array, key: Callable[..., Array], alph
     -------
     array, shape ``[n, d]``
         ``X`` with rows in (relaxed) descending order of ``key``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.sorting import bitonic_matrices, vector_sort
+    >>> X = np.array([[1.0, 0.0], [4.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+    >>> Y = vector_sort(bitonic_matrices(4), X, key=lambda r: r[:, 0], alpha=50.0)
+    >>> np.round(Y[:, 0], 3)  # rows by descending first column
+    array([4., 3., 2., 1.])
     """
     return _weighted_network(matrices, X, lambda a, b: sigmoid(alpha * (key(a) - key(b))))
 
@@ -329,6 +381,15 @@ def comparison_sort(
     -------
     array, shape ``[n, ...]``
         The items in (relaxed) descending order of the comparator.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.sorting import bitonic_matrices, comparison_sort
+    >>> x = np.array([1.0, 4.0, 2.0, 3.0])
+    >>> y = comparison_sort(bitonic_matrices(4), x, compare_fn=lambda a, b: np.tanh(a - b))
+    >>> np.round(y, 3)
+    array([4., 3., 2., 1.])
     """
     return _weighted_network(matrices, x, lambda a, b: sigmoid((alpha * scale) * compare_fn(a, b)))
 
@@ -351,6 +412,18 @@ def order_matrix(original: Array, sortd: Array, sigma: float | Array = 0.1) -> A
     array, shape ``[n, n]``
         ``exp(-(original_i - sortd_j)^2 / (2 sigma^2))`` with rows summing to 1
         (computed as a stable row softmax).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.sorting import order_matrix
+    >>> P = order_matrix(np.array([2.0, 0.0, 1.0]), np.array([0.0, 1.0, 2.0]), sigma=0.1)
+    >>> P.shape, bool(np.allclose(P.sum(axis=1), 1.0))
+    ((3, 3), True)
+    >>> np.round(P, 3)
+    array([[0., 0., 1.],
+           [1., 0., 0.],
+           [0., 1., 0.]])
     """
     if isinstance(sigma, numbers.Real):  # an array sigma is the caller's business
         check_positive("sigma", sigma)
@@ -374,6 +447,14 @@ def dargsort(original: Array, sortd: Array, sigma: float | Array, transpose: boo
     Returns
     -------
     array, shape ``[n]``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.sorting import dargsort
+    >>> x = np.array([2.0, 0.0, 1.0])
+    >>> np.round(dargsort(x, np.sort(x), sigma=0.1), 3)  # 0-based ranks
+    array([2., 0., 1.])
     """
     order = order_matrix(original, sortd, sigma=sigma)
     if transpose:
@@ -407,6 +488,14 @@ def diff_argsort(
     Returns
     -------
     array, shape ``[n]``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.sorting import bitonic_matrices, diff_argsort
+    >>> x = np.array([30.0, 0.0, 20.0, 10.0])
+    >>> np.round(diff_argsort(bitonic_matrices(4), x, sigma=1.0), 3)  # ranks [3, 0, 2, 1]
+    array([3., 0., 2., 1.])
     """
     x = _asfloat(x)
     return dargsort(x, diff_sort(matrices, x, softmax), sigma, transpose)
@@ -431,6 +520,14 @@ def diff_argsort_indexed(
     Returns
     -------
     array, shape ``[n]``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.sorting import bitonic_indices, diff_argsort_indexed
+    >>> x = np.array([30.0, 0.0, 20.0, 10.0])
+    >>> np.round(diff_argsort_indexed(bitonic_indices(4), x, sigma=1.0), 3)
+    array([3., 0., 2., 1.])
     """
     x = _asfloat(x)
     return dargsort(x, diff_sort_indexed(indices, x, softmax), sigma, transpose)

@@ -115,6 +115,13 @@ def bitonic_matrices(n: int) -> list[np.ndarray]:
     ------
     ValueError
         If ``n`` is not a power of two.
+
+    Examples
+    --------
+    >>> from diffopt.sorting import bitonic_matrices
+    >>> layers = bitonic_matrices(4)
+    >>> len(layers), [m.shape for m in layers[0]]
+    (3, [(2, 4), (2, 4), (4, 2), (4, 2)])
     """
     check_power_of_two(n)
     half = np.arange(n // 2)
@@ -147,6 +154,13 @@ def bitonic_indices(n: int) -> list[np.ndarray]:
     ------
     ValueError
         If ``n`` is not a power of two.
+
+    Examples
+    --------
+    >>> from diffopt.sorting import bitonic_indices
+    >>> layers = bitonic_indices(4)
+    >>> len(layers), sorted(layers[0][0].tolist())
+    (3, [0, 1, 2, 3])
     """
     check_power_of_two(n)
     h = n // 2
@@ -176,6 +190,14 @@ def bitonic_woven_matrices(n: int) -> list[np.ndarray]:
     ------
     ValueError
         If ``n`` is not a power of two.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.sorting import bitonic_woven_matrices
+    >>> mats = bitonic_woven_matrices(4)
+    >>> len(mats), all(bool(np.all(m.sum(axis=0) == 1)) for m in mats)  # 3 layers, permutations
+    (4, True)
     """
     eye = np.eye(n)
     mats, last = [], eye
@@ -196,6 +218,13 @@ def bitonic_network(n: int) -> list:
     ----------
     n : int
         A power of two.
+
+    Examples
+    --------
+    >>> from diffopt.sorting import bitonic_network
+    >>> bitonic_network(2)  # doctest: +NORMALIZE_WHITESPACE
+     0>1
+    --------
     """
     for stage, m in schedule(n):
         a, b, desc = layer_pairs(n, stage, m)
@@ -220,6 +249,13 @@ def pretty_bitonic_network(n: int) -> None:
     ----------
     n : int
         A power of two.
+
+    Examples
+    --------
+    >>> from diffopt.sorting import pretty_bitonic_network
+    >>> pretty_bitonic_network(2)  # doctest: +NORMALIZE_WHITESPACE
+     0  1
+     ╭──╯
     """
     print("".join(f" {i:<2d}" for i in range(n)))
     for stage, m in schedule(n):
