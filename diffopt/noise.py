@@ -239,6 +239,11 @@ _NAMED = {"normal": Normal, "gumbel": Gumbel}
 def sample_convention(noise: Any) -> str | None:
     """Which calling convention ``noise.sample`` follows, from its signature.
 
+    Parameters
+    ----------
+    noise : object
+        Any object; its ``sample`` attribute is inspected, never called.
+
     Returns
     -------
     {'diffopt', 'key', 'shape', None}
@@ -247,6 +252,15 @@ def sample_convention(noise: Any) -> str | None:
         sample_shape, dtype)`` (first parameter named ``key``); ``'shape'``:
         ``torch-imle``'s ``sample(shape)`` (takes one argument only);
         ``None``: no callable ``sample`` or none of these.
+
+    Examples
+    --------
+    >>> from diffopt.noise import Normal, sample_convention
+    >>> class TorchImleStyle:
+    ...     def sample(self, shape):
+    ...         return None
+    >>> sample_convention(Normal()), sample_convention(TorchImleStyle()), sample_convention(object())
+    ('diffopt', 'shape', None)
     """
     sample = getattr(noise, "sample", None)
     if not callable(sample):
@@ -354,6 +368,32 @@ def draw(sampler: Any, shape: Shape, like: Array, rng: RngLike = None) -> Array:
     ``rng`` (see :mod:`diffopt.random`) becomes an :class:`~diffopt.random.Rng`
     for ``like``, except for ``torch-imle`` style samplers, which receive it
     as given so that a set ``rng`` they cannot use warns.
+
+    Parameters
+    ----------
+    sampler : object
+        A result of :func:`get_sampler`.
+    shape : tuple of int
+        Shape of the draw.
+    like : array
+        Reference array: framework, dtype and device of the draw.
+    rng : None, int, generator, key or Rng
+        See :mod:`diffopt.random`.
+
+    Returns
+    -------
+    array
+        The draw, of ``shape``, in ``like``'s framework and dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.noise import Gumbel, draw, get_sampler
+    >>> z = draw(get_sampler(Gumbel()), (2, 3), np.zeros(3), rng=0)
+    >>> z.shape, z.dtype
+    ((2, 3), dtype('float64'))
+    >>> bool(np.array_equal(z, draw(get_sampler(Gumbel()), (2, 3), np.zeros(3), rng=0)))
+    True
     """
     if not getattr(sampler, "raw_rng", False):
         rng = make_rng(rng, like)
@@ -367,11 +407,31 @@ def get_sampler(noise: Any, argname: str = "noise_distribution") -> Any:
     ----------
     noise : object
         With ``sample`` in one of the conventions of :func:`sample_convention`.
+    argname : str
+        Name of the argument, for error messages.
+
+    Returns
+    -------
+    object
+        ``noise`` itself (diffopt convention) or a wrapper with ``sample(shape, like, rng)``.
 
     Raises
     ------
     TypeError
         If ``noise.sample`` fits none of them (or an optax-style noise has no ``log_prob``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.noise import Normal, get_sampler
+    >>> noise = Normal()
+    >>> get_sampler(noise) is noise  # diffopt's own convention: used as is
+    True
+    >>> class TorchImleStyle:
+    ...     def sample(self, shape):
+    ...         return np.ones(shape)
+    >>> get_sampler(TorchImleStyle()).sample((2,), np.zeros(2, dtype="float32"))
+    array([1., 1.], dtype=float32)
     """
     convention = sample_convention(noise)
     if convention == "diffopt":
@@ -389,6 +449,19 @@ def get_sampler(noise: Any, argname: str = "noise_distribution") -> Any:
 def get_noise(noise: NoiseLike, argname: str = "noise") -> Noise:
     """A :class:`Noise` from a name (``'normal'``, ``'gumbel'``) or a noise object.
 
+    Parameters
+    ----------
+    noise : str, Noise subclass or object
+        ``'normal'``, ``'gumbel'`` (any case), a :class:`Noise` class or instance,
+        or an optax-style noise.
+    argname : str
+        Name of the argument, for error messages.
+
+    Returns
+    -------
+    Noise
+        The noise, instantiated or wrapped.
+
     Raises
     ------
     ValueError
@@ -398,6 +471,16 @@ def get_noise(noise: NoiseLike, argname: str = "noise") -> Noise:
         like, rng)`` and ``score``, nor an optax-style noise (``sample(key,
         sample_shape, dtype)`` and ``log_prob``, wrapped: its score is
         ``-∇ log_prob``).
+
+    Examples
+    --------
+    >>> from diffopt.noise import Gumbel, get_noise
+    >>> isinstance(get_noise("gumbel"), Gumbel), isinstance(get_noise(Gumbel), Gumbel)
+    (True, True)
+    >>> get_noise("cauchy")
+    Traceback (most recent call last):
+        ...
+    ValueError: unknown noise='cauchy'; use one of ['gumbel', 'normal'] or a diffopt.Noise object
     """
     if isinstance(noise, str):
         cls = _NAMED.get(noise.lower())

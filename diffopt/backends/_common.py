@@ -76,6 +76,24 @@ class SecondOrder:
 
     Only single-output ops are supported; a derivative of these derivatives (third
     order) raises ``NotImplementedError``.
+
+    Parameters
+    ----------
+    jvp : callable
+        ``jvp(arrays, res, ts)``, as above.
+    hvp : callable
+        ``hvp(arrays, res, g, ts)``, as above.
+
+    Examples
+    --------
+    A linear op ``y = 2 x`` has Jacobian ``2 I`` and Hessian 0:
+
+    >>> import numpy as np
+    >>> from diffopt.backends import SecondOrder
+    >>> so = SecondOrder(jvp=lambda arrays, res, ts: 2 * ts[0],
+    ...                  hvp=lambda arrays, res, g, ts: [np.zeros_like(ts[0])])
+    >>> so.jvp((np.ones(2),), None, [np.array([1.0, 3.0])])
+    array([2., 6.])
     """
 
     def __init__(self, jvp: Callable[..., Any], hvp: Callable[..., Any]) -> None:
