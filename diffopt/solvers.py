@@ -135,10 +135,34 @@ def grid_shortest_path(costs: Array, neighbourhood: int = 8) -> np.ndarray:
     go to the 4 or 8 neighbours. Costs are clipped below at a tiny positive
     value, as Dijkstra needs non-negative weights.
 
+    Parameters
+    ----------
+    costs : array_like, shape [H, W]
+        Cost of entering each cell.
+    neighbourhood : {8, 4}
+        Moves to the 8 (with diagonals) or 4 neighbours.
+
     Returns
     -------
     numpy.ndarray
         ``[H, W]`` 0/1 indicator of the cells on the path.
+
+    Raises
+    ------
+    ValueError
+        If ``costs`` is not two-dimensional.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.solvers import grid_shortest_path
+    >>> costs = np.array([[1.0, 9.0, 9.0],
+    ...                   [1.0, 1.0, 9.0],
+    ...                   [9.0, 1.0, 1.0]])
+    >>> grid_shortest_path(costs, neighbourhood=4)
+    array([[1., 0., 0.],
+           [1., 1., 0.],
+           [0., 1., 1.]])
     """
     from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import dijkstra
@@ -217,6 +241,20 @@ def grid_edges(grid: tuple[int, int] = (5, 5)) -> tuple[tuple[int, int], ...]:
     Returns
     -------
     tuple of (int, int)
+        ``(source, target)`` node pairs, ``E`` of them.
+
+    Raises
+    ------
+    ValueError
+        If ``grid`` is not a pair of positive integers (or is ``(1, 1)``).
+
+    Examples
+    --------
+    >>> from diffopt.solvers import grid_edges
+    >>> grid_edges((2, 2))
+    ((0, 1), (0, 2), (1, 3), (2, 3))
+    >>> len(grid_edges((5, 5)))
+    40
     """
     return _grid_edges(*_check_grid(grid))
 
@@ -260,6 +298,15 @@ def dag_shortest_path(costs: Array, grid: tuple[int, int] = (5, 5)) -> Array:
     ValueError
         If ``grid`` is not a pair of positive integers or ``costs``' last axis
         is not the number of edges.
+
+    Examples
+    --------
+    On the 2×2 grid (edges ``0→1, 0→2, 1→3, 2→3``), right-then-down is cheaper:
+
+    >>> import numpy as np
+    >>> from diffopt.solvers import dag_shortest_path
+    >>> dag_shortest_path(np.array([[1.0, 5.0, 1.0, 5.0]]), grid=(2, 2))
+    array([[1., 0., 1., 0.]])
     """
     height, width = _check_grid(grid)
     edges = _grid_edges(height, width)
@@ -347,6 +394,18 @@ def knapsack_solver(
         Bad shapes, negative weights or capacities.
     ImportError
         If SciPy is not installed.
+
+    Examples
+    --------
+    Items of weights 1, 2, 3 and capacity 3: items 0 and 1 (value 2) beat item 2 (value 1.5).
+
+    >>> import numpy as np
+    >>> from diffopt.solvers import knapsack_solver
+    >>> solver = knapsack_solver(np.array([1.0, 2.0, 3.0]), 3.0)
+    >>> solver(np.array([[1.0, 1.0, 1.5]]))
+    array([[1., 1., 0.]])
+    >>> knapsack_solver(np.array([1.0, 2.0, 3.0]), 3.0, unit=1.0)(np.array([[1.0, 1.0, 1.5]]))
+    array([[1., 1., 0.]])
     """
     import importlib.util
 

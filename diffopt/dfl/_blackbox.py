@@ -88,6 +88,15 @@ def blackbox(solver: Solver, lambd: float = 10.0, *, minimize: bool) -> Callable
     callable
         ``wrapper(theta)``: ``θ`` ``[B, ...]`` (floating) → ``w(θ)``, in θ's
         framework and dtype, differentiable.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt import blackbox
+    >>> def cheapest(c):  # a minimising solver: one-hot of the cheapest item
+    ...     return np.eye(c.shape[-1])[np.argmin(c, axis=-1)]
+    >>> blackbox(cheapest, lambd=10.0, minimize=True)(np.array([[3.0, 1.0, 2.0]]))
+    array([[0., 1., 0.]])
     """
     _common.check_solver(solver)
     _common.check_sense(minimize)
@@ -114,6 +123,15 @@ def negative_identity(solver: Solver, *, minimize: bool) -> Callable[[Array], Ar
     -------
     callable
         ``wrapper(theta)``, as :func:`blackbox`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt import negative_identity
+    >>> def cheapest(c):  # a minimising solver: one-hot of the cheapest item
+    ...     return np.eye(c.shape[-1])[np.argmin(c, axis=-1)]
+    >>> negative_identity(cheapest, minimize=True)(np.array([[3.0, 1.0, 2.0]]))
+    array([[0., 1., 0.]])
     """
     _common.check_solver(solver)
     _common.check_sense(minimize)

@@ -57,6 +57,17 @@ def regret(
     array, shape [B]
         In ``theta_pred``'s framework (float32 for half-precision input); ``>= 0``
         when the solver is exact. Ties in ``w(θ̂)`` are broken by the solver.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt import regret
+    >>> def cheapest(c):  # a minimising solver: one-hot of the cheapest item
+    ...     return np.eye(c.shape[-1])[np.argmin(c, axis=-1)]
+    >>> c_true = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    >>> theta = np.array([[3.0, 1.0, 2.0], [0.0, 9.0, 9.0]])
+    >>> regret(cheapest, theta, c_true, minimize=True)  # cost 2 instead of 1; optimal
+    array([1., 0.])
     """
     r, _ = _parts(solver, theta_pred, c_true, z_true, minimize)
     return r
@@ -73,6 +84,27 @@ def normalized_regret(
     """Normalised regret of a batch: ``Σ_i regret_i / Σ_i |z*_i|`` (PyEPO's ``regret``).
 
     Same arguments as :func:`regret`; returns a scalar array.
+
+    Parameters
+    ----------
+    solver, theta_pred, c_true, z_true, minimize
+        As in :func:`regret`.
+
+    Returns
+    -------
+    array, shape []
+        The batch's normalised regret, in ``theta_pred``'s framework.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt import normalized_regret
+    >>> def cheapest(c):  # a minimising solver: one-hot of the cheapest item
+    ...     return np.eye(c.shape[-1])[np.argmin(c, axis=-1)]
+    >>> c_true = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    >>> theta = np.array([[3.0, 1.0, 2.0], [0.0, 9.0, 9.0]])
+    >>> float(normalized_regret(cheapest, theta, c_true, minimize=True))  # (1 + 0) / (1 + 4)
+    0.2
     """
     r, z = _parts(solver, theta_pred, c_true, z_true, minimize)
     return do("sum", r) / do("sum", do("abs", z))

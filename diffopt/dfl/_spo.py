@@ -77,6 +77,20 @@ def spo_plus_loss(solver: Solver, *, minimize: bool, reduction: str = 'mean') ->
     ------
     TypeError, ValueError
         For a bad argument (named in the message), before any solver call.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt import spo_plus_loss
+    >>> def cheapest(c):  # a minimising solver: one-hot of the cheapest item
+    ...     return np.eye(c.shape[-1])[np.argmin(c, axis=-1)]
+    >>> loss = spo_plus_loss(cheapest, minimize=True)
+    >>> c = np.array([[1.0, 2.0, 3.0]])
+    >>> w = cheapest(c)
+    >>> float(loss(c, c, w))  # a perfect prediction costs nothing
+    0.0
+    >>> float(loss(np.array([[3.0, 1.0, 2.0]]), c, w))  # >= the regret, 1
+    5.0
     """
     _common.check_solver(solver)
     _common.check_sense(minimize)
