@@ -37,6 +37,18 @@ class BaseTargetDistribution:
 
     Subclasses implement :meth:`step` and may override :meth:`scale`.
     ``alpha`` is the weight of θ in the target.
+
+    Examples
+    --------
+    A fixed step λ = 0.5, maximisation (``θ' = θ − λ·dy``):
+
+    >>> import numpy as np
+    >>> from diffopt.imle import BaseTargetDistribution
+    >>> class HalfStep(BaseTargetDistribution):
+    ...     def step(self, theta, dy, beta=None):
+    ...         return 0.5
+    >>> HalfStep().params(np.array([1.0, 2.0]), np.array([2.0, 0.0]))
+    array([0., 2.])
     """
 
     alpha = 1.0
@@ -200,6 +212,20 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
     The positional order is ``torch-adaptive-imle``'s (``initial_grad_norm``
     third), so ``AdaptiveTargetDistribution(1.0, 1.0, 0.5)`` means the same
     there and here.
+
+    Examples
+    --------
+    The example above: λ = √7 and, after a gradient with 2 non-zeros per sample, β = 0.9999.
+
+    >>> import numpy as np
+    >>> from diffopt.imle import AdaptiveTargetDistribution
+    >>> target = AdaptiveTargetDistribution()
+    >>> theta, dy = np.array([3.0, 2.0, 1.0, 0.0]), np.array([0.0, 1.0, -1.0, 0.0])
+    >>> float(np.round(target.step(theta, dy), 3))
+    2.646
+    >>> state = target.next_state(target.init_state(dtype="float64"), np.array(2.0))
+    >>> [round(float(v), 4) for v in state]  # beta, grad_norm, previous_beta_update
+    [0.9999, 1.1, -0.0001]
     """
 
     adaptive = True

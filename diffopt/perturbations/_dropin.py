@@ -60,6 +60,17 @@ def noise_sampler(framework):
         ------
         ValueError
             For a noise not in ``SUPPORTED_NOISES``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from diffopt.perturbations import sample_noise_with_gradients
+        >>> z, g = sample_noise_with_gradients("normal", (2, 3), like=np.zeros(1), rng=0)
+        >>> z.shape, z.dtype, bool(np.array_equal(g, z))  # normal: the gradient is Z
+        ((2, 3), dtype('float64'), True)
+        >>> z, g = sample_noise_with_gradients("gumbel", (4,), like=np.zeros(1), rng=0)
+        >>> bool(np.allclose(g, 1 - np.exp(-z)))
+        True
         """
         if noise not in SUPPORTED_NOISES:
             raise ValueError(f"noise={noise!r} is not supported; use one of {SUPPORTED_NOISES}")
