@@ -3,6 +3,7 @@
 import importlib
 import inspect
 import os
+import re
 import typing
 
 import pytest
@@ -41,6 +42,20 @@ def test_every_public_function_has_resolvable_annotations():
             missing[name] = lacking
     assert not missing, f"unannotated parameters/returns: {missing}"
     assert len(_public_callables()) > 60  # the walk found the API, not an empty list
+
+
+def test_every_public_name_has_an_examples_section():
+    # Functions and classes in the public modules' __all__ (a class's example is in its docstring).
+    names = {}
+    for name in PUBLIC_MODULES:
+        module = importlib.import_module(name)
+        for attr in module.__all__:
+            obj = getattr(module, attr)
+            if inspect.isclass(obj) or inspect.isfunction(obj):
+                names[f"{obj.__module__}.{obj.__qualname__}"] = obj
+    lacking = sorted(n for n, obj in names.items() if not re.search(r"^\s*Examples\n\s*-{8}", obj.__doc__ or "", re.M))
+    assert not lacking, f"{len(lacking)} of {len(names)} public names have no Examples section: {lacking}"
+    assert len(names) > 60  # the walk found the API
 
 
 def test_py_typed_marker_ships_with_the_package():
