@@ -131,10 +131,19 @@ class TorchBackend(Backend):
 
 
 class JaxBackend(Backend):
+    @contextlib.contextmanager
     def float64(self):
+        # JAX reuses traces across jax.enable_x64 scopes: a float32 trace of a
+        # jitted op (int32 indices) met in a float64 one fails to lower
+        # ("operand type mismatch ... i64 ... i32"). Fresh caches on both sides.
         import jax
 
-        return jax.enable_x64(True)
+        jax.clear_caches()
+        try:
+            with jax.enable_x64(True):
+                yield
+        finally:
+            jax.clear_caches()
 
     def _asarray(self, a, dtype):
         import jax.numpy as jnp
