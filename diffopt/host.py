@@ -102,14 +102,16 @@ class HostSolver:
             raise ValueError(f"host solver {name} (vectorized=False) needs a leading instance axis")
         if len(a) == 0:
             raise ValueError(f"host solver {name} got an empty leading axis")
-        one = functools.partial(self.fn, *args, **kwargs) if (args or kwargs) else self.fn
+        one = functools.partial(_with_extras, self.fn, args, kwargs) if (args or kwargs) else self.fn
         if self.executor is None:
             solved = [_solve_block(one, 0, a)]
         else:
             blocks = np.array_split(a, min(len(a), 2 * _workers(self.executor)))
             starts = np.cumsum([0] + [len(b) for b in blocks[:-1]]).tolist()
-            solved = list(self.executor.map(functools.partial(_solve_block, one), starts, blocks))
+            solved = _map_blocks(self.executor, one, starts, blocks, name)
         rows = [_check_result(r, name) for r in _unpack_blocks(solved, name)]
+        if len(rows) != len(a):  # a block came back short: never return a partial batch
+            raise RuntimeError(f"host solver {name} got {len(rows)} results for {len(a)} instances")
         return _stack(rows, name)
 
     def _spec(self, x, backend, args, kwargs):
@@ -204,6 +206,30 @@ def _solve_block(one, start, block):
             out.append(_Failure(start + i, error))
             break
     return out
+
+
+def _with_extras(fn, args, kwargs, row):
+    """``fn(row, *args, **kwargs)``: the instance first, as documented (a plain
+    ``partial(fn, *args)`` would put the extra positional arguments in front)."""
+    return fn(row, *args, **kwargs)
+
+
+def _map_blocks(executor, one, starts, blocks, name):
+    """The blocks' results from ``executor``, in order. A block the executor loses (a
+    worker killed beyond the cluster's retries: dask's ``KilledWorker``, a broken process
+    pool) is an error naming the solver and the block's instances, never a missing row."""
+    solved = []
+    try:
+        for block in executor.map(functools.partial(_solve_block, one), starts, blocks):
+            solved.append(block)
+    except Exception as error:
+        first = starts[len(solved)]
+        last = first + len(blocks[len(solved)]) - 1
+        raise RuntimeError(
+            f"host solver {name}: the executor returned no result for instances {first}..{last} "
+            f"({type(error).__name__}: {error})"
+        ) from error
+    return solved
 
 
 def _unpack_blocks(solved, name):

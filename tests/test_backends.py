@@ -285,6 +285,19 @@ def test_host_solver_per_instance_with_executor(kind):
             pool.shutdown()
 
 
+def test_per_instance_solver_gets_the_instance_first_then_extra_arguments():
+    seen = []
+
+    def first_row_then_extras(row, shift, *, scale):
+        seen.append((row.shape, shift, scale))
+        return row * scale + shift
+
+    solver = diffopt.host_solver(first_row_then_extras, vectorized=False)
+    out = solver(np.array([[1.0, 2.0], [3.0, 4.0]]), 10.0, scale=2.0)
+    np.testing.assert_array_equal(out, [[12.0, 14.0], [16.0, 18.0]])
+    assert seen == [((2,), 10.0, 2.0)] * 2
+
+
 def test_host_solver_on_a_dask_cluster():
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:

@@ -1,0 +1,127 @@
+"""diffopt where training runs on several devices or processes (issue 19).
+
+* solver calls on a ``dask.distributed.LocalCluster`` of worker processes (numpy env);
+* torch ``DistributedDataParallel`` with gloo, two processes (torch env);
+* JAX ``NamedSharding`` over 4 host devices, ``jit`` and ``shard_map`` (jax env);
+* ``tf.distribute.MirroredStrategy`` over 2 logical CPUs with ``model.fit`` (tensorflow env).
+
+Each multi-process case runs as a subprocess with a wall-clock limit (a hang fails the
+test instead of blocking CI); they are marked ``distributed`` (``-m "not distributed"``
+leaves them out).
+"""
+
+import concurrent.futures
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import diffopt
+from conftest import SELECTED
+
+pytestmark = pytest.mark.distributed
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LIMIT_S = 50  # every case here must fail, not hang, well under a minute
+
+
+def _only(name):
+    return pytest.mark.skipif(name not in SELECTED, reason=f"runs in the {name} env only")
+
+
+def _within_limit(fn, *args):
+    """``fn(*args)`` in a thread, failing the test after LIMIT_S seconds."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn, *args).result(timeout=LIMIT_S)
+
+
+def run_script(name, *args, env=None):
+    """Run ``tests/<name>`` in a fresh interpreter (own process group, killed after
+    LIMIT_S); it prints one JSON line starting with ``RESULT``, returned as a dict."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(diffopt.__file__)))
+    full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, HERE]), OMP_NUM_THREADS="1",
+                    TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, name), *args], env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=LIMIT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"{name} did not finish in {LIMIT_S} s (hang?); output:\n{out[-4000:]}")
+    assert proc.returncode == 0, f"{name} failed ({proc.returncode}):\n{out[-4000:]}"
+    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+    assert lines, f"{name} printed no RESULT line:\n{out[-4000:]}"
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+# ------------------------------------------------------------------ dask cluster (numpy env)
+
+def _tagged_batch(n=16, d=5, seed=0):
+    rows = np.random.default_rng(seed).normal(size=(n, d))
+    return np.concatenate([rows, np.arange(n, dtype=float)[:, None]], axis=1)
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    if "numpy" not in SELECTED:
+        pytest.skip("runs in the numpy env only")
+    dask = pytest.importorskip("dask")
+    distributed = pytest.importorskip("dask.distributed")
+    # one retry after a worker dies, so a deterministic killer fails fast (dask's default: 3)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      dashboard_address=None) as cluster:
+            with distributed.Client(cluster) as client:
+                client.upload_file(os.path.join(HERE, "_dist_solvers.py"))
+                yield client
+
+
+def test_dask_cluster_blocks_go_to_worker_processes_in_order(dask_client):
+    import _dist_solvers
+
+    solver = diffopt.host_solver(_dist_solvers.tagged_argmax, vectorized=False,
+                                 executor=dask_client.get_executor())
+    batch = _tagged_batch()
+    out = _within_limit(solver, batch)
+    np.testing.assert_array_equal(out[:, :-2], np.eye(5)[np.argmax(batch[:, :-1], axis=1)])
+    np.testing.assert_array_equal(out[:, -2], np.arange(16))  # every instance, in order
+    pids = set(out[:, -1].astype(int).tolist())
+    workers = set(dask_client.run(os.getpid).values())
+    assert pids <= workers and len(pids) == 2, (pids, workers)  # both worker processes, not this one
+    assert os.getpid() not in pids
+
+
+def test_dask_worker_killed_once_is_retried_with_every_instance_in_order(dask_client, tmp_path):
+    import _dist_solvers
+
+    marker = str(tmp_path / "killed")
+    solver = diffopt.host_solver(_dist_solvers.kill_worker_on_tag, vectorized=False,
+                                 executor=dask_client.get_executor())
+    batch = _tagged_batch(seed=1)
+    out = _within_limit(solver, batch, 9.0, marker)
+    assert os.path.exists(marker)  # the worker running instance 9 was killed once
+    np.testing.assert_array_equal(out[:, -2], np.arange(16))
+    np.testing.assert_array_equal(out[:, :-2], np.eye(5)[np.argmax(batch[:, :-1], axis=1)])
+
+
+def test_dask_worker_killed_every_time_is_a_clear_error(dask_client):
+    import _dist_solvers
+
+    solver = diffopt.host_solver(_dist_solvers.kill_worker_on_tag, vectorized=False,
+                                 executor=dask_client.get_executor())
+    batch = _tagged_batch(seed=2)
+    # 16 instances in 4 blocks (2 per worker): instance 9 is in the third block, 8..11
+    with pytest.raises(RuntimeError, match=r"kill_worker_on_tag: the executor returned no result "
+                                           r"for instances 8\.\.11 \(KilledWorker"):
+        _within_limit(solver, batch, 9.0, "")
+    dask_client.wait_for_workers(2, timeout=LIMIT_S)
+    good = diffopt.host_solver(_dist_solvers.tagged_argmax, vectorized=False,
+                               executor=dask_client.get_executor())
+    np.testing.assert_array_equal(_within_limit(good, batch)[:, -2], np.arange(16))  # cluster usable
+
