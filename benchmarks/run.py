@@ -38,6 +38,12 @@ def _parser():
     p.add_argument("--no-memory", action="store_true", help="skip the per-case memory subprocesses")
     p.add_argument("--out", default=os.path.join(HERE, "results"), help="output folder")
     p.add_argument("--no-plots", action="store_true", help="do not draw the scaling PNGs")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="dfl only: worker processes, one (problem, degree, seed) group each (default 1)")
+    p.add_argument("--resume", action="store_true",
+                   help="dfl only: keep the runs already recorded in <out>/dfl_cells_<mode>.jsonl, run the rest")
+    p.add_argument("--estimate", action="store_true",
+                   help="dfl only: time the OR-tools solvers and print the run's solver time, then stop")
     p.add_argument("--memory-child", nargs=3, metavar=("SUITE", "CASE", "LABEL"), help=argparse.SUPPRESS)
     p.add_argument("--part", default=None, help=argparse.SUPPRESS)
     return p

@@ -326,38 +326,141 @@ def _available(framework):
     return importlib.util.find_spec(name) is not None
 
 
-def run_all(cfg, log=print):
-    """Every (problem, degree, seed, method, contender); returns the records."""
+def _contenders(cfg, name):
+    import importlib.util
+
+    out = [("diffopt", fw) for fw in cfg["frameworks"] if _available(fw) and (name, fw) not in cfg.get("skip", ())]
+    if importlib.util.find_spec("ortools") is not None:
+        out.append(("pyepo", "torch"))
+    return out
+
+
+def _cell(rec):
+    return tuple(rec[k] for k in ("problem", "deg", "seed", "method", "impl", "framework"))
+
+
+_PROBLEMS = {}
+
+
+def _problem(name, deg, seed, cfg):
+    """The data set of (problem, degree, seed), built once per process (the last one is kept)."""
+    key = (name, deg, seed, cfg["n_train"], cfg["n_test"])
+    if key not in _PROBLEMS:
+        _PROBLEMS.clear()
+        _PROBLEMS[key] = Problem(name, deg, seed, cfg["n_train"], cfg["n_test"])
+    return _PROBLEMS[key]
+
+
+def run_cell(cell, cfg, log=print):
+    """One training run: ``cell = (problem, degree, seed, method, impl, framework)``; its record."""
+    name, deg, seed, method, impl, fw = cell
+    rec = dict(problem=name, deg=deg, seed=seed, method=method, impl=impl, framework=fw)
+    try:
+        problem = _problem(name, deg, seed, cfg)
+        if impl == "pyepo":
+            regret, times = train_pyepo(problem, method, seed, cfg)
+        else:
+            regret, times = train_diffopt(problem, method, fw, seed, cfg)
+        rec.update(status="ok", regret=regret, epoch_times_s=times)
+        log(f"  {name:<13} deg {deg} seed {seed} {method:<5} {impl:>7} {fw:<13} "
+            f"regret {regret:7.4f}  epoch {statistics.median(times):7.2f} s")
+    except Exception as exc:  # a failing contender is a row with its error
+        rec.update(status="error", reason=f"{type(exc).__name__}: {exc}"[:300])
+        log(f"  {name} deg {deg} seed {seed} {method} {impl} {fw}: {rec['reason']}")
+    return rec
+
+
+def _cell_in_child(job):
+    """Worker-process entry point: one training run, ``threads`` intra-op threads."""
+    cell, cfg, threads = job
+    import torch  # torch before TensorFlow in one process
+
+    torch.set_num_threads(threads)
+    return run_cell(cell, cfg, log=lambda s: print(s, flush=True))
+
+
+def load_cells(path):
+    """Finished runs recorded in a cells file (JSON lines), keyed by their cell."""
+    cells = {}
+    if path and os.path.exists(path):
+        with open(path) as fh:
+            for line in fh:
+                if line.strip():
+                    rec = json.loads(line)
+                    if rec.get("status") == "ok":
+                        cells[_cell(rec)] = rec
+    return cells
+
+
+def run_all(cfg, log=print, jobs=1, cells_path=None, resume=False, threads=1):
+    """Every (problem, degree, seed, method, contender); returns the records.
+
+    Each finished run is appended to ``cells_path`` (JSON lines) as it ends; with ``resume`` the
+    runs already there are kept and not repeated, so the full protocol can be completed in
+    several sittings. ``jobs`` worker processes take one training run each, longest first.
+    """
     import importlib.util
 
     if importlib.util.find_spec("pyepo") is None:
         raise SystemExit("the dfl suite needs pyepo (its data generators): pip install 'pyepo[ortools]'")
-    has_ort = importlib.util.find_spec("ortools") is not None
-    records = []
+    kept = load_cells(cells_path) if resume else {}
+    if cells_path and not resume and os.path.exists(cells_path):
+        os.remove(cells_path)
+    cells = [(name, deg, seed, method) + contender
+             for name in cfg["problems"] for deg in cfg["degrees"] for seed in range(cfg["seeds"])
+             for method in cfg["methods"] for contender in _contenders(cfg, name)]
+    todo = [c for c in cells if c not in kept]
+    if kept:
+        log(f"  resuming: {len(cells) - len(todo)} of {len(cells)} run(s) kept from {cells_path}")
+
+    def record(rec):
+        if cells_path:
+            with open(cells_path, "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+        return rec
+
+    records = [kept[c] for c in cells if c in kept]
+    if jobs <= 1:
+        return records + [record(run_cell(c, cfg, log)) for c in todo]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # the longest runs (PyEPO's and the OR-tools twin's, the sampling methods) start first
+    slow = sorted(todo, key=lambda c: (c[4] != "pyepo" and c[5] != "torch+ortools", -SOLVES_PER_INSTANCE[c[3]]))
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_cell_in_child, (c, cfg, threads)) for c in slow]
+        done = {_cell(r): r for r in (record(f.result()) for f in as_completed(futures))}
+    return records + [done[c] for c in todo]
+
+
+# solver calls per training instance and epoch, the same for PyEPO and the OR-tools twin
+SOLVES_PER_INSTANCE = {"SPO+": 1, "DBB": 2, "DPO": SAMPLES, "PFYL": SAMPLES, "I-MLE": 2 * SAMPLES}
+
+
+def estimate(cfg, calls=200, log=print):
+    """Measured time of one OR-tools solve per problem, and the solver time the mode needs.
+
+    Returns a dict per problem: seconds per solve, solver calls and hours for PyEPO and for
+    diffopt's OR-tools twin (the vectorised diffopt solvers take a small fraction of this).
+    """
+    out = {}
     for name in cfg["problems"]:
-        for deg in cfg["degrees"]:
-            for seed in range(cfg["seeds"]):
-                problem = Problem(name, deg, seed, cfg["n_train"], cfg["n_test"])
-                for method in cfg["methods"]:
-                    contenders = [("diffopt", fw) for fw in cfg["frameworks"]
-                                  if _available(fw) and (name, fw) not in cfg.get("skip", ())]
-                    if has_ort:
-                        contenders.append(("pyepo", "torch"))
-                    for impl, fw in contenders:
-                        rec = dict(problem=name, deg=deg, seed=seed, method=method, impl=impl, framework=fw)
-                        try:
-                            if impl == "pyepo":
-                                regret, times = train_pyepo(problem, method, seed, cfg)
-                            else:
-                                regret, times = train_diffopt(problem, method, fw, seed, cfg)
-                            rec.update(status="ok", regret=regret, epoch_times_s=times)
-                            log(f"  {name:<13} deg {deg} seed {seed} {method:<5} {impl:>7} {fw:<13} "
-                                f"regret {regret:7.4f}  epoch {statistics.median(times):7.2f} s")
-                        except Exception as exc:  # a failing contender is a row with its error
-                            rec.update(status="error", reason=f"{type(exc).__name__}: {exc}"[:300])
-                            log(f"  {name} deg {deg} seed {seed} {method} {impl} {fw}: {rec['reason']}")
-                        records.append(rec)
-    return records
+        problem = Problem(name, 1, 0, 8, 8)
+        model = problem.ort_model()
+        costs = np.random.default_rng(0).uniform(0.0, 2.0, size=(calls, problem.dim))
+        start = time.perf_counter()
+        for cost in costs:
+            model.setObj(cost)
+            model.solve()
+        per_solve = (time.perf_counter() - start) / calls
+        runs = len(cfg["degrees"]) * cfg["seeds"] * cfg["epochs"] * cfg["n_train"]
+        solves = runs * sum(SOLVES_PER_INSTANCE[m] for m in cfg["methods"])
+        twin = "torch+ortools" in cfg["frameworks"] and (name, "torch+ortools") not in cfg.get("skip", ())
+        out[name] = dict(seconds_per_solve=per_solve, pyepo_solves=solves, pyepo_hours=solves * per_solve / 3600,
+                         twin_hours=(solves * per_solve / 3600) if twin else 0.0)
+        log(f"  {name:<13} {per_solve * 1e3:6.2f} ms per OR-tools solve; {solves:,} solves per contender: "
+            f"PyEPO {out[name]['pyepo_hours']:.1f} h, diffopt torch+ortools {out[name]['twin_hours']:.1f} h (1 core)")
+    return out
 
 
 def summarise(records):
@@ -445,15 +548,23 @@ def run(args):
 
     mode = "tiny" if args.tiny else ("quick" if args.quick else "full")
     cfg = dict(CONFIGS[mode])
-    print(f"diffopt benchmarks: suite=dfl mode={mode} threads={args.threads}", flush=True)
+    print(f"diffopt benchmarks: suite=dfl mode={mode} threads={args.threads} jobs={args.jobs}", flush=True)
     started = time.time()
-    records = run_all(cfg, log=lambda s: print(s, flush=True))
+    if args.estimate:
+        est = estimate(cfg)
+        total = sum(v["pyepo_hours"] + v["twin_hours"] for v in est.values())
+        print(f"solver time of the {mode} run: {total:.1f} core-hours (PyEPO and the OR-tools twin), "
+              f"about {total / max(args.jobs, 1):.1f} h with --jobs {args.jobs}", flush=True)
+        return 0
+    os.makedirs(args.out, exist_ok=True)
+    cells = os.path.join(args.out, f"dfl_cells_{mode}.jsonl")
+    records = run_all(cfg, log=lambda s: print(s, flush=True), jobs=args.jobs, cells_path=cells,
+                      resume=args.resume, threads=args.threads)
     meta = machine_info(args.threads)
     meta.update(mode=mode, config={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
                 date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), wall_s=round(time.time() - started, 1),
                 command="python -m benchmarks " + " ".join(sys.argv[1:]), pyepo=meta["versions"].get("pyepo"))
     data = {"meta": meta, "records": records, "summary": summarise(records)}
-    os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "dfl.json")
     with open(path, "w") as fh:
         json.dump(data, fh, indent=1)

@@ -26,10 +26,17 @@ pytestmark = pytest.mark.skipif(
 def test_tiny_dfl_run_matches_pyepo_for_deterministic_estimators(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), MPLBACKEND="Agg")
     cmd = [sys.executable, "-m", "benchmarks", "--suite", "dfl", "--tiny", "--out", str(tmp_path)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    # two worker processes, one training run each
+    proc = subprocess.run(cmd + ["--jobs", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with open(tmp_path / "dfl.json") as fh:
         data = json.load(fh)
+    # --resume keeps every recorded run and trains nothing again: the same records come back
+    again = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "resuming: 20 of 20 run(s) kept" in again.stdout and " regret " not in again.stdout, again.stdout
+    with open(tmp_path / "dfl.json") as fh:
+        assert json.load(fh)["records"] == data["records"]
     assert (tmp_path / "dfl_table.md").read_text().count("|") > 10
     assert (tmp_path / "dfl_regret.png").stat().st_size > 5_000
     ok = {(r["problem"], r["method"], r["impl"]): r for r in data["records"] if r["status"] == "ok"}
