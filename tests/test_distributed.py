@@ -138,3 +138,19 @@ def test_torch_ddp_two_processes_match_the_single_process_gradients():
         assert r["norm"] > 0.1, (key, r)  # a real gradient / parameters, not zeros
         assert r["ranks_diff"] == 0.0, (key, r)  # DDP keeps the replicas identical
         assert r["max_abs_diff"] <= 1e-6 * max(1.0, r["norm"]), (key, r)  # float32 all-reduce order
+
+
+# ------------------------------------------------------------------ tf.distribute (tensorflow env)
+
+@_only("tensorflow")
+def test_tf_mirrored_strategy_fit_runs_host_solvers_in_each_replica():
+    result = run_script("_dist_tf_mirrored.py")
+    assert result["replicas"] == 2
+    assert len(result["variable_devices"]) == 2  # mirrored on CPU:0 and CPU:1
+    # each replica solves its half of the batch of 16: 8 instances (I-MLE), 16 samples x 8 (perturbed)
+    assert result["solver_batch_sizes"] == {"argmax": [128], "top2": [8]}
+    steps = 8 * 4  # epochs x batches
+    assert result["solver_calls"]["argmax"] >= 2 * steps  # both replicas, every step
+    assert result["solver_calls"]["top2"] >= 2 * 2 * steps  # forward and backward solves
+    losses = result["loss"]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
