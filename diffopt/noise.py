@@ -30,6 +30,7 @@ import warnings
 import autoray as ar
 import numpy as np
 
+from diffopt._arrays import as_shape
 from diffopt._ops import do
 from diffopt._typing import Array, NoiseLike, RngLike, Shape
 from diffopt.backends import backend_name, get_backend, same_framework
@@ -67,8 +68,6 @@ def _split_sample_args(args, kwargs):
     return kind, tuple(values[n] for n in names)
 
 
-def _shape_tuple(shape):
-    return (int(shape),) if isinstance(shape, int) else tuple(int(d) for d in shape)
 
 
 def _draw_with_key(kind, key, shape, dtype):
@@ -80,7 +79,7 @@ def _draw_with_key(kind, key, shape, dtype):
             f"sample(key, sample_shape, dtype) (optax's convention) needs a JAX key, got a {shim.NAME} "
             "array; for other frameworks call sample(shape, like, rng)"
         )
-    return draw(kind, key, _shape_tuple(shape), dtype)
+    return draw(kind, key, as_shape(shape), dtype)
 
 
 class Noise:
@@ -179,7 +178,7 @@ class Normal(Noise):
         kind, (a, b, c) = _split_sample_args(args, kwargs)
         if kind == "key":
             return _draw_with_key("normal", a, b, c)
-        return make_rng(c, b).normal(_shape_tuple(a))
+        return make_rng(c, b).normal(as_shape(a))
 
     def score(self, z: Array) -> Array:
         return z
@@ -217,7 +216,7 @@ class Gumbel(Noise):
         kind, (a, b, c) = _split_sample_args(args, kwargs)
         if kind == "key":
             return _draw_with_key("gumbel", a, b, c)
-        shape, like, rng = _shape_tuple(a), b, c
+        shape, like, rng = as_shape(a), b, c
         dtype = ar.get_dtype_name(like)
         u = make_rng(rng, like).uniform(shape, dtype=sample_dtype(dtype))
         z = -do("log", -do("log", u))
@@ -304,7 +303,7 @@ class _KeyedNoise(Noise):
                 "diffopt.Gumbel(), which draw in every framework"
             )
         key = make_rng(rng, like).fold(0).key
-        z = self.noise.sample(key, _shape_tuple(shape), ar.get_dtype_name(like))
+        z = self.noise.sample(key, as_shape(shape), ar.get_dtype_name(like))
         return z if ar.get_dtype_name(z) == ar.get_dtype_name(like) else ar.astype(z, ar.get_dtype_name(like))
 
     def score(self, z):
@@ -343,7 +342,7 @@ class _ShapeOnlySampler:
                 RuntimeWarning,
                 stacklevel=4,
             )
-        z = self.noise.sample(_shape_tuple(shape))
+        z = self.noise.sample(as_shape(shape))
         return _like(z, like, f"{self.argname}.sample(shape)")
 
 

@@ -399,6 +399,29 @@ _UNKNOWN_BATCH_OPS = {
     "soft_rank": lambda x: soft_rank(x, temperature=0.5),
     "soft_topk": lambda x: soft_topk(x, 2, temperature=0.5),
     "imle": lambda x: imle_mod.imle(top2, input_noise_temperature=0.0)(x, rng=0),
+    "imle_gumbel_noise": lambda x: imle_mod.imle(top2, nb_samples=3)(x, rng=0),
+    "imle_sum_of_gamma_noise": lambda x: imle_mod.imle(
+        top2, noise_distribution=imle_mod.SumOfGammaNoiseDistribution(k=2), nb_samples=2)(x, rng=0),
+    "aimle": lambda x: imle_mod.aimle(top2, nb_samples=2, target_distribution=imle_mod.TargetDistribution())(x, rng=0),
+    "ste": lambda x: imle_mod.ste(top2)(x, rng=0),
+    "perturbed": lambda x: diffopt.perturbed(diffopt.argmax_one_hot, num_samples=20, sigma=0.5)(x, rng=0),
+    "perturbed_chunks_recompute": lambda x: diffopt.perturbed(
+        top2, num_samples=20, sigma=0.5, chunk_size=7, residual="recompute", control_variate="mean")(x, rng=0),
+    "perturbed_chunks_jacobian": lambda x: diffopt.perturbed(
+        diffopt.argmax_one_hot, num_samples=20, sigma=0.5, noise="gumbel", chunk_size=7, residual="jacobian",
+        control_variate="value")(x, rng=0),
+    "perturbed_multiplicative": lambda x: diffopt.perturbed(
+        top2, num_samples=20, sigma=0.5, chunk_size=7, multiplicative=True)(x + 3.0, rng=0),
+    "perturbed_host_solver": lambda x: diffopt.perturbed(
+        diffopt.host_solver(lambda a: (a == a.max(-1, keepdims=True)).astype(a.dtype)), num_samples=20,
+        chunk_size=7)(x, rng=0),
+    "perturbed_max": lambda x: diffopt.perturbed_max(diffopt.argmax_one_hot, num_samples=20, chunk_size=7)(x, rng=0),
+    "fenchel_young": lambda x: diffopt.FenchelYoungLoss(
+        diffopt.argmax_one_hot, num_samples=20, sigma=0.5, chunk_size=7, reduction="none")(
+        x, ar.do("ones_like", x) * np.array([0.0, 1.0, 0.0, 0.0], np.float32), rng=0),
+    "spo_plus_loss": lambda x: diffopt.spo_plus_loss(diffopt.argmax_one_hot, minimize=False, reduction="none")(
+        x, x + 1.0, diffopt.argmax_one_hot(x + 1.0)),
+    "blackbox": lambda x: diffopt.blackbox(diffopt.argmax_one_hot, minimize=False)(x),
 }
 
 
@@ -408,13 +431,86 @@ def test_tf_function_with_unknown_batch_size(name):
     op = _UNKNOWN_BATCH_OPS[name]
     traced = tf.function(op, input_signature=[tf.TensorSpec([None, 4], tf.float32)])
     x = tf.constant(X, tf.float32)
-    weights = tf.constant(DY_4, tf.float32)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
         eager, graph = op(x), traced(x)
+        weights = tf.reshape(tf.sin(tf.range(tf.size(eager), dtype=tf.float32) + 1.0), eager.shape)
         le, lg = tf.reduce_sum(eager * weights), tf.reduce_sum(graph * weights)
     np.testing.assert_allclose(graph.numpy(), eager.numpy(), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(tape.gradient(lg, x).numpy(), tape.gradient(le, x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_make_perturbed_fun_names_a_leaf_of_unknown_size():
+    tf = pytest.importorskip("tensorflow")
+    fn = diffopt.make_perturbed_fun(lambda a: tf.reduce_max(a, axis=-1), num_samples=4)
+    traced = tf.function(lambda x: fn(0, x), input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+    with pytest.raises(ValueError, match=r"leaf 0 of x has shape \(None, 4\)"):
+        traced(tf.constant(X, tf.float32))
+    # mapped over a batch of unknown size, each instance has a known shape
+    mapped = tf.function(lambda x: tf.map_fn(lambda row: fn(0, row), x),
+                         input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+    x = tf.constant(X, tf.float32)
+    np.testing.assert_allclose(mapped(x).numpy(), [fn(0, x[0]).numpy(), fn(0, x[1]).numpy()], rtol=1e-6)
+
+
+def _keras_data(keras):
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(40, 4)).astype(np.float32)
+    labels = np.eye(4, dtype=np.float32)[np.argmax(inputs @ rng.normal(size=(4, 4)), axis=-1)]
+    return inputs, labels
+
+
+class _BatchSizes:
+    """Records the static batch sizes a layer is traced with (``None``: unknown, as Keras traces)."""
+
+    def __init__(self):
+        self.seen = set()
+
+    def __call__(self, x):
+        self.seen.add(x.shape[0])
+        return x
+
+
+def test_keras_model_with_a_perturbed_layer_trains_with_fit():
+    pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    inputs, labels = _keras_data(keras)
+    seen = _BatchSizes()
+    pert = diffopt.perturbed(diffopt.argmax_one_hot, num_samples=50, sigma=0.5, chunk_size=20)
+
+    class PerturbedArgmax(keras.layers.Layer):
+        def call(self, theta):
+            return pert(seen(theta), rng=0)
+
+    x_in = keras.Input((4,))  # a functional model: traced with an unknown batch size
+    model = keras.Model(x_in, PerturbedArgmax()(keras.layers.Dense(4)(x_in)))
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    history = model.fit(inputs, labels, batch_size=16, epochs=6, verbose=0, shuffle=False)
+    losses = history.history["loss"]
+    assert None in seen.seen, seen.seen
+    assert losses[-1] < 0.9 * losses[0], losses
+
+
+def test_keras_model_trains_with_a_fenchel_young_loss():
+    tf = pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    inputs, labels = _keras_data(keras)
+    seen = _BatchSizes()
+    fy = diffopt.FenchelYoungLoss(diffopt.argmax_one_hot, num_samples=50, sigma=0.5, chunk_size=20, reduction="mean")
+
+    def loss(y_true, y_pred):  # Keras' argument order
+        return fy(seen(y_pred), tf.cast(y_true, y_pred.dtype), rng=0)
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4)])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss=loss)
+    step = tf.function(lambda x, y: loss(y, model(x)),
+                       input_signature=[tf.TensorSpec([None, 4], tf.float32)] * 2)
+    before = float(step(inputs, labels))
+    model.fit(inputs, labels, batch_size=16, epochs=6, verbose=0, shuffle=False)
+    after = float(step(inputs, labels))
+    assert None in seen.seen, seen.seen
+    assert after < 0.9 * before, (before, after)
 
 
 def test_keras_model_with_soft_sort_trains_with_fit():

@@ -70,9 +70,11 @@ REQUIRED = {
         "custom_vjp", "host_call", "make_rng", "is_symbolic", "to_numpy", "from_numpy", "fori_loop", "map_leading")},
 }
 
-#: Names a shim may define; the core checks for them (JAX: optax-style noise objects).
+#: Names a shim may define; the core checks for them (JAX: optax-style noise objects;
+#: TensorFlow: ``dynamic_size(x, axis)``, the run-time size of an axis unknown while tracing).
 OPTIONAL = {
     "draw_with_key": ["kind", "key", "shape", "dtype"],
+    "dynamic_size": ["x", "axis"],
     "score_from_log_prob": ["log_prob", "z"],
     "score_derivative_from_log_prob": ["log_prob", "z"],
 }

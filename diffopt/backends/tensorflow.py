@@ -127,6 +127,11 @@ def is_symbolic(x):
     return not tf.executing_eagerly() or tf.is_symbolic_tensor(x)
 
 
+def dynamic_size(x, axis):
+    """The size of ``x`` along ``axis`` as a scalar int32 tensor (``tf.shape``: known at run time)."""
+    return tf.shape(x)[axis]
+
+
 def to_numpy(x):
     """A NumPy copy of an eager tensor."""
     return x.numpy() if hasattr(x, "numpy") else np.asarray(x)

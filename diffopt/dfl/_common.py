@@ -1,5 +1,7 @@
 """Validation and solver calls shared by the decision-focused estimators (autoray only)."""
 
+import math
+
 import autoray as ar
 
 from diffopt._arrays import cast, shape_of
@@ -59,7 +61,7 @@ def check_objective(name, z, ref_name, ref):
 
 def rowsum(x):
     """Sum over all axes but the first: ``[B, ...]`` → ``[B]``."""
-    return do("sum", do("reshape", x, (shape_of(x)[0] or -1, -1)), axis=-1)
+    return do("sum", do("reshape", x, (-1, math.prod(shape_of(x)[1:]))), axis=-1)
 
 
 def solve(solver, costs, backend):

@@ -12,6 +12,7 @@ import warnings
 import autoray as ar
 
 from diffopt import backends
+from diffopt._arrays import same_shape, size
 from diffopt._checks import check_floating, check_int, check_min_rank
 from diffopt._ops import do
 from diffopt.noise import draw, get_sampler
@@ -80,6 +81,8 @@ class Layout:
     def __init__(self, theta, nb_samples, nb_marginal):
         shape = tuple(theta.shape)
         self.batch = shape[0]
+        # the batch's size for noise draws: an int, or a traced size (an unknown Keras batch)
+        self.batch_size = size(theta, 0, backends.get_backend(theta))
         self.inst = tuple(shape[1:])
         self.samples = nb_samples
         self.marginal = nb_marginal
@@ -89,7 +92,7 @@ class Layout:
     @property
     def noise_shape(self):
         """``[B, T, *inst]``."""
-        return (self.batch, self.total) + self.inst
+        return (self.batch_size, self.total) + self.inst
 
     def flat(self, x):
         """``[B, T, *inst]`` → ``[B·T, *inst]``."""
@@ -124,9 +127,10 @@ def sample_noise(noise, theta, layout, rng):
     if noise is None:
         return do("zeros_like", layout.repeat(theta))
     eps = draw(noise, layout.noise_shape, theta, rng)
-    if tuple(eps.shape) != layout.noise_shape:
+    expected = (layout.batch, layout.total) + layout.inst  # static: None for an unknown batch
+    if not same_shape(eps.shape, expected):
         raise ValueError(
-            f"noise_distribution.sample returned shape {tuple(eps.shape)}, expected {layout.noise_shape}"
+            f"noise_distribution.sample returned shape {tuple(eps.shape)}, expected {expected}"
         )
     if ar.get_dtype_name(eps) != layout.dtype:
         eps = ar.astype(eps, layout.dtype)
@@ -144,7 +148,7 @@ def call_solver(function, x, args, backend, dtype):
             f"function (the solver) returned a {backends.backend_name(z)} array for {backend.NAME} input; "
             "return the input's framework, or mark a NumPy solver with diffopt.host_solver"
         )
-    if not _same_shape(z.shape, x.shape):
+    if not same_shape(z.shape, x.shape):
         raise ValueError(
             f"function (the solver) returned shape {tuple(z.shape)} for input shape {tuple(x.shape)}; "
             "it must return one solution per perturbed instance, [B*nb_samples, ...], "
@@ -155,9 +159,6 @@ def call_solver(function, x, args, backend, dtype):
     return z
 
 
-def _same_shape(a, b):
-    a, b = tuple(a), tuple(b)
-    return len(a) == len(b) and all(p is None or q is None or p == q for p, q in zip(a, b))
 
 
 def solve_stacked(function, inputs, args, backend, dtype):
@@ -165,7 +166,7 @@ def solve_stacked(function, inputs, args, backend, dtype):
     if len(inputs) == 1:
         return [call_solver(function, inputs[0], args, backend, dtype)]
     z = call_solver(function, do("concatenate", inputs, axis=0), args, backend, dtype)
-    n = inputs[0].shape[0]
+    n = size(inputs[0], 0, backend)
     return [z[i * n:(i + 1) * n] for i in range(len(inputs))]
 
 

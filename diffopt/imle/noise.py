@@ -16,6 +16,7 @@ import numpy as np
 
 import autoray as ar
 
+from diffopt._arrays import as_shape
 from diffopt._ops import do
 from diffopt._typing import Array, RngLike, Shape
 from diffopt._checks import check_int, check_positive, check_real
@@ -70,7 +71,7 @@ class BaseNoiseDistribution(Noise):
     def _rng(shape, like, rng):
         if like is None:
             like = np.zeros((), dtype=np.float64)
-        return tuple(int(d) for d in shape), make_rng(rng, like)
+        return as_shape(shape), make_rng(rng, like)
 
     @staticmethod
     def _dtypes(stream):

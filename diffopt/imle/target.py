@@ -10,11 +10,13 @@ All arithmetic is written with autoray, for every framework.
 
 from __future__ import annotations
 
+import math
 
 import numpy as np
 
 import autoray as ar
 
+from diffopt._arrays import shape_of
 from diffopt._ops import do
 from diffopt._typing import Array
 from diffopt._checks import check_positive, check_real
@@ -286,8 +288,9 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
     @staticmethod
     def nonzero_ratio(gradient: Array) -> Array:
         """Non-zero entries per sample of ``gradient`` ``[B, S, ...]`` (0-d array)."""
-        count = gradient.shape[0] * gradient.shape[1]
-        return do("sum", ar.astype(gradient != 0, compute_dtype(ar.get_dtype_name(gradient)))) / count
+        nonzero = ar.astype(gradient != 0, compute_dtype(ar.get_dtype_name(gradient)))
+        per_sample = do("sum", do("reshape", nonzero, (-1, math.prod(shape_of(gradient)[2:]))), axis=-1)
+        return do("mean", per_sample)  # over the B·S samples (B may be unknown while tracing)
 
     def next_state(self, state: Array, ratio: Array) -> Array:
         """The state after a backward pass whose gradient had ``ratio`` non-zeros per sample.

@@ -95,6 +95,18 @@ def prepare_theta(theta, batched, name="theta", sigma=None):
     return (theta, shim) if batched else (theta[None], shim)
 
 
+def check_instance_shape(name, shape):
+    """The instance shape ``shape[1:]``, which must be known (only the batch axis may be traced
+    with an unknown size, e.g. by Keras)."""
+    inst = tuple(shape[1:])
+    if any(d is None for d in inst):
+        raise ValueError(
+            f"{name} has shape {tuple(shape)}: only its leading (batch) axis may have an unknown size "
+            "while tracing; the instance shape must be known"
+        )
+    return inst
+
+
 def check_entries(name, theta, lead):
     """Each instance (the axes after the first ``lead``) must have at least one entry."""
     inst = tuple(theta.shape)[lead:]
@@ -161,14 +173,17 @@ class Problem:
         self.theta = theta
         self.dtype = ar.get_dtype_name(theta)
         self.cdtype = compute_dtype(self.dtype)
-        self.batch = int(theta.shape[0])
-        self.in_shape = shape_of(theta)[1:]
+        shape = shape_of(theta)
+        self.batch = shape[0]  # None: unknown while tracing (a Keras batch)
+        self.in_shape = check_instance_shape("theta", shape)
         self.in_size = math.prod(self.in_shape)
-        self.theta_c = do("reshape", ar.astype(theta, self.cdtype), (self.batch, self.in_size))
+        self.theta_c = do("reshape", ar.astype(theta, self.cdtype), (-1, self.in_size))
+        self.batch_size = _arrays.size(theta, 0, get_backend(theta))  # an int, or a traced size
         self.rng = make_rng(key, self.theta_c)
         self.transform = transform
         self.out_shape = None
-        self.chunk = settings.chunk_for(self.batch, self.in_size)
+        # an unknown batch: chunks are sized per instance (each holds <= CHUNK_BUDGET numbers per instance)
+        self.chunk = settings.chunk_for(1 if self.batch is None else self.batch, self.in_size)
 
     @property
     def out_size(self):
@@ -177,7 +192,7 @@ class Problem:
     def noise(self, index, n):
         """Noise ``[n, B, in_size]`` of chunk ``index`` (replayable), in the compute dtype."""
         child = self.rng.fold(index)
-        z = self.settings.noise.sample((n, self.batch, self.in_size), self.theta_c, child)
+        z = self.settings.noise.sample((n, self.batch_size, self.in_size), self.theta_c, child)
         return ar.astype(z, self.cdtype) if ar.get_dtype_name(z) != self.cdtype else z
 
     def perturb(self, z):
@@ -188,15 +203,15 @@ class Problem:
 
     def solve(self, x):
         """``func`` on the flat perturbed batch ``x`` ``[rows, in_size]``; returns ``[rows, out_size]``."""
-        rows = int(x.shape[0])
-        x_in = do("reshape", x, (rows,) + self.in_shape)
+        rows = shape_of(x)[0]  # None while tracing an unknown batch
+        x_in = do("reshape", x, (-1,) + self.in_shape)
         if self.dtype != self.cdtype:
             x_in = ar.astype(x_in, self.dtype)
         out = self.func(x_in, *self.args, **self.kwargs)
         self._check_output(x_in, out, rows)
         if self.out_shape is None:
             self.out_shape = shape_of(out)[1:]
-        out = do("reshape", out, (rows, self.out_size))
+        out = do("reshape", out, (-1, self.out_size))
         return out if ar.get_dtype_name(out) == self.cdtype else ar.astype(out, self.cdtype)
 
     def solve_unperturbed(self):
@@ -207,8 +222,8 @@ class Problem:
         """Chunk ``index`` of ``n`` samples: ``(z, x, f)`` as ``[n, B, in]``, ``[n, B, in]``, ``[n, B, out]``."""
         z = self.noise(index, n)
         x = self.perturb(z)
-        f = self.solve(do("reshape", x, (n * self.batch, self.in_size)))
-        return z, x, do("reshape", f, (n, self.batch, self.out_size))
+        f = self.solve(do("reshape", x, (-1, self.in_size)))
+        return z, x, do("reshape", f, (n, -1, self.out_size))
 
     def _check_output(self, x, out, rows):
         name = getattr(self.func, "__name__", type(self.func).__name__)
@@ -224,7 +239,7 @@ class Problem:
                     "diffopt.host_solver)"
                 ) from None
         shape = tuple(out.shape)
-        if not shape or (shape[0] is not None and int(shape[0]) != rows):
+        if not shape or (shape[0] is not None and rows is not None and int(shape[0]) != rows):
             raise ValueError(
                 f"func {name} must keep the leading (sample × batch) axis of its input: it got "
                 f"{rows} rows and returned shape {shape}"

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import math
+
 import autoray as ar
 
-from diffopt._arrays import cast, shape_of
+from diffopt._arrays import cast, reshape_target, same_shape, shape_of
 from diffopt._ops import do
 from diffopt._typing import Array, NoiseLike, RngLike, Solver
 from diffopt._checks import check_choice, check_floating
@@ -93,7 +95,7 @@ class _MaxCall:
         args, kwargs = self.rebuild(list(arrays[k + (1 if self.key_is_array else 0):]))
         problem = Problem(self.settings, self.func, arrays[0], key, args, kwargs)
         n = self.settings.num_samples
-        t = do("reshape", cast(t, problem.cdtype), (problem.batch, problem.in_size))
+        t = do("reshape", cast(t, problem.cdtype), (-1, problem.in_size))
         base = ybar if n > 1 else None
         score = self.settings.noise.score
 
@@ -183,18 +185,18 @@ def _apply_max(settings, fn, theta, args, kwargs, rng):
         ybar = res[0]
         grad = cast(g, ar.get_dtype_name(ybar))[:, None] * ybar
         d_sigma = call.sigma_cotangent(g, res[1], res[2:]) if call.learnable else ()
-        return (cast(do("reshape", grad, shape), dtype),) + call.nones(1 + len(d_sigma)) + d_sigma
+        return (cast(do("reshape", grad, reshape_target(shape)), dtype),) + call.nones(1 + len(d_sigma)) + d_sigma
 
     def jvp(arrays, res, ts):
         (ybar,) = res
-        t = do("reshape", cast(ts[0], ar.get_dtype_name(ybar)), (shape[0], -1))
+        t = do("reshape", cast(ts[0], ar.get_dtype_name(ybar)), (-1, math.prod(shape[1:])))
         return cast(do("sum", ybar * t, axis=-1), dtype)
 
     def hvp(arrays, res, g, ts):
         (ybar,) = res
         jt = call.jacobian_product(arrays, ybar, ts[0])
         h = cast(g, ar.get_dtype_name(jt))[:, None] * jt
-        return (cast(do("reshape", h, shape), dtype),) + call.nones(1)
+        return (cast(do("reshape", h, reshape_target(shape)), dtype),) + call.nones(1)
 
     # second derivatives: the symmetrised Jacobian of y_σ in θ; with a learnable sigma they raise
     second = False if call.learnable else SecondOrder(jvp, hvp)
@@ -292,7 +294,7 @@ class FenchelYoungLoss:
             raise TypeError("FenchelYoungLoss needs y_true: loss(theta, y_true, *args, rng=None)")
         shim = get_backend(theta, y_true, argnames=("theta", "y_true"))
         check_floating("theta", theta)
-        if shape_of(y_true) != shape_of(theta):
+        if not same_shape(y_true.shape, theta.shape):
             raise ValueError(f"y_true must have theta's shape {shape_of(theta)}, got {shape_of(y_true)}")
         theta_b, shim = prepare_theta(theta, self.settings.batched, sigma=self.settings.sigma)
         y_b = y_true if self.settings.batched else y_true[None]
@@ -310,7 +312,7 @@ class FenchelYoungLoss:
 
         def fwd(*arrays):
             problem, ybar, value, dsigma = call.expectation(arrays)
-            y = do("reshape", cast(arrays[1], problem.cdtype), (problem.batch, problem.in_size))
+            y = do("reshape", cast(arrays[1], problem.cdtype), (-1, problem.in_size))
             loss = sign * (value - do("sum", problem.theta_c * y, axis=-1))
             extra = (sign * dsigma, arrays[-1]) if call.learnable else ()
             return cast(loss, dtype), (ybar - y, ybar) + extra
@@ -319,18 +321,18 @@ class FenchelYoungLoss:
             diff = res[0]
             d_sigma = call.sigma_cotangent(g, res[2], res[3:]) if call.learnable else ()
             g = cast(g, ar.get_dtype_name(diff))[:, None] * sign
-            d_theta = cast(do("reshape", g * diff, shape), dtype)
+            d_theta = cast(do("reshape", g * diff, reshape_target(shape)), dtype)
             return (d_theta, None) + call.nones(2 + len(d_sigma)) + d_sigma
 
         def jvp(arrays, res, ts):  # the label is a constant: only θ's tangent counts
             diff = res[0]
-            t = do("reshape", cast(ts[0], ar.get_dtype_name(diff)), (shape[0], -1))
+            t = do("reshape", cast(ts[0], ar.get_dtype_name(diff)), (-1, math.prod(shape[1:])))
             return cast(sign * do("sum", diff * t, axis=-1), dtype)
 
         def hvp(arrays, res, g, ts):  # ∇²L = ±∇²F_σ: the perturbed max's estimate
             jt = call.jacobian_product(arrays, res[1], ts[0])
             h = cast(g, ar.get_dtype_name(jt))[:, None] * sign * jt
-            return (cast(do("reshape", h, shape), dtype), None) + call.nones(2)
+            return (cast(do("reshape", h, reshape_target(shape)), dtype), None) + call.nones(2)
 
         second = False if call.learnable else SecondOrder(jvp, hvp)
         return shim.custom_vjp(fwd, bwd, second_order=second)(*call.inputs)
@@ -361,7 +363,7 @@ def squared_losses(
         )
     shim = get_backend(theta, y_true, argnames=("theta", "y_true"))
     check_floating("theta", theta)
-    if shape_of(y_true) != shape_of(theta):
+    if not same_shape(y_true.shape, theta.shape):
         raise ValueError(f"y_true must have theta's shape {shape_of(theta)}, got {shape_of(y_true)}")
     theta_b, _ = prepare_theta(theta, settings.batched)
     y_b = y_true if settings.batched else y_true[None]
@@ -372,14 +374,14 @@ def squared_losses(
 
     def fwd(*arrays):
         problem, ybar = call.expectation(arrays)[:2]
-        y = do("reshape", cast(arrays[1], problem.cdtype), (problem.batch, problem.in_size))
+        y = do("reshape", cast(arrays[1], problem.cdtype), (-1, problem.in_size))
         diff = sign * (ybar - y)
         return cast(do("sum", diff * diff, axis=-1), dtype), (diff,)
 
     def bwd(res, g):
         (diff,) = res
         g = cast(g, ar.get_dtype_name(diff))[:, None]
-        return (cast(do("reshape", g * diff, shape), dtype), None) + call.nones(2)
+        return (cast(do("reshape", g * diff, reshape_target(shape)), dtype), None) + call.nones(2)
 
     losses = shim.custom_vjp(fwd, bwd)(*call.inputs)
     return losses if settings.batched else losses[0]

@@ -118,6 +118,12 @@ def _check_leaves(leaves):
     get_backend(*leaves, argnames=[f"leaf {i} of x" for i in range(len(leaves))])
     for i, leaf in enumerate(leaves):
         check_floating(f"leaf {i} of x", leaf)
+        if any(d is None for d in leaf.shape):
+            raise ValueError(
+                f"leaf {i} of x has shape {tuple(leaf.shape)}, with a size unknown while tracing: "
+                "make_perturbed_fun perturbs one instance, whose shape must be known (map it over a "
+                "batch of unknown size, e.g. with tf.map_fn)"
+            )
 
 
 class _Packed:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import math
+
 import autoray as ar
 import numpy as np
 
@@ -21,9 +23,10 @@ from diffopt.perturbations._engine import (
     solver_decorator,
     split_arrays,
 )
+from diffopt._arrays import reshape_target, shape_of, size
 from diffopt._checks import check_choice
 from diffopt._ops import do, nan_rows
-from diffopt.backends import SecondOrder
+from diffopt.backends import SecondOrder, get_backend
 from diffopt.noise import score_derivative
 from diffopt.random import make_rng
 
@@ -75,7 +78,7 @@ def _choose_residual(opts, problem):
     if chunks == 1:
         return "samples"
     n_in, n_out = problem.in_size, problem.out_size
-    small = problem.batch * n_in * n_out <= CHUNK_BUDGET
+    small = (problem.batch or 1) * n_in * n_out <= CHUNK_BUDGET  # unknown batch: per instance
     cheap = n_in * n_out <= 16 * (n_in + n_out) or isinstance(problem.func, HostSolver)
     return "jacobian" if small and cheap else "recompute"
 
@@ -155,7 +158,8 @@ class _Call:
         self.inputs = [theta_b] + ([key] if self.key_is_array else []) + extras
         if self.learnable:
             self.inputs.append(opts.settings.sigma)
-        self.theta_shape = tuple(int(d) for d in theta_b.shape)
+        self.theta_shape = shape_of(theta_b)  # the batch may be None (unknown while tracing)
+        self.in_size = math.prod(self.theta_shape[1:])
         self.theta_dtype = ar.get_dtype_name(theta_b)
         self.layout = None
 
@@ -173,7 +177,7 @@ class _Call:
         opts, problem = self.opts, self.problem(arrays)
         carry = run_chunks(problem, _forward_step(opts, problem))
         ybar = carry[0] / float(opts.settings.num_samples)
-        out = do("reshape", ybar, (problem.batch,) + problem.out_shape)
+        out = do("reshape", ybar, (-1,) + problem.out_shape)
         out = nan_rows(problem.theta_c, out if problem.dtype == problem.cdtype else ar.astype(out, problem.dtype))
         base = None
         if opts.control_variate == "mean":
@@ -196,7 +200,7 @@ class _Call:
             problem = self.problem(kept)
             problem.out_shape = out_shape
         dtype = problem.cdtype if problem is not None else ar.get_dtype_name(kept[0])
-        g = do("reshape", g, (int(g.shape[0]), -1))
+        g = do("reshape", g, (-1, math.prod(out_shape)))
         g = g if ar.get_dtype_name(g) == dtype else ar.astype(g, dtype)
         if mode == "samples":
             s, f = kept
@@ -210,7 +214,7 @@ class _Call:
             theta_c = problem.theta_c if opts.multiplicative else theta_c
         sigma = sigma_scalar(problem.settings, problem.theta_c) if self.learnable else None
         grad = _gradient(opts, a, s_total, g, base, theta_c, sigma)
-        grad = do("reshape", grad, self.theta_shape)
+        grad = do("reshape", grad, reshape_target(self.theta_shape))
         if ar.get_dtype_name(grad) != self.theta_dtype:
             grad = ar.astype(grad, self.theta_dtype)
         if not self.learnable:
@@ -245,11 +249,11 @@ class _Call:
         kept, base, theta_c = self._saved(res)
         problem = self._replay(arrays) if mode == "recompute" else None
         dtype = problem.cdtype if problem is not None else ar.get_dtype_name(kept[0])
-        batch = self.theta_shape[0]
         out_dtype = self.theta_dtype
         if t is None:
+            batch = size(arrays[0], 0, get_backend(arrays[0]))
             return do("zeros", (batch,) + tuple(out_shape), dtype=out_dtype, like=arrays[0])
-        t = _flat(t, batch, dtype)
+        t = _flat(t, self.in_size, dtype)
         if self.opts.multiplicative:
             t = t / (problem.theta_c if problem is not None else theta_c)
         if mode == "samples":
@@ -264,7 +268,7 @@ class _Call:
             a, s_t = run_chunks(problem, _tangent_step(problem, t))
         if base is not None:
             a = a - base * s_t[:, None]
-        out = do("reshape", a * self._scale(1), (batch,) + tuple(out_shape))
+        out = do("reshape", a * self._scale(1), (-1,) + tuple(out_shape))
         return out if ar.get_dtype_name(out) == out_dtype else ar.astype(out, out_dtype)
 
     def hvp(self, arrays, res, g, ts):
@@ -281,9 +285,9 @@ class _Call:
             return (None,) + nones
         _, base, _ = self._saved(res)
         problem = self._replay(arrays)
-        batch, dtype = problem.batch, problem.cdtype
-        g = _flat(g, batch, dtype)
-        t = _flat(t, batch, dtype)
+        dtype = problem.cdtype
+        g = _flat(g, problem.out_size, dtype)
+        t = _flat(t, problem.in_size, dtype)
         theta_c = problem.theta_c
         if self.opts.multiplicative:
             t = t / theta_c
@@ -291,7 +295,7 @@ class _Call:
         h = h * self._scale(2)
         if self.opts.multiplicative:
             h = (h - a * self._scale(1) * t) / theta_c
-        h = do("reshape", h, self.theta_shape)
+        h = do("reshape", h, reshape_target(self.theta_shape))
         return (h if ar.get_dtype_name(h) == self.theta_dtype else ar.astype(h, self.theta_dtype),) + nones
 
 
@@ -300,9 +304,9 @@ def _cast_like(x, like):
     return x if ar.get_dtype_name(x) == dtype else ar.astype(x, dtype)
 
 
-def _flat(x, batch, dtype):
-    """``x`` as ``[batch, -1]`` in ``dtype``."""
-    x = do("reshape", x, (batch, -1))
+def _flat(x, width, dtype):
+    """``x`` as ``[B, width]`` in ``dtype``."""
+    x = do("reshape", x, (-1, width))
     return x if ar.get_dtype_name(x) == dtype else ar.astype(x, dtype)
 
 

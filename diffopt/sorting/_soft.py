@@ -28,6 +28,7 @@ import functools
 import autoray as ar
 import numpy as np
 
+from diffopt._arrays import reshape_target
 from diffopt._ops import do, kernel, where_fill
 from diffopt.sorting._network import schedule
 from diffopt.sorting._relax import logsumexp_slope, relax_terms
@@ -47,11 +48,6 @@ def bit_reverse(x, n=None, axis=1):
     """``x`` in bit-reversed order along ``axis`` (of length ``N``); the first ``n`` only if given."""
     idx = bit_reversal(x.shape[axis])
     return do("take", x, idx if n is None else idx[:n], axis=axis)
-
-
-def reshape_target(shape):
-    """``shape`` for ``reshape``, an unknown (traced, e.g. Keras batch) size given as ``-1``."""
-    return tuple(-1 if d is None else d for d in shape)
 
 
 def _split(x, m):
