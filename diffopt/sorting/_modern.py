@@ -168,7 +168,7 @@ def _sorter(shim, n, relaxation):
 
 def _scalar_like(value, rows):
     """``value`` as a 0-d array of ``rows``' framework, dtype and device (no host copy)."""
-    return do("sum", do("zeros_like", rows[:1, :1])) + float(value)
+    return do("sum", do("zeros_like", rows[:, :1])) + float(value)  # no slice of the batch axis (sharded)
 
 
 def soft_sort(
