@@ -298,6 +298,37 @@ def test_per_instance_solver_gets_the_instance_first_then_extra_arguments():
     assert seen == [((2,), 10.0, 2.0)] * 2
 
 
+class _LosesLastBlock:
+    """An executor whose ``map`` silently drops the last block's result."""
+
+    _max_workers = 2
+
+    def map(self, fn, *iterables):
+        return [fn(*args) for args in zip(*iterables)][:-1]
+
+
+class _LosesWorker:
+    """An executor whose third block's result raises, as dask's ``KilledWorker`` does."""
+
+    _max_workers = 2
+
+    def map(self, fn, *iterables):
+        for i, args in enumerate(zip(*iterables)):
+            if i == 2:
+                raise ConnectionError("worker lost")
+            yield fn(*args)
+
+
+def test_host_solver_never_returns_a_short_batch_from_an_executor():
+    theta = np.arange(12.0).reshape(6, 2)
+    short = diffopt.host_solver(_one_instance_argmax, vectorized=False, executor=_LosesLastBlock())
+    with pytest.raises(RuntimeError, match=r"_one_instance_argmax got 5 results for 6 instances"):
+        short(theta)
+    lost = diffopt.host_solver(_one_instance_argmax, vectorized=False, executor=_LosesWorker())
+    with pytest.raises(RuntimeError, match=r"_one_instance_argmax: the executor returned no result for "
+                                           r"instances 4\.\.4 \(ConnectionError: worker lost\)"):
+        lost(theta)
+
 def test_host_solver_on_a_dask_cluster():
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
