@@ -27,25 +27,29 @@ def _time(fn, arg):
     return time.perf_counter() - start
 
 
-def measure(workers, sizes, reps, grid=12):
-    from dask.distributed import Client, LocalCluster
+def measure(workers, sizes, reps, grid=12, client=None):
+    """Rows of median times for each batch size; on ``client`` if given, else on a new
+    ``LocalCluster`` of ``workers`` processes (closed after)."""
+    if client is None:
+        from dask.distributed import Client, LocalCluster
 
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as new_client:
+            return measure(workers, sizes, reps, grid, new_client)
     sequential = diffopt.host_solver(grid_shortest_path, vectorized=False)
+    on_cluster = diffopt.host_solver(grid_shortest_path, vectorized=False, executor=client.get_executor())
     rows = []
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        with Client(cluster) as client:
-            on_cluster = diffopt.host_solver(grid_shortest_path, vectorized=False, executor=client.get_executor())
-            for n in sizes:
-                costs = np.random.default_rng(n).uniform(0.1, 1.0, size=(n, grid, grid))
-                np.testing.assert_array_equal(on_cluster(costs), sequential(costs))  # warm-up and check
-                seq, dask = [], []
-                for _ in range(reps):
-                    seq.append(_time(sequential, costs))
-                    dask.append(_time(on_cluster, costs))
-                rows.append({"instances": n, "grid": grid, "workers": workers,
-                             "sequential_s": statistics.median(seq), "dask_s": statistics.median(dask),
-                             "speedup": statistics.median(seq) / statistics.median(dask),
-                             "sequential_all_s": seq, "dask_all_s": dask})
+    for n in sizes:
+        costs = np.random.default_rng(n).uniform(0.1, 1.0, size=(n, grid, grid))
+        np.testing.assert_array_equal(on_cluster(costs), sequential(costs))  # warm-up and check
+        seq, dask = [], []
+        for _ in range(reps):
+            seq.append(_time(sequential, costs))
+            dask.append(_time(on_cluster, costs))
+        rows.append({"instances": n, "grid": grid, "workers": workers,
+                     "sequential_s": statistics.median(seq), "dask_s": statistics.median(dask),
+                     "speedup": statistics.median(seq) / statistics.median(dask),
+                     "sequential_all_s": seq, "dask_all_s": dask})
     return rows
 
 

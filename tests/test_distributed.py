@@ -179,3 +179,16 @@ def test_jax_batch_sharded_over_four_devices_gives_the_unsharded_numbers():
     for name in ("shard_map/soft_sort", "shard_map/imle_host_solver", "shard_map/perturbed_host_solver"):
         r = result[name]
         assert r["value_sharding_kept"] and r["grad_sharding_kept"] and not r["all_gather"], (name, r)
+
+
+def test_dask_benchmark_script_runs_on_the_cluster(dask_client):
+    sys.path.insert(0, os.path.dirname(HERE))  # the checkout's benchmarks/ (not installed)
+    try:
+        from benchmarks.dask_cluster import measure
+    except ImportError:
+        pytest.skip("benchmarks/ is not next to tests/")
+    finally:
+        sys.path.pop(0)
+    (row,) = _within_limit(measure, 2, [6], 1, 12, dask_client)  # it checks the paths equal sequential
+    assert row["instances"] == 6 and row["sequential_s"] > 0 and row["dask_s"] > 0
+    assert row["speedup"] == pytest.approx(row["sequential_s"] / row["dask_s"])
