@@ -148,7 +148,8 @@ def fori_loop(lower, upper, body, carry, like):
 
     A Python loop, except for traced JAX values where it is
     ``jax.lax.fori_loop`` (one traced body instead of an unrolled loop under
-    ``jit``). ``carry`` is a
+    ``jit``) and inside ``tf.function`` where it is ``tf.while_loop`` (the
+    index is then a traced int32 scalar). ``carry`` is a
     tuple of arrays whose shapes and dtypes ``body`` keeps.
     """
     return backends.get_backend(like).fori_loop(lower, upper, body, carry)

@@ -111,6 +111,40 @@ def test_perturbed_exact(backend, control_variate, multiplicative):
                     close(backend, backend.grad(lambda u: ar.do("sum", fn(u, rng=0) * gb), t), want_g)
 
 
+@pytest.mark.parametrize("multiplicative", [False, True], ids=["additive", "multiplicative"])
+@pytest.mark.parametrize("control_variate", [None, "mean", "value"])
+def test_perturbed_exact_in_tf_graph(backend, control_variate, multiplicative):
+    """Under ``tf.function`` the chunks run in a ``tf.while_loop`` (the 2nd to 4th of 4 chunks
+    here); eagerly, and on the other backends, a Python loop (:func:`test_perturbed_exact`)."""
+    if backend.name != "tensorflow":
+        pytest.skip("the graph loop is TensorFlow's (JAX's lax.fori_loop: tests/test_compiled.py)")
+    import tensorflow as tf
+
+    n = 3 * CHUNK + 1
+    rng = np.random.default_rng(5)
+    theta = rng.uniform(0.5, 2.0, size=(B, D))
+    g = rng.normal(size=(B, D + 1))
+    noise = FixedNoise(rng.normal(size=(CHUNK, B, D)), backend, SCORES["gumbel"][0])
+    want_y, want_g = ref_perturbed(theta, noise.draws(n), SIGMA, g, SCORES["gumbel"][1], control_variate,
+                                   multiplicative)
+    t, gb = tf.constant(theta), tf.constant(g)
+    for run in RUNS[1:4]:
+        fn = diffopt.perturbed(solver, num_samples=n, sigma=SIGMA, noise=noise, multiplicative=multiplicative,
+                               control_variate=control_variate, **run)
+
+        @tf.function
+        def value_and_grad(u):
+            with tf.GradientTape() as tape:
+                tape.watch(u)
+                y = fn(u, rng=0)
+                loss = tf.reduce_sum(y * gb)
+            return y, tape.gradient(loss, u)
+
+        y, grad = value_and_grad(t)
+        close(backend, y, want_y)
+        close(backend, grad, want_g)
+
+
 def test_perturbed_unbatched_exact(backend):
     rng = np.random.default_rng(1)
     theta, g = rng.normal(size=D), rng.normal(size=D + 1)

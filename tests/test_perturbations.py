@@ -256,6 +256,52 @@ def test_samples_residual_needs_one_chunk():
         pert(THETA_BATCH)
 
 
+def _graph_ops(fn, spec):
+    """Nodes of ``fn``'s graph for ``spec``, loop bodies (library functions) included."""
+    graph = fn.get_concrete_function(spec).graph.as_graph_def()
+    return len(graph.node) + sum(len(f.node_def) for f in graph.library.function)
+
+
+@pytest.mark.parametrize("estimator", ["perturbed", "fenchel_young"])
+def test_tf_graph_size_does_not_grow_with_the_number_of_chunks(estimator):
+    tf = pytest.importorskip("tensorflow")
+    from conftest import SELECTED
+
+    if "tensorflow" not in SELECTED:
+        pytest.skip("tensorflow is not among DIFFOPT_TEST_BACKENDS")
+    theta = tf.constant(THETA_BATCH, tf.float32)
+    sizes = []
+
+    def weighted(y):  # a scalar of y: [B, 5] (perturbed) or [B] (the loss)
+        return tf.reduce_sum(y * (tf.range(5.0) if len(y.shape) == 2 else tf.constant([1.0, -2.0])))
+
+    for chunks in (10, 100):
+        kw = dict(num_samples=4 * chunks, sigma=0.5, noise="gumbel", chunk_size=4)
+        if estimator == "perturbed":
+            op = perturbed(argmax_one_hot, residual="recompute", **kw)
+        else:
+            loss = diffopt.FenchelYoungLoss(argmax_one_hot, reduction="none", **kw)
+            op = lambda t, rng: loss(t, argmax_one_hot(-t), rng=rng)  # noqa: E731
+
+        @tf.function
+        def value_and_grad(t):
+            with tf.GradientTape() as tape:
+                tape.watch(t)
+                y = op(t, rng=3)
+                total = weighted(y)
+            return y, tape.gradient(total, t)
+
+        sizes.append(_graph_ops(value_and_grad, tf.TensorSpec([None, 5], tf.float32)))
+        with tf.GradientTape() as tape:  # eager: a Python loop over the same draws
+            tape.watch(theta)
+            y = op(theta, rng=3)
+            total = weighted(y)
+        graph_y, graph_g = value_and_grad(theta)
+        np.testing.assert_allclose(graph_y.numpy(), y.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(graph_g.numpy(), tape.gradient(total, theta).numpy(), rtol=1e-5, atol=1e-6)
+    assert sizes[0] == sizes[1], sizes
+
+
 _MEMORY_SCRIPT = r"""
 import json, resource, sys
 sys.path.insert(0, {tests!r})

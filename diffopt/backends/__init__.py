@@ -46,12 +46,17 @@ to add a backend: one module plus :func:`register`):
     A NumPy copy of a concrete array.
 ``fori_loop(lower, upper, body, carry)``
     ``carry = body(i, carry)`` over ``range(lower, upper)`` (``lax.fori_loop``
-    for traced JAX values, a Python loop elsewhere).
+    for traced JAX values, ``tf.while_loop`` inside ``tf.function``, a Python
+    loop elsewhere): a traced program does not grow with the number of iterations.
 ``map_leading(fn, leaves, size)``
     ``fn`` on each leading-axis slice of the tuple ``leaves``, stacked
     (``jax.vmap``, ``tf.vectorized_map``, a Python loop elsewhere).
 ``from_numpy(a, like)``
     The NumPy array ``a`` as an array of ``like``'s framework, on its device.
+``dynamic_size(x, axis)`` (optional)
+    The run-time size of an axis whose size is unknown while tracing
+    (TensorFlow: ``tf.shape(x)[axis]``, for a Keras batch); see
+    :func:`diffopt._arrays.size`.
 
 The core never imports a framework: a shim module is imported only when an
 array of its framework reaches :func:`get_backend`.

@@ -5,8 +5,9 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
+from diffopt.backends import _common
 from diffopt.backends._common import (
-    SECOND_ORDER_MESSAGE, type_label, as_tuple, check_int_seed, fori_loop, numpy_seed, second_order_spec,
+    SECOND_ORDER_MESSAGE, type_label, as_tuple, check_int_seed, numpy_seed, second_order_spec,
 )
 from diffopt.backends._rng import Rng
 
@@ -153,6 +154,22 @@ def host_call(fn, x, out_shape, out_dtype):
     y = tf.numpy_function(call, [x], tout, stateful=False)
     y.set_shape(out_shape)
     return y
+
+
+def fori_loop(lower, upper, body, carry):
+    """``tf.while_loop`` inside ``tf.function`` (one traced body: the graph does not grow with
+    the number of iterations); a Python loop eagerly. ``body`` gets the index as an int32
+    tensor in a graph."""
+    if tf.executing_eagerly() or upper <= lower:
+        return _common.fori_loop(lower, upper, body, carry)
+
+    def cond(i, *_):
+        return i < upper
+
+    def step(i, *values):
+        return (i + 1,) + tuple(body(i, tuple(values)))
+
+    return tuple(tf.while_loop(cond, step, (tf.constant(lower, tf.int32),) + tuple(carry))[1:])
 
 
 def map_leading(fn, leaves, size):

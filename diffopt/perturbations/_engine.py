@@ -253,7 +253,9 @@ def run_chunks(problem, step):
 
     The first call receives ``carry=None`` and creates the carry (a tuple of
     arrays of fixed shapes); the middle chunks run under
-    :func:`diffopt._ops.fori_loop` (one traced body for JAX), the remainder last.
+    :func:`diffopt._ops.fori_loop` (one traced body under ``jax.jit`` and
+    ``tf.function``: the program's size does not grow with ``num_samples``),
+    the remainder last.
     """
     n, chunk = problem.settings.num_samples, problem.chunk
     full, rest = divmod(n, chunk)
