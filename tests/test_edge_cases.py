@@ -192,10 +192,28 @@ def test_aimle_state_is_untouched_by_an_empty_batch(grad_backend):
     assert target.state != before and all(math.isfinite(v) for v in target.state)
 
 
-def test_multiplicative_at_zero_is_a_named_error(backend):
-    x = backend.asarray([[0.0, 1.0, 2.0]], "float32")
-    with pytest.raises(ValueError, match=r"multiplicative=True needs theta without zero"):
-        diffopt.perturbed(diffopt.argmax_one_hot, num_samples=4, multiplicative=True)(x, rng=0)
+@pytest.mark.parametrize("residual", ["samples", "jacobian", "recompute"])
+def test_multiplicative_gradient_at_zero_is_zero(backend, residual):
+    """θ ⊙ exp(σZ) cannot move a zero: its gradient is 0; the other entries' gradients are those
+    of a θ with a tiny value there instead (entry 0 is never the argmax: the others stay > 0)."""
+    pert = diffopt.perturbed(diffopt.argmax_one_hot, num_samples=30, sigma=0.5, multiplicative=True,
+                             chunk_size=None if residual == "samples" else 7, residual=residual)
+    theta = np.array([[0.0, 1.0, 2.0, 1.5], [1.0, 0.0, 0.0, 2.0]])
+    tiny = np.where(theta == 0, 1e-30, theta)
+    w = backend.asarray(DY_4, "float32")
+    values = {}
+    for name, t in (("zero", theta), ("tiny", tiny)):
+        x = backend.asarray(t, "float32")
+        values[name] = backend.to_numpy(pert(x, rng=0))
+        if backend.has_grad:
+            values[name + "_grad"] = backend.to_numpy(backend.grad(lambda u: ar.do("sum", pert(u, rng=0) * w), x))
+    np.testing.assert_allclose(values["zero"], values["tiny"])
+    assert np.all(values["zero"][theta == 0] == 0)
+    if backend.has_grad:
+        grad = values["zero_grad"]
+        assert np.all(np.isfinite(grad)) and np.all(grad[theta == 0] == 0), grad
+        np.testing.assert_allclose(grad[theta != 0], values["tiny_grad"][theta != 0], rtol=1e-6)
+        assert np.abs(values["tiny_grad"][theta == 0]).max() > 1e20  # what dividing by θ would give
 
 
 @pytest.mark.parametrize("relaxation", ["logsumexp", "logistic", None])

@@ -16,9 +16,6 @@ What cannot run on ``meta``, by design, and is not tested here:
 - the eager state update of :class:`~diffopt.imle.AdaptiveTargetDistribution`
   (β is a Python float, updated from one number read on the host); the
   functional ``target_state=`` path runs.
-- ``perturbed(..., multiplicative=True)``: it checks ``theta`` for zero entries
-  on the host before any work (a copy to the host, i.e. a synchronisation per
-  call on a GPU).
 - host solvers (:func:`diffopt.host_solver`) and the ``differentiable_sorting``
   drop-in (its matrices and indices are NumPy constants, as in the original).
 """
@@ -63,6 +60,8 @@ CASES = {
                                                          control_variate="mean")(v),
     "perturbed_recompute": lambda v: diffopt.perturbed(_top2, num_samples=8, sigma=0.5, noise=MetaNormal(),
                                                        chunk_size=3, residual="recompute")(v),
+    "perturbed_multiplicative": lambda v: diffopt.perturbed(_top2, num_samples=8, sigma=0.5, noise=MetaNormal(),
+                                                            chunk_size=3, multiplicative=True)(v),
     "perturbed_ranking_value": lambda v: diffopt.perturbed(diffopt.ranking, num_samples=8, sigma=0.5,
                                                            noise=MetaNormal(), control_variate="value")(v),
     "fenchel_young": lambda v: diffopt.FenchelYoungLoss(diffopt.argmax_one_hot, num_samples=8,

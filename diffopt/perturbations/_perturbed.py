@@ -7,7 +7,6 @@ from typing import Any, Callable
 import math
 
 import autoray as ar
-import numpy as np
 
 from diffopt._typing import Array, NoiseLike, Solver
 from diffopt.host import HostSolver
@@ -25,7 +24,7 @@ from diffopt.perturbations._engine import (
 )
 from diffopt._arrays import reshape_target, shape_of, size
 from diffopt._checks import check_choice
-from diffopt._ops import do, nan_rows
+from diffopt._ops import do, nan_rows, where_fill
 from diffopt.backends import SecondOrder, get_backend
 from diffopt.noise import score_derivative
 from diffopt.random import make_rng
@@ -56,6 +55,17 @@ class _Options:
                 "control_variate='mean' (leave-one-out) needs num_samples >= 2, "
                 f"got num_samples={settings.num_samples}"
             )
+
+
+def over_theta(x, theta):
+    """``x / θ`` of multiplicative noise, with 0 where ``θ = 0``, computed on the device.
+
+    θ ⊙ exp(σZ − σ²/2) cannot move a zero entry, so the log-space (score) estimate has
+    nothing to say about it: its gradient, tangent and Hessian rows are defined as 0
+    (finite, no host check of θ, hence no synchronisation on a GPU).
+    """
+    zero = theta == 0
+    return where_fill(zero, 0.0, x / do("where", zero, do("ones_like", theta), theta))
 
 
 def _multiplicative(theta, z, sigma):
@@ -142,7 +152,7 @@ def _gradient(opts, a, s_total, g, base, theta_c, sigma=None):
     scale = 1.0 / ((n - 1 if opts.control_variate == "mean" else n) * (settings.sigma if sigma is None else sigma))
     grad = a * scale
     if opts.multiplicative:
-        grad = grad / theta_c
+        grad = over_theta(grad, theta_c)
     return grad
 
 
@@ -255,7 +265,7 @@ class _Call:
             return do("zeros", (batch,) + tuple(out_shape), dtype=out_dtype, like=arrays[0])
         t = _flat(t, self.in_size, dtype)
         if self.opts.multiplicative:
-            t = t / (problem.theta_c if problem is not None else theta_c)
+            t = over_theta(t, problem.theta_c if problem is not None else theta_c)
         if mode == "samples":
             s, f = kept
             a = do("einsum", "nbo,nb->bo", f, do("einsum", "nbi,bi->nb", s, t))
@@ -290,11 +300,11 @@ class _Call:
         t = _flat(t, problem.in_size, dtype)
         theta_c = problem.theta_c
         if self.opts.multiplicative:
-            t = t / theta_c
+            t = over_theta(t, theta_c)
         h, a = run_chunks(problem, _hessian_step(problem, g, base, t))
         h = h * self._scale(2)
         if self.opts.multiplicative:
-            h = (h - a * self._scale(1) * t) / theta_c
+            h = over_theta(h - a * self._scale(1) * t, theta_c)
         h = do("reshape", h, reshape_target(self.theta_shape))
         return (h if ar.get_dtype_name(h) == self.theta_dtype else ar.astype(h, self.theta_dtype),) + nones
 
@@ -394,7 +404,8 @@ def perturbed(
         Accepted for drop-in compatibility; the input's device is used.
     multiplicative : bool, default False
         Perturb as ``θ ⊙ exp(σZ − σ²/2)`` (keeps positive costs positive);
-        the gradient is then the additive one divided by ``θ``.
+        the gradient is then the additive one divided by ``θ``, and 0 at an
+        entry ``θ_i = 0`` (which the noise cannot move).
     control_variate : {None, 'mean', 'value'}
         Baseline subtracted from ``func``'s outputs in the gradient (the
         forward value is unchanged): ``'mean'`` the leave-one-out mean of the
@@ -450,24 +461,8 @@ def perturbed(
     return solver_decorator(func, _apply, opts)
 
 
-def _check_no_zeros(theta, shim):
-    """``multiplicative=True``: θ ⊙ exp(σZ) cannot move a zero entry, and the gradient there
-    (the additive one divided by θ) is undefined. Checked when ``theta`` is concrete."""
-    if shim.is_symbolic(theta):
-        return
-    values = np.asarray(shim.to_numpy(theta))
-    if (values == 0).any():
-        raise ValueError(
-            "multiplicative=True needs theta without zero entries (theta ⊙ exp(sigma Z) cannot move "
-            f"a zero, and its gradient there is undefined); theta has {int((values == 0).sum())} zero(s). "
-            "Use multiplicative=False, or shift theta away from 0"
-        )
-
-
 def _apply(opts, fn, theta, args, kwargs, rng):
     theta_b, shim = prepare_theta(theta, opts.settings.batched, sigma=opts.settings.sigma)
-    if opts.multiplicative:
-        _check_no_zeros(theta, shim)
     key = make_rng(rng, theta, shim).key
     call = _Call(opts, fn, theta_b, key, args, kwargs, shim.NAME)
     # second derivatives: Stein's estimate in θ; with a learnable sigma they raise (no σ terms)
