@@ -22,9 +22,13 @@ generic loop) where it does not apply, e.g. :func:`pull` when a gradient is
 being recorded (double backward, ranks).
 """
 
+import functools
+
 import torch
 
-__all__ = ["lse_network", "pull"]
+from diffopt.backends import _fused
+
+__all__ = ["lse_network", "pull", "fused"]
 
 
 def _rows3(t):
@@ -169,3 +173,42 @@ def pull(t, weights, layers):
         torch.lerp(g_lo, g_hi, w, out=gb)  # (1 - w) * g_lo + w * g_hi
         cur, nxt = nxt, cur
     return cur.view(shape)
+
+
+@functools.lru_cache(maxsize=16)
+def _fused_pair(relaxation):
+    """``(fwd, bwd)`` of :func:`fused`: the numba kernels on zero-copy NumPy views of CPU tensors."""
+    kern = _fused._load()
+
+    def fwd(rows, temperature):
+        x = rows.detach().contiguous()
+        out = torch.empty_like(x)
+        slab = torch.empty(kern.slab_shape(*x.shape), dtype=x.dtype)
+        kern.forward(x.numpy(), float(temperature), relaxation, out=out.numpy(), slab=slab.numpy())
+        return out, (slab,)
+
+    def bwd(res, g):
+        g = g.detach().contiguous()
+        grad = torch.empty_like(g)
+        kern.backward(res[0].numpy(), g.numpy(), out=grad.numpy())
+        return grad, None
+
+    return fwd, bwd
+
+
+def fused(rows, temperature, relaxation):
+    """``(fwd, bwd)`` running :func:`diffopt.sorting.soft_sort`'s whole network in one numba loop, or ``None``.
+
+    See :mod:`diffopt.backends._fused`. It applies to plain CPU tensors of
+    float32/float64 (not under ``torch.compile`` or a ``torch.func`` transform),
+    and not when ``temperature`` is a tensor that requires a gradient (the
+    kernel gives none: the generic loops run).
+    """
+    kern = _fused.kernels()
+    if not _fused.applies(kern, str(rows.dtype).replace("torch.", ""), relaxation):
+        return None
+    if rows.device.type != "cpu" or not _plain(rows):
+        return None
+    if isinstance(temperature, torch.Tensor) and (temperature.requires_grad or not _plain(temperature)):
+        return None
+    return _fused_pair(relaxation)

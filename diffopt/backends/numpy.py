@@ -2,12 +2,13 @@
 
 import numpy as np
 
+from diffopt.backends import _fused
 from diffopt.backends._common import fori_loop, forward_only, map_leading, numpy_seed
 from diffopt.backends._common import never_symbolic as is_symbolic
 from diffopt.backends._rng import GeneratorRng
 
 NAME = "numpy"
-OPS = {}
+OPS = {"sorting_fused": _fused.numpy_fused}  # kernels the core looks up (diffopt._ops.kernel)
 
 custom_vjp = forward_only
 

@@ -45,6 +45,7 @@ OPS = {
     # kernels the core looks up by name (diffopt._ops.kernel)
     "sorting_lse_network": _torch_sorting.lse_network,
     "sorting_pull": _torch_sorting.pull,
+    "sorting_fused": _torch_sorting.fused,
 }
 
 

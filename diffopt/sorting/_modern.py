@@ -19,7 +19,7 @@ import numpy as np
 from diffopt._typing import Array
 from diffopt._checks import check_floating, check_positive
 from diffopt._dtypes import compute_dtype
-from diffopt._ops import do, nan_rows
+from diffopt._ops import do, kernel, nan_rows
 from diffopt.backends import get_backend
 from diffopt.sorting._relax import check_relaxation
 from diffopt.sorting._soft import bit_reverse, network, pull, push, reshape_target, to_sentinels
@@ -166,6 +166,24 @@ def _sorter(shim, n, relaxation):
     return shim.custom_vjp(fwd, bwd, jit=True, second_order=True)
 
 
+def _fused_sorter(shim, rows, temperature, relaxation):
+    """The shim's fused sort of ``rows`` (one compiled loop, e.g. numba), or ``None``.
+
+    A shim may provide ``sorting_fused(rows, temperature, relaxation)`` in its op
+    table, returning a ``(fwd, bwd)`` pair for ``custom_vjp`` with the signature
+    of :func:`_sorter`'s, or ``None`` where it does not apply (see
+    :mod:`diffopt.backends._fused`).
+    """
+    make = kernel("sorting_fused", rows)
+    pair = None if make is None else make(rows, temperature, relaxation)
+    return None if pair is None else _fused_vjp(shim, *pair)
+
+
+@functools.lru_cache(maxsize=64)
+def _fused_vjp(shim, fwd, bwd):
+    return shim.custom_vjp(fwd, bwd)
+
+
 def _scalar_like(value, rows):
     """``value`` as a 0-d array of ``rows``' framework, dtype and device (no host copy)."""
     return do("sum", do("zeros_like", rows[:, :1])) + float(value)  # no slice of the batch axis (sharded)
@@ -231,7 +249,8 @@ def soft_sort(
         return x
     xc = _upcast(x)
     rows, undo = _to_rows(-xc if descending else xc, axis)
-    f = _sorter(get_backend(x), rows.shape[1], relaxation)
+    shim = get_backend(x)
+    f = _fused_sorter(shim, rows, temperature, relaxation) or _sorter(shim, rows.shape[1], relaxation)
     out = undo(f(rows, _scalar_like(temperature, rows)))
     return _downcast(-out if descending else out, x)
 
