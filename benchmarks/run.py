@@ -90,7 +90,7 @@ def _version(dist):
 
 
 PACKAGES = ("diffopt", "numpy", "scipy", "autoray", "torch", "jax", "jaxlib", "differentiable-sorting",
-            "diffsort", "torchsort", "optax", "pyepo")
+            "diffsort", "torchsort", "optax", "pyepo", "numba")
 
 
 def machine_info(threads):
