@@ -153,3 +153,63 @@ def test_jax_soft_sort_compiles_once_for_any_temperature():
     outs = [np.asarray(soft_sort(x, temperature=t, relaxation="cauchy")) for t in (0.3, 0.31, 0.5, 2.0)]
     assert compiled._cache_size() == max(before, 1)  # at most one compilation for four temperatures
     assert not np.allclose(outs[0], outs[-1])  # the temperature does reach the network
+
+
+# --------------------------------------------------------- shapes known only at trace time
+
+
+_FY = diffopt.FenchelYoungLoss(diffopt.argmax_one_hot, num_samples=20, sigma=0.5, chunk_size=7)
+
+
+def test_jax_abstract_shapes():
+    """``jax.eval_shape`` and ``jit(...).lower`` on ``ShapeDtypeStruct``s (no values at all)."""
+    jax = pytest.importorskip("jax")
+    from conftest import SELECTED
+
+    if "jax" not in SELECTED:
+        pytest.skip("jax is not among DIFFOPT_TEST_BACKENDS")
+    jnp, key = jax.numpy, jax.random.key(0)
+    spec = jax.ShapeDtypeStruct((3, 5), jnp.float32)
+    out = jax.eval_shape(lambda t: _PERTURBED(t, rng=key), spec)
+    assert (out.shape, out.dtype) == ((3, 5), jnp.float32)
+    grad = jax.eval_shape(jax.grad(lambda t: _FY(t, jax.nn.one_hot(jnp.argmax(t, -1), 5), rng=key)), spec)
+    assert (grad.shape, grad.dtype) == ((3, 5), jnp.float32)
+    lowered = jax.jit(lambda t: _PERTURBED(t, rng=key)).lower(spec)
+    assert lowered.out_info.shape == (3, 5)
+
+
+def test_torch_compile_dynamic_batch_does_not_recompile():
+    """``torch.compile(dynamic=True)`` of a Fenchel-Young loss (the perturbed engine, chunked):
+    batch sizes 3, 5, 7 give eager's numbers, and no new graph is compiled for the third
+    (the first two may specialise; perturbed alone behaves the same, measured, not run: CI time)."""
+    torch = pytest.importorskip("torch")
+    from conftest import SELECTED
+
+    if "torch" not in SELECTED:
+        pytest.skip("torch is not among DIFFOPT_TEST_BACKENDS")
+    import torch._dynamo
+
+    def f(t):
+        return _FY(t, torch.nn.functional.one_hot(t.argmax(-1), 5).to(t.dtype), rng=0)
+
+    graphs = []
+
+    def counting(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, dynamic=True, backend=counting)
+    seen, rng = [], np.random.default_rng(1)
+    for batch in (3, 5, 7):
+        x = torch.tensor(rng.normal(size=(batch, 5)), dtype=torch.float32, requires_grad=True)
+        y = compiled(x)
+        (g,) = torch.autograd.grad((y * torch.arange(1.0, y.numel() + 1).reshape(y.shape)).sum(), x)
+        x_eager = x.detach().requires_grad_()
+        y_eager = f(x_eager)
+        (g_eager,) = torch.autograd.grad((y_eager * torch.arange(1.0, y.numel() + 1).reshape(y.shape)).sum(), x_eager)
+        np.testing.assert_allclose(y.detach().numpy(), y_eager.detach().numpy(), rtol=TOL, atol=TOL)
+        np.testing.assert_allclose(g.numpy(), g_eager.numpy(), rtol=TOL, atol=TOL)
+        seen.append(len(graphs))
+    torch._dynamo.reset()
+    assert seen[1] == seen[2], seen
