@@ -300,6 +300,47 @@ def test_ops_are_thread_safe(grad_backend, name):
         np.testing.assert_array_equal(s, t)
 
 
+def test_autograd_residuals_survive_the_worst_thread_schedule(monkeypatch):
+    """HIPS autograd builds a primitive's VJP right after its forward; a shared residual slot
+    (the cached soft_sort primitive, before the slot became per thread) gave 7 of 8 threads
+    another thread's residuals when every forward ran before any VJP was built. That
+    schedule is forced here with a barrier in autograd's VJP-node constructor."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    autograd = pytest.importorskip("autograd")
+    import autograd.core
+    from conftest import SELECTED
+
+    if "autograd" not in SELECTED:
+        pytest.skip("autograd is not among DIFFOPT_TEST_BACKENDS")
+    threads = 8
+    rng = np.random.default_rng(0)
+    inputs = [rng.normal(size=(2, 5)) for _ in range(threads)]
+    weights = np.arange(10.0).reshape(2, 5)
+
+    def grad(a):
+        return autograd.grad(lambda v: autograd.numpy.sum(soft_sort(v, temperature=0.5) * weights))(a)
+
+    serial = [grad(a) for a in inputs]
+    barrier = threading.Barrier(threads)
+    original = autograd.core.VJPNode.__init__
+    waited = []
+
+    def after_every_forward(self, value, fun, *rest):
+        if (getattr(getattr(fun, "fun", None), "__module__", "") == "diffopt.backends.autograd"
+                and threading.current_thread() is not threading.main_thread()):
+            waited.append(barrier.wait(timeout=60))
+        original(self, value, fun, *rest)
+
+    monkeypatch.setattr(autograd.core.VJPNode, "__init__", after_every_forward)
+    with ThreadPoolExecutor(threads) as pool:
+        threaded = list(pool.map(grad, inputs))
+    assert len(waited) == threads
+    for s, t in zip(serial, threaded):
+        np.testing.assert_array_equal(s, t)
+
+
 # ------------------------------------------------------------------ pickling
 
 def _sum_leaves(tree):
