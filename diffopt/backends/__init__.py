@@ -56,7 +56,7 @@ to add a backend: one module plus :func:`register`):
 ``dynamic_size(x, axis)`` (optional)
     The run-time size of an axis whose size is unknown while tracing
     (TensorFlow: ``tf.shape(x)[axis]``, for a Keras batch); see
-    :func:`diffopt._arrays.size`.
+    ``diffopt._arrays.size``.
 
 The core never imports a framework: a shim module is imported only when an
 array of its framework reaches :func:`get_backend`.
