@@ -254,14 +254,14 @@ def cases(quick=False):
             Contender(D_JAX_LIB, "diffopt", make_diffopt_jax(n, library_solver=True), "jax", memory=False),
             Contender(D_TORCH_LIB, "diffopt", make_diffopt_torch(n, library_solver=True), "torch", memory=False),
         ]
-        headline = n == 1000
+        headline = n in (1000, 10000)
         comparisons = [
             Comparison(D_JAX, P_OPTAX, 1.1 if headline else None,
-                       "diffopt-jax <= 1.1x optax at N = 1000" if headline else None),
+                       f"diffopt-jax <= 1.1x optax at N = {n}" if headline else None),
             Comparison(D_JAX_FUN, P_OPTAX, 1.1 if headline else None,
-                       "drop-in make_perturbed_fun <= 1.1x optax at N = 1000" if headline else None),
+                       f"drop-in make_perturbed_fun <= 1.1x optax at N = {n}" if headline else None),
             Comparison(D_TORCH, P_TORCH, 1.1 if headline else None,
-                       "diffopt-torch <= 1.1x the same estimator in plain torch at N = 1000" if headline else None),
+                       f"diffopt-torch <= 1.1x the same estimator in plain torch at N = {n}" if headline else None),
             Comparison(D_TORCH, P_PYEPO),
         ]
         out.append(Case("perturbations", f"argmax N={n}", {"B": B, "d": D, "N": n, "sigma": SIGMA},

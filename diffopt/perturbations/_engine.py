@@ -21,10 +21,16 @@ from diffopt.backends import backend_name, get_backend
 from diffopt.noise import get_noise
 from diffopt.random import make_rng
 
-__all__ = ["Settings", "Problem", "run_chunks", "num_chunks", "CHUNK_BUDGET"]
+__all__ = ["Settings", "Problem", "run_chunks", "num_chunks", "CHUNK_BUDGET", "KEEP_BUDGET"]
 
 #: Numbers (samples × batch × input size) held by one chunk by default.
 CHUNK_BUDGET = 2**22
+
+#: Bytes of one array of all the samples (samples × batch × input size) up to which
+#: :func:`~diffopt.perturbations.perturbed` draws them in one chunk and keeps them for the
+#: backward pass (no replay); above it the samples are chunked and replayed, and the memory
+#: stays bounded (a handful of chunks of :data:`CHUNK_BUDGET` numbers, whatever ``N``).
+KEEP_BUDGET = 2**27
 
 class Settings:
     """Validated, static options of a perturbed estimator (raise before any work)."""
@@ -49,10 +55,17 @@ class Settings:
         new.sigma = sigma
         return new
 
-    def chunk_for(self, batch, size):
-        """Samples per chunk for ``batch`` instances of ``size`` numbers each."""
+    def chunk_for(self, batch, size, keep_bytes=0):
+        """Samples per chunk for ``batch`` instances of ``size`` numbers each.
+
+        ``keep_bytes``: the bytes that one array of all the samples takes; when it
+        is positive and at most :data:`KEEP_BUDGET`, all samples form one chunk
+        (an explicit ``chunk_size`` always wins).
+        """
         if self.chunk_size is not None:
             return min(self.chunk_size, self.num_samples)
+        if 0 < keep_bytes <= KEEP_BUDGET:
+            return self.num_samples
         return max(1, min(self.num_samples, CHUNK_BUDGET // max(1, batch * size)))
 
 
@@ -166,7 +179,7 @@ class Problem:
     that nothing traced is captured. ``theta`` has shape ``[B, *in_shape]``.
     """
 
-    def __init__(self, settings, func, theta, key, args, kwargs, transform=None):
+    def __init__(self, settings, func, theta, key, args, kwargs, transform=None, keep=False):
         self.settings = settings
         self.func = func
         self.args, self.kwargs = args, kwargs
@@ -183,7 +196,10 @@ class Problem:
         self.transform = transform
         self.out_shape = None
         # an unknown batch: chunks are sized per instance (each holds <= CHUNK_BUDGET numbers per instance)
-        self.chunk = settings.chunk_for(1 if self.batch is None else self.batch, self.in_size)
+        batch = 1 if self.batch is None else self.batch
+        keep = keep and self.batch is not None
+        keep_bytes = settings.num_samples * batch * self.in_size * _itemsize(self.cdtype) if keep else 0
+        self.chunk = settings.chunk_for(batch, self.in_size, keep_bytes)
 
     @property
     def out_size(self):
@@ -246,6 +262,12 @@ class Problem:
             )
         if self.out_shape is not None and shape_of(out)[1:] != self.out_shape:
             raise ValueError(f"func {name} returned shape {shape}, expected [{rows}, *{self.out_shape}]")
+
+
+def _itemsize(dtype_name):
+    """Bytes per number of a dtype name (``'float32'`` → 4); 8 for an unknown name."""
+    digits = "".join(c for c in dtype_name if c.isdigit())
+    return int(digits) // 8 if digits else 8
 
 
 def run_chunks(problem, step):

@@ -93,10 +93,12 @@ def _choose_residual(opts, problem):
     return "jacobian" if small and cheap else "recompute"
 
 
-def _score_step(problem, g):
-    """Backward chunk step: accumulate Σ⟨g, f_i⟩ s_i and Σ s_i, each ``[B, in]``.
+def _score_step(problem, g, shift):
+    """Backward chunk step: accumulate Σ(⟨g, f_i⟩ − shift) s_i ``[B, in]``.
 
-    With a learnable sigma also Σ⟨g, f_i⟩ r_i and Σ r_i ``[B]``, r = ⟨s, z⟩ − d the
+    ``shift`` ``[B]`` is ⟨g, b⟩ for the control variate ``b`` (or ``None``): it is
+    subtracted from each sample's weight, so that Σ s_i needs no pass of its own.
+    With a learnable sigma also Σ(⟨g, f_i⟩ − shift) r_i ``[B]``, r = ⟨s, z⟩ − d the
     score of the scale (∂/∂σ of the log-density of θ + σZ, times σ).
     """
     score = problem.settings.noise.score
@@ -105,10 +107,11 @@ def _score_step(problem, g):
     def step(carry, sample):
         z, _, f = sample
         s = score(z)
-        pieces = _samples_pieces(s, f, g)
+        w = _weights(f, g, shift)
+        pieces = (do("einsum", "nb,nbi->bi", w, s),)
         if learnable:
             r = do("sum", s * z, axis=-1) - float(problem.in_size)
-            pieces += (do("sum", do("einsum", "nbo,bo->nb", f, g) * r, axis=0), do("sum", r, axis=0))
+            pieces += (do("sum", w * r, axis=0),)
         return pieces if carry is None else tuple(c + p for c, p in zip(carry, pieces))
 
     return step
@@ -138,16 +141,13 @@ def _forward_step(opts, problem):
     return step
 
 
-def _gradient(opts, a, s_total, g, base, theta_c, sigma=None):
-    """Score-function gradient ``[B, in]`` from Σ⟨g, f_i⟩ s_i, Σ s_i and the baseline.
+def _gradient(opts, a, theta_c, sigma=None):
+    """Score-function gradient ``[B, in]`` from Σ(⟨g, f_i⟩ − ⟨g, b⟩) s_i (baseline already in).
 
-    Also the gradient with respect to a learnable sigma, from the pieces ``[B]``
-    Σ⟨g, f_i⟩ r_i and Σ r_i given instead of ``[B, in]`` ones.
+    Also the gradient with respect to a learnable sigma, from the ``[B]`` piece
+    Σ(⟨g, f_i⟩ − ⟨g, b⟩) r_i given instead of the ``[B, in]`` one.
     """
     settings = opts.settings
-    if base is not None:
-        shift = do("sum", g * base, axis=-1)
-        a = a - (shift[:, None] if len(a.shape) == 2 else shift) * s_total
     n = settings.num_samples
     scale = 1.0 / ((n - 1 if opts.control_variate == "mean" else n) * (settings.sigma if sigma is None else sigma))
     grad = a * scale
@@ -181,7 +181,8 @@ class _Call:
         args, kwargs = self.rebuild(list(arrays[1 + k:end]))
         transform = _multiplicative if self.opts.multiplicative else None
         settings = self.opts.settings.with_sigma(arrays[-1]) if self.learnable else self.opts.settings
-        return Problem(settings, self.func, arrays[0], key, args, kwargs, transform)
+        keep = self.opts.residual in ("auto", "samples") and not self.learnable
+        return Problem(settings, self.func, arrays[0], key, args, kwargs, transform, keep=keep)
 
     def fwd(self, *arrays):
         opts, problem = self.opts, self.problem(arrays)
@@ -212,24 +213,27 @@ class _Call:
         dtype = problem.cdtype if problem is not None else ar.get_dtype_name(kept[0])
         g = do("reshape", g, (-1, math.prod(out_shape)))
         g = g if ar.get_dtype_name(g) == dtype else ar.astype(g, dtype)
+        shift = None if base is None else do("sum", g * base, axis=-1)
         if mode == "samples":
             s, f = kept
-            a, s_total = _samples_pieces(s, f, g)
+            a = do("einsum", "nb,nbi->bi", _weights(f, g, shift), s)
         elif mode == "jacobian":
             jac, s_total = kept
             a = do("einsum", "bo,boi->bi", g, jac)
+            if shift is not None:
+                a = a - shift[:, None] * s_total
         else:
-            pieces = run_chunks(problem, _score_step(problem, g))
-            a, s_total = pieces[:2]
+            pieces = run_chunks(problem, _score_step(problem, g, shift))
+            a = pieces[0]
             theta_c = problem.theta_c if opts.multiplicative else theta_c
         sigma = sigma_scalar(problem.settings, problem.theta_c) if self.learnable else None
-        grad = _gradient(opts, a, s_total, g, base, theta_c, sigma)
+        grad = _gradient(opts, a, theta_c, sigma)
         grad = do("reshape", grad, reshape_target(self.theta_shape))
         if ar.get_dtype_name(grad) != self.theta_dtype:
             grad = ar.astype(grad, self.theta_dtype)
         if not self.learnable:
             return (grad,) + (None,) * (len(self.inputs) - 1)
-        d_sigma = do("sum", _gradient(opts, pieces[2], pieces[3], g, base, None, sigma))
+        d_sigma = do("sum", _gradient(opts, pieces[1], None, sigma))
         d_sigma = _cast_like(d_sigma, kept[-1])
         return (grad,) + (None,) * (len(self.inputs) - 2) + (d_sigma,)
 
@@ -353,10 +357,10 @@ def _hessian_step(problem, g, base, t):
     return step
 
 
-def _samples_pieces(s, f, g):
-    """Σ⟨g, f_i⟩ s_i and Σ s_i from stored samples."""
-    a = do("einsum", "nb,nbi->bi", do("einsum", "nbo,bo->nb", f, g), s)
-    return a, do("sum", s, axis=0)
+def _weights(f, g, shift):
+    """Per-sample weights ⟨g, f_i⟩ − shift ``[n, B]`` (``shift`` ``[B]`` or ``None``)."""
+    w = do("einsum", "nbo,bo->nb", f, g)
+    return w if shift is None else w - shift
 
 
 def perturbed(
@@ -412,8 +416,11 @@ def perturbed(
         other samples (unbiased, scale ``1/(N−1)``), ``'value'`` the
         unperturbed ``func(θ)`` (one extra call).
     chunk_size : int, optional
-        Samples drawn and solved at a time. Default: as many as keep one chunk
-        under ~4 million numbers; the memory use never grows with ``N``.
+        Samples drawn and solved at a time. Default: all ``N`` at once, kept
+        for the backward pass (no replay), while one array of all the samples
+        (``N × B × size``) takes at most 128 MB (``KEEP_BUDGET``), as the
+        peers keep them; above that, chunks of ~4 million numbers replayed in
+        the backward pass, so the memory use no longer grows with ``N``.
     residual : {'auto', 'samples', 'jacobian', 'recompute'}
         What the forward keeps for the backward: the samples (only when they
         fit in one chunk), the accumulated Jacobian estimate ``[B, out, in]``
