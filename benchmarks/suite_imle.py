@@ -13,8 +13,9 @@ counted by wrapping the solver.
   for reference; with Sum-of-Gamma noise and with Gumbel noise.
 * grid shortest path (Dijkstra on an H x W grid, 8 neighbours): the same
   per-instance NumPy/SciPy solver (``diffopt.grid_shortest_path``) in both:
-  diffopt ``host_solver(vectorized=False)`` sequential and on a 2-worker
-  thread or process executor, vs pyepo (``processes=1``, its default loop,
+  diffopt ``host_solver(vectorized=False)`` sequential (the default: no
+  executor) and on a 2-worker thread, process or dask executor (each compared
+  with sequential too: when does parallel pay off?), vs pyepo (``processes=1``, its default loop,
   and ``processes=2``, a pathos process pool).
 """
 
@@ -37,6 +38,7 @@ R_TOPK = "plain vectorised torch I-MLE"
 D_SP_SEQ = "diffopt imle (torch, host solver, sequential)"
 D_SP_2 = "diffopt imle (torch, host solver, 2-thread executor)"
 D_SP_2P = "diffopt imle (torch, host solver, 2-process executor)"
+D_SP_DASK = "diffopt imle (torch, host solver, dask 2-process cluster)"
 P_SP_1 = "pyepo implicitMLE (processes=1)"
 P_SP_2 = "pyepo implicitMLE (processes=2)"
 
@@ -169,17 +171,20 @@ def make_topk_pyepo(contender, noise):
 
 
 def _sog(torch, shape, kappa, gen):
-    """Sum-of-Gamma noise (Gamma draws from NumPy: torch's sampler is slow for shape 1/k < 1)."""
-    draws = gen.standard_gamma(1.0 / kappa, (SOG_ITERS,) + tuple(shape))
-    scale = (kappa / np.arange(1, SOG_ITERS + 1)).reshape((SOG_ITERS,) + (1,) * len(shape))
+    """Sum-of-Gamma noise drawn with torch's own sampler (on the tensor's device, as a torch user
+    would for a GPU), from the generator ``gen``."""
+    conc = torch.full((SOG_ITERS,) + tuple(shape), 1.0 / kappa)
+    draws = torch._standard_gamma(conc, generator=gen)
+    scale = (kappa / torch.arange(1, SOG_ITERS + 1, dtype=torch.float32)).reshape((SOG_ITERS,) + (1,) * len(shape))
     total = (draws * scale).sum(0)
-    return torch.from_numpy(((total - math.log(SOG_ITERS)) / kappa).astype(np.float32))
+    return (total - math.log(SOG_ITERS)) / kappa
 
 
 def make_topk_plain(noise):
     def make():
         torch, theta, g = _inputs((B, TOPK_N))
         gen = np.random.default_rng(0)
+        tgen = torch.Generator().manual_seed(0)
 
         def solve(x):
             return _torch_topk(torch, x)
@@ -189,7 +194,7 @@ def make_topk_plain(noise):
             def forward(ctx, th):
                 shape = (th.shape[0], S, th.shape[1])
                 if noise == "sog":
-                    eps = _sog(torch, shape, TOPK_K, gen)
+                    eps = _sog(torch, shape, TOPK_K, tgen)
                 else:
                     eps = torch.from_numpy(gen.gumbel(size=shape).astype(np.float32))
                 ctx.eps, ctx.th = eps, th.detach()
@@ -232,7 +237,7 @@ def make_sp_diffopt(h, contender, workers, processes=False):
         torch, theta, g = _inputs((B, h, h))
         counter = Counter()
         if processes:  # the solver itself must be picklable: the library function, no counter
-            executor = concurrent.futures.ProcessPoolExecutor(workers)
+            executor = _dask_executor(workers) if processes == "dask" else concurrent.futures.ProcessPoolExecutor(workers)
             solver = host_solver(need_attr("diffopt", "grid_shortest_path"), vectorized=False, executor=executor)
             with torch.no_grad():
                 theta.add_(3.0)
@@ -250,6 +255,14 @@ def make_sp_diffopt(h, contender, workers, processes=False):
         return step
 
     return make
+
+
+def _dask_executor(workers):
+    """A ``concurrent.futures`` executor over a local dask cluster of ``workers`` single-thread processes."""
+    distributed = need("dask.distributed", "dask[distributed]")
+    cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    return distributed.Client(cluster).get_executor()
 
 
 def make_sp_pyepo(h, contender, processes):
@@ -293,17 +306,22 @@ def cases(quick=False):
     sp = [Contender(D_SP_SEQ, "diffopt", None, "torch"),
           Contender(D_SP_2, "diffopt", None, "torch"),
           Contender(D_SP_2P, "diffopt", None, "torch", memory=False),
+          Contender(D_SP_DASK, "diffopt", None, "torch", memory=False),
           Contender(P_SP_1, "peer", None, "torch"),
           Contender(P_SP_2, "peer", None, "torch", memory=False)]
     sp[0].make = make_sp_diffopt(h, sp[0], 0)
     sp[1].make = make_sp_diffopt(h, sp[1], 2)
     sp[2].make = make_sp_diffopt(h, sp[2], 2, processes=True)
-    sp[3].make = make_sp_pyepo(h, sp[3], 1)
-    sp[4].make = make_sp_pyepo(h, sp[4], 2)
+    sp[3].make = make_sp_diffopt(h, sp[3], 2, processes="dask")
+    sp[4].make = make_sp_pyepo(h, sp[4], 1)
+    sp[5].make = make_sp_pyepo(h, sp[5], 2)
     return topk_cases + [
         Case("imle", f"shortest path {h}x{h}", {"B": B, "S": S, "grid": f"{h}x{h}"}, sp,
              [Comparison(D_SP_2, P_SP_1, 1.0, "same per-instance solver on a 2-worker executor: no slower than pyepo"),
               Comparison(D_SP_2P, P_SP_1, 1.0, "same per-instance solver on a 2-worker executor: no slower than pyepo"),
               Comparison(D_SP_SEQ, P_SP_1),
-              Comparison(D_SP_2P, P_SP_2)]),
+              Comparison(D_SP_2P, P_SP_2),
+              Comparison(D_SP_2, D_SP_SEQ),
+              Comparison(D_SP_2P, D_SP_SEQ),
+              Comparison(D_SP_DASK, D_SP_SEQ)]),
     ]

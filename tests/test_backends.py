@@ -471,10 +471,21 @@ def test_noise_moments(backend, noise, mean, var):
     assert abs(z.var() - var) < 5 * var * np.sqrt((kurt - 1) / n)
 
 
-def test_gamma_moments(backend):
-    n, alpha = 100_000, 0.3
+@pytest.mark.parametrize("alpha", [0.3, 2.5])  # below 1 (the U^(1/alpha) boost) and above
+def test_gamma_moments(backend, alpha):
+    n = 100_000
     g = backend.to_numpy(diffopt.make_rng(4, backend.asarray(np.zeros(1), "float64")).gamma((n,), alpha))
+    assert g.shape == (n,) and np.all(g >= 0)
     assert abs(g.mean() - alpha) < 5 * np.sqrt(alpha / n)
+    # Var of the sample variance ≈ (μ4 − σ⁴)/n, μ4 = 3α² + 6α for Gamma(α, 1)
+    assert abs(g.var() - alpha) < 5 * np.sqrt((2 * alpha**2 + 6 * alpha) / n)
+
+
+def test_gamma_draws_are_replayed_from_the_key(backend):
+    like = backend.asarray(np.zeros(1), "float32")
+    a, b = (backend.to_numpy(diffopt.make_rng(7, like).gamma((3, 50), 0.2)) for _ in range(2))
+    c = backend.to_numpy(diffopt.make_rng(8, like).gamma((3, 50), 0.2))
+    assert a.shape == (3, 50) and np.array_equal(a, b) and not np.array_equal(a, c)
 
 
 def test_noise_scores(backend):

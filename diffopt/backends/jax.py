@@ -177,10 +177,58 @@ class JaxRng(Rng):
         return jax.random.uniform(self._sub(), shape, dtype=dtype)
 
     def _gamma(self, shape, alpha, dtype):
-        return jax.random.gamma(self._sub(), alpha, shape, dtype=dtype)
+        return gamma_bulk(self._sub(), shape, alpha, dtype)
 
     def fold(self, index):
         return JaxRng(jax.random.fold_in(self.key, index), self.like)
+
+
+def gamma_bulk(key, shape, alpha, dtype):
+    """Gamma(``alpha``, 1) draws by Marsaglia and Tsang's rejection method, proposed in bulk.
+
+    The same exact method as ``jax.random.gamma``, which runs it element by element
+    (a per-element key and a vmapped ``while_loop``: ~50x a normal draw on CPU).
+    Here one round draws normals and uniforms for the whole array; the rejected
+    entries (under 5%) are gathered into a buffer of a fixed eighth of the size and
+    proposed again until none is left. ``alpha < 1`` uses ``Gamma(alpha + 1) U^(1/alpha)``.
+    """
+    n = int(np.prod(shape, dtype=np.int64))
+    boost = alpha < 1.0
+    d = (alpha + 1.0 if boost else alpha) - 1.0 / 3.0
+    c = 1.0 / np.sqrt(9.0 * d)
+    key, first, kboost = jax.random.split(key, 3)
+
+    def propose(k, size):
+        kx, ku = jax.random.split(k)
+        x = jax.random.normal(kx, (size,), dtype=dtype)
+        u = jax.random.uniform(ku, (size,), dtype=dtype)
+        v = (1.0 + c * x) ** 3
+        safe_v = jnp.where(v > 0, v, 1.0)
+        ok = (v > 0) & (jnp.log(u) < 0.5 * x * x + d - d * safe_v + d * jnp.log(safe_v))
+        return ok, d * safe_v
+
+    ok, out = propose(first, n)
+    cap = min(n, max(64, n // 8))
+
+    def cond(state):
+        return jnp.any(state[1])
+
+    def body(state):
+        k, left, out = state
+        k, sub = jax.random.split(k)
+        idx = jnp.nonzero(left, size=cap, fill_value=n)[0]
+        ok_c, y = propose(sub, cap)
+        valid = idx < n
+        take = ok_c & valid
+        out = out.at[idx].set(jnp.where(take, y, out.at[idx].get(mode="fill", fill_value=0)), mode="drop")
+        left = left.at[idx].set(~take & valid, mode="drop")
+        return k, left, out
+
+    _, _, out = jax.lax.while_loop(cond, body, (key, ~ok, out))
+    if boost:
+        u = jax.random.uniform(kboost, (n,), dtype=dtype)
+        out = out * (1.0 - u) ** (1.0 / alpha)
+    return out.reshape(shape)
 
 
 def make_rng(rng, like):

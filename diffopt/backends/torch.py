@@ -1,5 +1,6 @@
 """PyTorch shim: ``torch.autograd.Function`` (with ``setup_context`` and a vmap rule)."""
 
+import math
 import numbers
 
 import numpy as np
@@ -225,10 +226,9 @@ class TorchRng(SeededRng):
         return torch.rand(shape, generator=self.generator, device=self.device, dtype=getattr(torch, dtype))
 
     def _gamma(self, shape, alpha, dtype):
-        # torch's gamma sampler takes no generator: draw on the host from a seed of this stream.
-        seed = int(torch.randint(_SEED_HIGH, (1,), generator=self.generator, device=self.device).item())
-        draws = np.random.default_rng(seed).standard_gamma(alpha, shape)
-        return torch.as_tensor(draws, dtype=getattr(torch, dtype), device=self.device)
+        # torch's own sampler, on the stream's device and from its generator (no host round trip)
+        conc = torch.tensor(alpha, dtype=getattr(torch, dtype), device=self.device).expand(shape)
+        return torch._standard_gamma(conc, generator=self.generator)
 
 
 def make_rng(rng, like):
