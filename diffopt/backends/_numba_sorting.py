@@ -345,7 +345,7 @@ def _specialize(fn, name, **constants):
     copy = pytypes.FunctionType(code, scope, name, fn.__defaults__)
     copy.__qualname__ = name
     copy.__module__ = fn.__module__
-    return numba.njit(cache=True, error_model="numpy")(copy)
+    return numba.njit(cache=True, error_model="numpy", fastmath={"contract"})(copy)
 
 
 _FORWARD = {
