@@ -185,8 +185,9 @@ def main(argv=None):
     train_set = terrain.Dataset(args.train, args.size, seed=args.seed)
     test_set = terrain.Dataset(args.test, args.size, seed=args.seed + 1)
     print(f"backend {backend}: {args.train} train / {args.test} test maps of {args.size}x{args.size}")
-    base, _, _ = evaluate(init_params(train_set.features.shape[-1], np.random.default_rng(args.seed)), test_set)
-    print(f"  untrained model: test path accuracy {base:.1%}")
+    base, base_regret, _ = evaluate(init_params(train_set.features.shape[-1], np.random.default_rng(args.seed)),
+                                    test_set)
+    print(f"  untrained model: test path accuracy {base:.1%}, regret {base_regret:.2%}")
     results = {
         "Fenchel-Young": train("Fenchel-Young", fy_loss_fn(args.num_samples, args.sigma), 1, backend,
                                train_set, test_set, args),
