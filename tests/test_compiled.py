@@ -2,13 +2,12 @@
 
 For the same rng, outputs and gradients of the compiled or vectorised call
 equal the eager ones to float32 rounding (not merely "sum to one" or "finite").
-Cases: ``perturbed`` (several chunks and a remainder, so the chunk loop is
-compiled), ``imle`` (noise and a second solver call in the backward),
-``soft_sort`` and ``soft_rank`` (hand-written and autodiff backwards; JAX runs
-``soft_rank`` eagerly op by op, which compiles every small op once: too slow
-for CI, so JAX checks ``soft_sort`` only).
-torch.compile runs the two cheapest cases (``aot_eager``: compiling is slow on
-two cores).
+Cases, one or more per family: ``perturbed`` (several chunks and a remainder,
+so the chunk loop is compiled), ``perturbed_max`` and ``fenchel_young`` (the
+envelope-theorem backward), ``imle``/``aimle``/``ste`` (noise and a second
+solver call in the backward), ``soft_sort``, ``soft_rank``, ``soft_topk`` and
+``soft_permutation`` (hand-written and autodiff backwards). torch.compile uses
+the ``aot_eager`` backend (inductor's C++ compile is slow on two cores).
 """
 
 import numpy as np
@@ -16,8 +15,8 @@ import pytest
 
 import diffopt
 from diffopt._ops import do  # autoray's own torch translations do not compile
-from diffopt.imle import GumbelNoiseDistribution, TargetDistribution, imle
-from diffopt.sorting import soft_rank, soft_sort
+from diffopt.imle import GumbelNoiseDistribution, TargetDistribution, aimle, imle, ste
+from diffopt.sorting import soft_permutation, soft_rank, soft_sort, soft_topk
 
 TOL = 2e-5
 THETA = np.array([[0.3, -0.2, 0.9, 0.1, -0.5], [-0.1, 0.2, 0.15, -0.4, 0.05]], dtype=np.float32)
@@ -26,16 +25,44 @@ W = np.random.default_rng(0).normal(size=THETA.shape).astype(np.float32)
 _PERTURBED = diffopt.perturbed(diffopt.argmax_one_hot, num_samples=50, sigma=0.4, noise="gumbel",
                                control_variate="mean", chunk_size=20)
 _IMLE = imle(diffopt.argmax_one_hot, TargetDistribution(beta=2.0), GumbelNoiseDistribution(), nb_samples=2)
+_AIMLE = aimle(lambda x: diffopt.top_k_mask(x, 2), TargetDistribution(beta=0.5), GumbelNoiseDistribution(),
+               nb_samples=2, symmetric_perturbation=True)
+_STE = ste(diffopt.argmax_one_hot, GumbelNoiseDistribution(), noise_temperature=0.5, nb_samples=2)
+_PMAX = diffopt.perturbed_max(diffopt.argmax_one_hot, num_samples=30, sigma=0.4, noise="gumbel", chunk_size=20)
+_FY = diffopt.FenchelYoungLoss(diffopt.argmax_one_hot, num_samples=30, sigma=0.4, noise="normal", chunk_size=20,
+                               reduction="none")
+Y = np.eye(5, dtype=np.float32)[[2, 0]]
+CASES = ["perturbed", "perturbed_max", "fenchel_young", "imle", "aimle", "ste",
+         "soft_sort", "soft_rank", "soft_topk", "soft_permutation"]
+
+
+def _sample_mean(z, t):
+    """``[B·S, d]`` estimator output -> ``[B, d]`` mean over the S samples."""
+    return do("mean", do("reshape", z, (int(t.shape[0]), -1, int(t.shape[-1]))), axis=1)
 
 
 def _cases():
-    """name -> f(theta, key): ``[3, 5]`` in, ``[3, 5]`` out."""
+    """name -> f(theta, key): ``[2, 5]`` in, ``[2, 5]`` or ``[2]`` out."""
     return {
         "perturbed": lambda t, k: _PERTURBED(t, rng=k),
-        "imle": lambda t, k: do("mean", do("reshape", _IMLE(t, rng=k), (int(t.shape[0]), 2, -1)), axis=1),
+        "perturbed_max": lambda t, k: _PMAX(t, rng=k),
+        "fenchel_young": lambda t, k: _FY(t, _y_like(t), rng=k),
+        "imle": lambda t, k: _sample_mean(_IMLE(t, rng=k), t),
+        "aimle": lambda t, k: _sample_mean(_AIMLE(t, rng=k), t),
+        "ste": lambda t, k: _sample_mean(_STE(t, rng=k), t),
         "soft_sort": lambda t, k: soft_sort(t, temperature=0.3),
         "soft_rank": lambda t, k: soft_rank(t, temperature=0.3, relaxation="cauchy"),
+        "soft_topk": lambda t, k: soft_topk(t, 2, temperature=0.3, relaxation="logistic"),
+        "soft_permutation": lambda t, k: soft_permutation(t, temperature=0.3)[:, 1],
     }
+
+
+def _y_like(t):
+    return t * 0.0 + Y  # the labels, as an array of t's framework (no gradient flows to y_true)
+
+
+def _weighted_sum(y, w):
+    return do("sum", y * (w if len(y.shape) == 2 else w[:, 0]))
 
 
 def _key(backend, seed=3):
@@ -46,20 +73,16 @@ def _key(backend, seed=3):
     return seed
 
 
-@pytest.mark.parametrize("case", ["perturbed", "imle", "soft_sort", "soft_rank"])
+@pytest.mark.parametrize("case", CASES)
 def test_compiled_equals_eager(grad_backend, case):
     backend = grad_backend
     if backend.name == "autograd":
         pytest.skip("HIPS autograd has no compiler")
-    if backend.name == "torch" and case in ("imle", "soft_rank"):
-        pytest.skip("torch.compile: two cases only (slow on two cores)")
-    if backend.name == "jax" and case == "soft_rank":
-        pytest.skip("eager JAX soft_rank compiles op by op (~30 s on two cores); jax.vmap case below")
     f = _cases()[case]
     theta, w, key = backend.asarray(THETA), backend.asarray(W), _key(backend)
 
     def loss(t, k):
-        return do("sum", f(t, k) * w)
+        return _weighted_sum(f(t, k), w)
 
     def grad_of(t, k):
         return backend.grad(lambda u: loss(u, k), t)
@@ -68,7 +91,7 @@ def test_compiled_equals_eager(grad_backend, case):
     if backend.name == "torch":
         comp = backend.jit(f)
         comp_y = backend.to_numpy(comp(theta, key))
-        comp_g = backend.to_numpy(backend.grad(lambda u: do("sum", comp(u, key) * w), theta))
+        comp_g = backend.to_numpy(backend.grad(lambda u: _weighted_sum(comp(u, key), w), theta))
     else:
         comp_y = backend.to_numpy(backend.jit(f)(theta, key))
         comp_g = backend.to_numpy(backend.jit(grad_of)(theta, key))
@@ -81,19 +104,31 @@ def test_compiled_equals_eager(grad_backend, case):
 
 _ROW_PERTURBED = diffopt.perturbed(diffopt.argmax_one_hot, num_samples=50, sigma=0.4, noise="gumbel",
                                    batched=False, chunk_size=20)
+_ROW_PMAX = diffopt.perturbed_max(diffopt.argmax_one_hot, num_samples=30, sigma=0.4, noise="gumbel", batched=False)
+_ROW_FY = diffopt.FenchelYoungLoss(diffopt.argmax_one_hot, num_samples=30, sigma=0.4, batched=False)
 
 
 def _row_cases():
-    """Unbatched functions of one row ``t [5]`` (same rng for every row)."""
+    """Unbatched functions of one row ``t [5]`` (same rng for every row): ``[5]`` or ``[]`` out."""
     return {
         "perturbed": lambda t, k: _ROW_PERTURBED(t, rng=k),
+        "perturbed_max": lambda t, k: _ROW_PMAX(t, rng=k),
+        "fenchel_young": lambda t, k: _ROW_FY(t, t * 0.0 + Y[0], rng=k),
         "imle": lambda t, k: do("mean", _IMLE(t[None], rng=k), axis=0),
+        "aimle": lambda t, k: do("mean", _AIMLE(t[None], rng=k), axis=0),
+        "ste": lambda t, k: do("mean", _STE(t[None], rng=k), axis=0),
         "soft_sort": lambda t, k: soft_sort(t, temperature=0.3),
         "soft_rank": lambda t, k: soft_rank(t, temperature=0.3, relaxation="cauchy"),
+        "soft_topk": lambda t, k: soft_topk(t, 2, temperature=0.3, relaxation="logistic"),
+        "soft_permutation": lambda t, k: soft_permutation(t, temperature=0.3)[1],
     }
 
 
-@pytest.mark.parametrize("case", ["perturbed", "imle", "soft_sort"])
+def _row_weighted_sum(y, w):
+    return do("sum", y * (w if len(y.shape) == 1 else w[0]))
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_jax_vmap_equals_row_by_row(case):
     jax = pytest.importorskip("jax")
     from conftest import SELECTED
@@ -106,7 +141,7 @@ def test_jax_vmap_equals_row_by_row(case):
     theta, w = jnp.asarray(THETA), jnp.asarray(W)
 
     def loss(t, wi):
-        return jnp.sum(f(t, key) * wi)
+        return _row_weighted_sum(f(t, key), wi)
 
     rows_y = np.stack([np.asarray(f(t, key)) for t in theta])
     rows_g = np.stack([np.asarray(jax.grad(loss)(t, wi)) for t, wi in zip(theta, w)])
@@ -115,9 +150,9 @@ def test_jax_vmap_equals_row_by_row(case):
     assert np.abs(rows_g).max() > 1e-3
 
 
-@pytest.mark.parametrize("case", ["soft_sort", "soft_rank"])
+@pytest.mark.parametrize("case", CASES)
 def test_torch_func_vmap_equals_row_by_row(case):
-    """(perturbed and I-MLE under torch.func.vmap: tests/test_perturbations.py, tests/test_imle.py)"""
+    """randomness="same": the seeded draws are the same in every slice, as in the row-by-row calls."""
     torch = pytest.importorskip("torch")
     from conftest import SELECTED
 
@@ -127,13 +162,14 @@ def test_torch_func_vmap_equals_row_by_row(case):
     theta, w = torch.tensor(THETA), torch.tensor(W)
 
     def loss(t, wi):
-        return (f(t, 0) * wi).sum()
+        return _row_weighted_sum(f(t, 0), wi)
 
     rows_y = torch.stack([f(t, 0) for t in theta])
     rows_g = torch.stack([torch.func.grad(loss)(t, wi) for t, wi in zip(theta, w)])
-    np.testing.assert_allclose(torch.func.vmap(lambda t: f(t, 0))(theta).numpy(), rows_y.numpy(), rtol=0, atol=TOL)
-    np.testing.assert_allclose(torch.func.vmap(torch.func.grad(loss))(theta, w).numpy(), rows_g.numpy(),
-                               rtol=0, atol=TOL)
+    vmapped = torch.func.vmap(lambda t: f(t, 0), randomness="same")(theta)
+    np.testing.assert_allclose(vmapped.numpy(), rows_y.numpy(), rtol=0, atol=TOL)
+    grads = torch.func.vmap(torch.func.grad(loss), randomness="same")(theta, w)
+    np.testing.assert_allclose(grads.numpy(), rows_g.numpy(), rtol=0, atol=TOL)
     assert rows_g.abs().max() > 1e-3
 
 

@@ -149,12 +149,25 @@ def test_per_framework_modules():
     assert mats[0][0].dtype == torch.float32
     x = torch.tensor(X8, requires_grad=True)
     _close(dst.diff_sort(mats, x).detach().numpy(), SORTED8, atol=1e-3)
+
+
+def test_tensorflow_module_columns():
+    """``diffopt.sorting.tensorflow``: the original's ``[n, 1]`` argsort columns, same numbers as the modern API."""
     tf = pytest.importorskip("tensorflow")
     import diffopt.sorting.tensorflow as dstf
 
     xt = tf.reshape(tf.constant(X8, dtype=tf.float64), (-1, 1))
     _close(tf.reshape(dstf.diff_sort(dstf.bitonic_matrices(8), xt), (-1,)), SORTED8, atol=1e-3)
-    assert dstf.diff_argsort(dstf.bitonic_matrices(8), xt).shape == (8, 1)
+    rank = tf.constant(RANK8, dtype=tf.float64)
+    col = dstf.diff_argsort(dstf.bitonic_matrices(8), rank)
+    assert col.shape == (8, 1)
+    _close(tf.reshape(col, (-1,)), [0, 1, 2, 3, 7, 6, 5, 3], atol=1e-3)  # the README's numbers
+    flat = ds.diff_argsort(ds.bitonic_matrices(8), rank)
+    _close(tf.reshape(col, (-1,)), flat, atol=1e-12)
+    back = dstf.diff_argsort(dstf.bitonic_matrices(8), rank, transpose=True)
+    _close(tf.reshape(back, (-1,)), ds.diff_argsort(ds.bitonic_matrices(8), rank, transpose=True), atol=1e-12)
+    srt = dstf.diff_sort(dstf.bitonic_matrices(8), rank)
+    _close(tf.reshape(dstf.dargsort(rank, srt, 0.1), (-1,)), ds.dargsort(rank, srt, 0.1), atol=1e-12)
 
 
 # ------------------------------------------------------------- drop-in network
