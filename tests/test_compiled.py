@@ -24,8 +24,9 @@ W = np.random.default_rng(0).normal(size=THETA.shape).astype(np.float32)
 
 _PERTURBED = diffopt.perturbed(diffopt.argmax_one_hot, num_samples=50, sigma=0.4, noise="gumbel",
                                control_variate="mean", chunk_size=20)
-_IMLE = imle(diffopt.argmax_one_hot, TargetDistribution(beta=2.0), GumbelNoiseDistribution(), nb_samples=2)
-_AIMLE = aimle(lambda x: diffopt.top_k_mask(x, 2), TargetDistribution(beta=0.5), GumbelNoiseDistribution(),
+_IMLE = imle(lambda x: diffopt.top_k_mask(x, 2), TargetDistribution(beta=3.0), GumbelNoiseDistribution(),
+             nb_samples=2)
+_AIMLE = aimle(lambda x: diffopt.top_k_mask(x, 2), TargetDistribution(beta=3.0), GumbelNoiseDistribution(),
                nb_samples=2, symmetric_perturbation=True)
 _STE = ste(diffopt.argmax_one_hot, GumbelNoiseDistribution(), noise_temperature=0.5, nb_samples=2)
 _PMAX = diffopt.perturbed_max(diffopt.argmax_one_hot, num_samples=30, sigma=0.4, noise="gumbel", chunk_size=20)
@@ -41,12 +42,12 @@ def _sample_mean(z, t):
     return do("mean", do("reshape", z, (int(t.shape[0]), -1, int(t.shape[-1]))), axis=1)
 
 
-def _cases():
-    """name -> f(theta, key): ``[2, 5]`` in, ``[2, 5]`` or ``[2]`` out."""
+def _cases(y):
+    """name -> f(theta, key): ``[2, 5]`` in, ``[2, 5]`` or ``[2]`` out; ``y``: the labels ``Y`` of theta's framework."""
     return {
         "perturbed": lambda t, k: _PERTURBED(t, rng=k),
         "perturbed_max": lambda t, k: _PMAX(t, rng=k),
-        "fenchel_young": lambda t, k: _FY(t, _y_like(t), rng=k),
+        "fenchel_young": lambda t, k: _FY(t, y, rng=k),
         "imle": lambda t, k: _sample_mean(_IMLE(t, rng=k), t),
         "aimle": lambda t, k: _sample_mean(_AIMLE(t, rng=k), t),
         "ste": lambda t, k: _sample_mean(_STE(t, rng=k), t),
@@ -55,10 +56,6 @@ def _cases():
         "soft_topk": lambda t, k: soft_topk(t, 2, temperature=0.3, relaxation="logistic"),
         "soft_permutation": lambda t, k: soft_permutation(t, temperature=0.3)[:, 1],
     }
-
-
-def _y_like(t):
-    return t * 0.0 + Y  # the labels, as an array of t's framework (no gradient flows to y_true)
 
 
 def _weighted_sum(y, w):
@@ -78,7 +75,7 @@ def test_compiled_equals_eager(grad_backend, case):
     backend = grad_backend
     if backend.name == "autograd":
         pytest.skip("HIPS autograd has no compiler")
-    f = _cases()[case]
+    f = _cases(backend.asarray(Y))[case]
     theta, w, key = backend.asarray(THETA), backend.asarray(W), _key(backend)
 
     def loss(t, k):
@@ -108,12 +105,12 @@ _ROW_PMAX = diffopt.perturbed_max(diffopt.argmax_one_hot, num_samples=30, sigma=
 _ROW_FY = diffopt.FenchelYoungLoss(diffopt.argmax_one_hot, num_samples=30, sigma=0.4, batched=False)
 
 
-def _row_cases():
+def _row_cases(y):
     """Unbatched functions of one row ``t [5]`` (same rng for every row): ``[5]`` or ``[]`` out."""
     return {
         "perturbed": lambda t, k: _ROW_PERTURBED(t, rng=k),
         "perturbed_max": lambda t, k: _ROW_PMAX(t, rng=k),
-        "fenchel_young": lambda t, k: _ROW_FY(t, t * 0.0 + Y[0], rng=k),
+        "fenchel_young": lambda t, k: _ROW_FY(t, y[0], rng=k),
         "imle": lambda t, k: do("mean", _IMLE(t[None], rng=k), axis=0),
         "aimle": lambda t, k: do("mean", _AIMLE(t[None], rng=k), axis=0),
         "ste": lambda t, k: do("mean", _STE(t[None], rng=k), axis=0),
@@ -136,7 +133,7 @@ def test_jax_vmap_equals_row_by_row(case):
     if "jax" not in SELECTED:
         pytest.skip("jax is not among DIFFOPT_TEST_BACKENDS")
     jnp = jax.numpy
-    f = _row_cases()[case]
+    f = _row_cases(jnp.asarray(Y))[case]
     key = jax.random.key(5)
     theta, w = jnp.asarray(THETA), jnp.asarray(W)
 
@@ -158,7 +155,7 @@ def test_torch_func_vmap_equals_row_by_row(case):
 
     if "torch" not in SELECTED:
         pytest.skip("torch is not among DIFFOPT_TEST_BACKENDS")
-    f = _row_cases()[case]
+    f = _row_cases(torch.tensor(Y))[case]
     theta, w = torch.tensor(THETA), torch.tensor(W)
 
     def loss(t, wi):

@@ -472,3 +472,43 @@ def test_adaptive_step_in_float16_does_not_overflow(backend):
     got = target.step(backend.asarray(theta, "float16"), backend.asarray(dy, "float16"))
     assert ar.get_dtype_name(got) == "float16"
     np.testing.assert_allclose(float(backend.to_numpy(got)), want, rtol=2e-3)  # float16 inputs: ~1e-3
+
+
+# -- torch-adaptive-imle's module layout, on every backend (tests/compat runs the originals' cases on torch) --
+def test_drop_in_select_k_and_mathias_select_k(backend):
+    from diffopt.imle.solvers import mathias_select_k, select_k
+
+    x = backend.asarray(np.array([[3.0, 1.0, 3.0, 0.0, 2.0], [0.0, 5.0, 1.0, 1.0, 4.0]]))
+    np.testing.assert_array_equal(backend.to_numpy(select_k(x, 2)), [[1, 0, 1, 0, 0], [0, 1, 0, 0, 1]])
+    # k = 3: select_k takes exactly one of the two tied 1s, mathias_select_k keeps both
+    three = backend.to_numpy(select_k(x, 3))
+    np.testing.assert_array_equal(three[:, [0, 1, 4]], [[1, 0, 1], [0, 1, 1]])
+    np.testing.assert_array_equal(three[0, 2:4], [1, 0])
+    assert sorted(three[1, 2:4]) == [0, 1]
+    np.testing.assert_array_equal(backend.to_numpy(mathias_select_k(x, 3)), [[1, 0, 1, 0, 1], [0, 1, 1, 1, 1]])
+    assert ar.get_dtype_name(mathias_select_k(x, 1)) == ar.get_dtype_name(x)
+    for bad in (0, 6, True, 2.0):
+        with pytest.raises(ValueError, match="k must"):
+            mathias_select_k(x, bad)
+
+
+def test_drop_in_modules_keep_the_original_positional_order(grad_backend):
+    from diffopt.imle.aimle import aimle as aimle_dropin
+    from diffopt.imle.imle import imle as imle_dropin
+
+    # (function, target, noise, nb_samples, nb_marginal_samples, theta_noise_temperature, target_noise_temperature)
+    est = imle_dropin(top2, TargetDistribution(beta=1.5), None, 1, 1, 0.0, 0.0)
+    np.testing.assert_allclose(linear_loss_grad(grad_backend, est, THETA, DY), [[0, 1, -1, 0]], atol=1e-6)
+    est = imle_dropin(bottom2, TargetDistribution(beta=1.5), None, 1, 1, 0.0, 0.0, None, True)  # minimising
+    np.testing.assert_allclose(linear_loss_grad(grad_backend, est, THETA, -DY), [[0, 1, -1, 0]], atol=1e-6)
+    with pytest.raises(ValueError, match="_gradient_save_path"):
+        imle_dropin(top2, _gradient_save_path="grads.npy")
+    # aimle's default target is the original's TargetDistribution(alpha=1, beta=1): z(θ) − z(θ − dy)
+    est = aimle_dropin(top2, None, None, 1, 1, 0.0, 0.0)
+    np.testing.assert_allclose(linear_loss_grad(grad_backend, est, THETA, DY), [[0, 1, -1, 0]], atol=1e-6)
+    est = aimle_dropin(top2, TargetDistribution(beta=1.5), None, 1, 1, 0.0, 0.0, True)  # symmetric
+    np.testing.assert_allclose(linear_loss_grad(grad_backend, est, THETA, DY), [[0, 0.5, -0.5, 0]], atol=1e-6)
+    with pytest.warns(UserWarning, match="√S"):
+        aimle_dropin(top2, AdaptiveTargetDistribution(), None, 2)
+    with pytest.warns(UserWarning, match="√S"):
+        imle_dropin(top2, AdaptiveTargetDistribution(), None, 1, 3)
