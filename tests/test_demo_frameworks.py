@@ -24,9 +24,10 @@ def test_value_and_grad_is_the_closed_form(backend):
     name = _name(backend)
     c = np.ones(4)
     value, (ga, gb, gc) = fw.value_and_grad(lambda a, b, c: do("sum", a * a * b), [A, B, c], name, dtype="float64")
-    assert value == pytest.approx(float((A * A * B).sum()), rel=1e-12)
-    np.testing.assert_allclose(ga, 2 * A * B, rtol=1e-12)
-    np.testing.assert_allclose(gb, A * A, rtol=1e-12)
+    rtol = 1e-12 if backend.supports("float64") else 1e-6  # JAX without x64 computes in float32
+    assert value == pytest.approx(float((A * A * B).sum()), rel=rtol)
+    np.testing.assert_allclose(ga, 2 * A * B, rtol=rtol)
+    np.testing.assert_allclose(gb, A * A, rtol=rtol)
     np.testing.assert_array_equal(gc, np.zeros(4))
     g = fw.grad(lambda a: do("sum", a * a * a), A, name)  # float32 by default
     assert g.dtype == np.float32
@@ -38,7 +39,8 @@ def test_to_backend_and_back(backend):
     x = fw.to_backend(A, name, dtype="float64")
     assert type(x) is type(backend.asarray(A))  # the framework's own array type
     out = fw.to_numpy(x)
-    assert isinstance(out, np.ndarray) and out.dtype == np.float64
+    assert isinstance(out, np.ndarray)
+    assert out.dtype == (np.float64 if backend.supports("float64") else np.float32)
     np.testing.assert_array_equal(out, A)
     assert fw.to_numpy(fw.to_backend(A, name)).dtype == np.float32
     assert fw.has_grad(name)
