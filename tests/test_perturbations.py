@@ -560,6 +560,47 @@ def test_seeds_reproducible(backend):
     assert not np.array_equal(a, c)
 
 
+@pytest.mark.parametrize("estimator", ["perturbed", "perturbed_max", "fenchel_young"])
+def test_rng_made_once_per_call(grad_backend, monkeypatch, estimator):
+    """A 10-chunk forward and its backward (a replay) normalise ``rng=`` once: the shim's
+    ``make_rng`` runs one time per public call, the chunks and the backward reuse its key."""
+    import diffopt.backends as backends
+
+    calls = []
+    shims = [backends.load(name) for name in ("numpy", grad_backend.name)]  # loaded (checked) first
+    for shim in shims:
+        monkeypatch.setattr(shim, "make_rng", _counting(shim.make_rng, calls))
+    kw = dict(num_samples=100, sigma=0.5, noise="gumbel", chunk_size=10)
+    if estimator == "perturbed":
+        pert = perturbed(argmax_one_hot, residual="recompute", **kw)
+        w = grad_backend.asarray(THETA_BATCH[::-1].copy())
+
+        def f(t):
+            return ar.do("sum", pert(t, rng=3) * w)
+    elif estimator == "perturbed_max":
+        pmax = perturbed_max(argmax_one_hot, **kw)
+
+        def f(t):
+            return ar.do("sum", pmax(t, rng=3))
+    else:
+        loss = FenchelYoungLoss(argmax_one_hot, **kw)
+        y = grad_backend.asarray(np.eye(5)[[1, 3]])
+
+        def f(t):
+            return loss(t, y, rng=3)
+    grad = grad_backend.grad(f, grad_backend.asarray(THETA_BATCH))
+    assert np.all(np.isfinite(grad_backend.to_numpy(grad)))
+    assert len(calls) == 1
+
+
+def _counting(fn, calls):
+    def counted(rng, like):
+        calls.append(rng)
+        return fn(rng, like)
+
+    return counted
+
+
 def test_drop_in_module():
     from diffopt import perturbations
 

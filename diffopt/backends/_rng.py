@@ -119,6 +119,21 @@ class Rng:
         """An independent child stream, a deterministic function of ``key`` and ``index``."""
         raise NotImplementedError
 
+    def replay(self, key: Any, like: Array) -> Rng:
+        """This stream again from its ``key`` (maybe the traced copy a shim passes), drawing
+        like ``like``: no new :func:`~diffopt.random.make_rng` (nothing is re-detected or re-seeded).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from diffopt import make_rng
+        >>> rng = make_rng(5, np.zeros(1))
+        >>> again = rng.replay(rng.key, np.zeros(2))
+        >>> bool(np.array_equal(again.normal((3,)), rng.normal((3,))))
+        True
+        """
+        return type(self)(key, like)
+
     def _clip(self, u, lo, hi):
         """``u`` clipped to ``[lo, hi]`` (a shim may override: torch.compile needs ``torch.clamp``)."""
         return autoray.do("clip", u, lo, hi)

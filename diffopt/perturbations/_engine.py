@@ -21,7 +21,7 @@ from diffopt.backends import backend_name, get_backend
 from diffopt.noise import get_noise
 from diffopt.random import make_rng
 
-__all__ = ["Settings", "Problem", "run_chunks", "num_chunks", "CHUNK_BUDGET", "KEEP_BUDGET"]
+__all__ = ["Settings", "Problem", "CallInputs", "run_chunks", "num_chunks", "CHUNK_BUDGET", "KEEP_BUDGET"]
 
 #: Numbers (samples × batch × input size) held by one chunk by default.
 CHUNK_BUDGET = 2**22
@@ -172,14 +172,56 @@ def _is_framework_array(a, framework):
         return False
 
 
+class CallInputs:
+    """The arrays one perturbed call passes through the shim's ``custom_vjp``, and back.
+
+    ``rng=`` becomes an :class:`~diffopt.random.Rng` once, here (``shim`` is
+    the framework of ``lead``, resolved by the caller). ``inputs`` is
+    ``[*lead, key?, *extras, sigma?]``: the leading arrays
+    (``theta``, a label), the rng key when it is an array (a JAX key, a TF seed
+    tensor: it may be traced), the arrays of ``func``'s extra ``args``/``kwargs``
+    (the shim's framework; they get no gradient) and a learnable ``sigma``.
+    :meth:`problem` reads a :class:`Problem` back from the arrays the shim
+    passes to the forward or backward, replaying ``rng`` from the key passed
+    (no second :func:`~diffopt.random.make_rng`).
+    """
+
+    def __init__(self, settings, func, lead, rng, args, kwargs, shim, transform=None):
+        self.settings, self.func, self.transform, self.shim = settings, func, transform, shim
+        self.rng = make_rng(rng, lead[0], shim)
+        self.key = self.rng.key
+        self.key_is_array = hasattr(self.key, "shape")
+        extras, self.rebuild = split_arrays(args, kwargs, shim.NAME)
+        self.n_lead = len(lead)
+        self.learnable = settings.learnable_sigma
+        self.inputs = list(lead) + ([self.key] if self.key_is_array else []) + extras
+        if self.learnable:
+            self.inputs.append(settings.sigma)
+
+    def problem(self, arrays, keep=False):
+        """A :class:`Problem` from ``arrays`` (laid out as :attr:`inputs`); ``keep``: see :class:`Problem`."""
+        start = self.n_lead + (1 if self.key_is_array else 0)
+        key = arrays[self.n_lead] if self.key_is_array else self.key
+        end = len(arrays) - (1 if self.learnable else 0)
+        args, kwargs = self.rebuild(list(arrays[start:end]))
+        settings = self.settings.with_sigma(arrays[-1]) if self.learnable else self.settings
+        return Problem(settings, self.func, arrays[0], self.rng, key, args, kwargs, self.transform, keep, self.shim)
+
+    def nones(self, used):
+        """``None`` cotangents for the inputs after the first ``used``."""
+        return (None,) * (len(self.inputs) - used)
+
+
 class Problem:
     """One call of a perturbed estimator: ``theta`` (batched), its rng, and the solver.
 
     Built inside the forward/backward from the arrays that the shim passes, so
-    that nothing traced is captured. ``theta`` has shape ``[B, *in_shape]``.
+    that nothing traced is captured. ``theta`` has shape ``[B, *in_shape]``;
+    the noise stream is ``rng`` replayed from ``key`` (the key the shim passed,
+    maybe traced) on the compute-dtype ``theta``.
     """
 
-    def __init__(self, settings, func, theta, key, args, kwargs, transform=None, keep=False):
+    def __init__(self, settings, func, theta, rng, key, args, kwargs, transform=None, keep=False, shim=None):
         self.settings = settings
         self.func = func
         self.args, self.kwargs = args, kwargs
@@ -191,8 +233,9 @@ class Problem:
         self.in_shape = check_instance_shape("theta", shape)
         self.in_size = math.prod(self.in_shape)
         self.theta_c = do("reshape", ar.astype(theta, self.cdtype), (-1, self.in_size))
-        self.batch_size = _arrays.size(theta, 0, get_backend(theta))  # an int, or a traced size
-        self.rng = make_rng(key, self.theta_c)
+        shim = get_backend(theta) if shim is None else shim
+        self.batch_size = _arrays.size(theta, 0, shim)  # an int, or a traced size
+        self.rng = rng.replay(key, self.theta_c)
         self.transform = transform
         self.out_shape = None
         # an unknown batch: chunks are sized per instance (each holds <= CHUNK_BUDGET numbers per instance)

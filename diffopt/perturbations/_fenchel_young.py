@@ -17,9 +17,8 @@ from diffopt._ops import do
 from diffopt._typing import Array, NoiseLike, RngLike, Solver
 from diffopt._checks import check_choice, check_floating
 from diffopt.backends import SecondOrder, get_backend
-from diffopt.perturbations._engine import Problem, Settings, prepare_theta, run_chunks, solver_decorator, split_arrays
+from diffopt.perturbations._engine import CallInputs, Settings, prepare_theta, run_chunks, solver_decorator
 from diffopt.perturbations._perturbed import perturbed
-from diffopt.random import make_rng
 
 __all__ = ["perturbed_max", "FenchelYoungLoss"]
 
@@ -47,28 +46,12 @@ def _max_step(problem):
     return step
 
 
-class _MaxCall:
-    """Shared plumbing: ``theta`` (batched), optional ``y_true``, key, extra arrays."""
-
-    def __init__(self, settings, func, arrays, key, args, kwargs, framework):
-        self.settings, self.func = settings, func
-        self.key_is_array = hasattr(key, "shape")
-        self.key = key
-        extras, self.rebuild = split_arrays(args, kwargs, framework)
-        self.n_lead = len(arrays)
-        self.learnable = settings.learnable_sigma
-        self.inputs = list(arrays) + ([key] if self.key_is_array else []) + extras
-        if self.learnable:
-            self.inputs.append(settings.sigma)
+class _MaxCall(CallInputs):
+    """A perturbed max's inputs (``theta`` batched, maybe ``y_true``) and its estimates."""
 
     def expectation(self, arrays):
         """``(problem, y_σ [B, d], F_σ [B], ∂F_σ/∂σ [B] or None)`` in the compute dtype."""
-        k = self.n_lead
-        key = arrays[k] if self.key_is_array else self.key
-        end = len(arrays) - (1 if self.learnable else 0)
-        args, kwargs = self.rebuild(list(arrays[k + (1 if self.key_is_array else 0):end]))
-        settings = self.settings.with_sigma(arrays[-1]) if self.learnable else self.settings
-        problem = Problem(settings, self.func, arrays[0], key, args, kwargs)
+        problem = self.problem(arrays)
         sums = run_chunks(problem, _max_step(problem))
         n = float(self.settings.num_samples)
         return (problem,) + tuple(x / n for x in sums) + ((None,) if not self.learnable else ())
@@ -90,10 +73,7 @@ class _MaxCall:
         the Gumbel argmax, d = 4, N = 1000, σ = 0.5) and far lower than Stein's
         second-order identity on F itself (0.25).
         """
-        k = self.n_lead
-        key = arrays[k] if self.key_is_array else self.key
-        args, kwargs = self.rebuild(list(arrays[k + (1 if self.key_is_array else 0):]))
-        problem = Problem(self.settings, self.func, arrays[0], key, args, kwargs)
+        problem = self.problem(arrays)
         n = self.settings.num_samples
         t = do("reshape", cast(t, problem.cdtype), (-1, problem.in_size))
         base = ybar if n > 1 else None
@@ -110,9 +90,6 @@ class _MaxCall:
 
         (total,) = run_chunks(problem, step)
         return total * (0.5 / ((n - 1 if n > 1 else n) * self.settings.sigma))
-
-    def nones(self, used):
-        return (None,) * (len(self.inputs) - used)
 
 
 def perturbed_max(
@@ -172,8 +149,7 @@ def perturbed_max(
 
 def _apply_max(settings, fn, theta, args, kwargs, rng):
     theta_b, shim = prepare_theta(theta, settings.batched, sigma=settings.sigma)
-    key = make_rng(rng, theta, shim).key
-    call = _MaxCall(settings, fn, [theta_b], key, args, kwargs, shim.NAME)
+    call = _MaxCall(settings, fn, [theta_b], rng, args, kwargs, shim)
     dtype, shape = ar.get_dtype_name(theta_b), shape_of(theta_b)
 
     def fwd(*arrays):
@@ -305,8 +281,7 @@ class FenchelYoungLoss:
         return do(self.reduction, losses)
 
     def _losses(self, shim, theta_b, y_b, args, kwargs, rng):
-        key = make_rng(rng, theta_b, shim).key
-        call = _MaxCall(self.settings, self.func, [theta_b, y_b], key, args, kwargs, shim.NAME)
+        call = _MaxCall(self.settings, self.func, [theta_b, y_b], rng, args, kwargs, shim)
         sign = 1.0 if self.maximize else -1.0
         dtype, shape = ar.get_dtype_name(theta_b), shape_of(theta_b)
 
@@ -367,8 +342,7 @@ def squared_losses(
         raise ValueError(f"y_true must have theta's shape {shape_of(theta)}, got {shape_of(y_true)}")
     theta_b, _ = prepare_theta(theta, settings.batched)
     y_b = y_true if settings.batched else y_true[None]
-    key = make_rng(rng, theta_b, shim).key
-    call = _MaxCall(settings, func, [theta_b, y_b], key, args, kwargs, shim.NAME)
+    call = _MaxCall(settings, func, [theta_b, y_b], rng, args, kwargs, shim)
     sign = 1.0 if maximize else -1.0
     dtype, shape = ar.get_dtype_name(theta_b), shape_of(theta_b)
 

@@ -12,7 +12,7 @@ from diffopt._typing import Array, NoiseLike, Solver
 from diffopt.host import HostSolver
 from diffopt.perturbations._engine import (
     CHUNK_BUDGET,
-    Problem,
+    CallInputs,
     Settings,
     check_choice_or_none,
     num_chunks,
@@ -20,14 +20,12 @@ from diffopt.perturbations._engine import (
     run_chunks,
     sigma_scalar,
     solver_decorator,
-    split_arrays,
 )
 from diffopt._arrays import reshape_target, shape_of, size
 from diffopt._checks import check_choice
 from diffopt._ops import do, nan_rows, where_fill
-from diffopt.backends import SecondOrder, get_backend
+from diffopt.backends import SecondOrder
 from diffopt.noise import score_derivative
-from diffopt.random import make_rng
 
 __all__ = ["perturbed"]
 
@@ -156,33 +154,23 @@ def _gradient(opts, a, theta_c, sigma=None):
     return grad
 
 
-class _Call:
+class _Call(CallInputs):
     """One call of a perturbed function: builds the shim's (fwd, bwd) pair."""
 
-    def __init__(self, opts, func, theta_b, key, args, kwargs, framework):
-        self.opts, self.func = opts, func
-        self.key_is_array = hasattr(key, "shape")
-        self.key = key
-        extras, self.rebuild = split_arrays(args, kwargs, framework)
-        self.learnable = opts.settings.learnable_sigma
-        self.inputs = [theta_b] + ([key] if self.key_is_array else []) + extras
-        if self.learnable:
-            self.inputs.append(opts.settings.sigma)
+    def __init__(self, opts, func, theta_b, rng, args, kwargs, shim):
+        transform = _multiplicative if opts.multiplicative else None
+        super().__init__(opts.settings, func, [theta_b], rng, args, kwargs, shim, transform)
+        self.opts = opts
         self.theta_shape = shape_of(theta_b)  # the batch may be None (unknown while tracing)
         self.in_size = math.prod(self.theta_shape[1:])
         self.theta_dtype = ar.get_dtype_name(theta_b)
         self.layout = None
 
     def problem(self, arrays):
-        """A :class:`Problem` from the arrays the shim passes (theta, key?, extras, sigma?)."""
-        k = 1 if self.key_is_array else 0
-        key = arrays[1] if k else self.key
-        end = len(arrays) - (1 if self.learnable else 0)
-        args, kwargs = self.rebuild(list(arrays[1 + k:end]))
-        transform = _multiplicative if self.opts.multiplicative else None
-        settings = self.opts.settings.with_sigma(arrays[-1]) if self.learnable else self.opts.settings
+        """A :class:`Problem` from the arrays the shim passes, keeping one chunk's samples when
+        the residual may be the samples."""
         keep = self.opts.residual in ("auto", "samples") and not self.learnable
-        return Problem(settings, self.func, arrays[0], key, args, kwargs, transform, keep=keep)
+        return super().problem(arrays, keep=keep)
 
     def fwd(self, *arrays):
         opts, problem = self.opts, self.problem(arrays)
@@ -232,10 +220,10 @@ class _Call:
         if ar.get_dtype_name(grad) != self.theta_dtype:
             grad = ar.astype(grad, self.theta_dtype)
         if not self.learnable:
-            return (grad,) + (None,) * (len(self.inputs) - 1)
+            return (grad,) + self.nones(1)
         d_sigma = do("sum", _gradient(opts, pieces[1], None, sigma))
         d_sigma = _cast_like(d_sigma, kept[-1])
-        return (grad,) + (None,) * (len(self.inputs) - 2) + (d_sigma,)
+        return (grad,) + self.nones(2) + (d_sigma,)
 
     # --- second derivatives (see diffopt.backends.SecondOrder) ---------------------------
 
@@ -265,7 +253,7 @@ class _Call:
         dtype = problem.cdtype if problem is not None else ar.get_dtype_name(kept[0])
         out_dtype = self.theta_dtype
         if t is None:
-            batch = size(arrays[0], 0, get_backend(arrays[0]))
+            batch = size(arrays[0], 0, self.shim)
             return do("zeros", (batch,) + tuple(out_shape), dtype=out_dtype, like=arrays[0])
         t = _flat(t, self.in_size, dtype)
         if self.opts.multiplicative:
@@ -470,8 +458,7 @@ def perturbed(
 
 def _apply(opts, fn, theta, args, kwargs, rng):
     theta_b, shim = prepare_theta(theta, opts.settings.batched, sigma=opts.settings.sigma)
-    key = make_rng(rng, theta, shim).key
-    call = _Call(opts, fn, theta_b, key, args, kwargs, shim.NAME)
+    call = _Call(opts, fn, theta_b, rng, args, kwargs, shim)
     # second derivatives: Stein's estimate in θ; with a learnable sigma they raise (no σ terms)
     second = False if call.learnable else SecondOrder(call.jvp, call.hvp)
     out = shim.custom_vjp(call.fwd, call.bwd, second_order=second)(*call.inputs)
