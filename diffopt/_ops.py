@@ -26,20 +26,27 @@ __all__ = [
 
 # Names whose backend is read from the first element of their first argument (a sequence).
 _JOIN = frozenset({"concatenate", "stack"})
-# Names whose backend is read from all their arguments: ``where``'s ``cond`` is often a
-# plain NumPy bool array (e.g. ``box >= 0`` under HIPS autograd), which must not send
-# autograd boxes or tensors to NumPy's ``where``.
-_MULTI = frozenset({"where"})
+# Names whose backend is read from their data operands, not the condition: ``where``'s
+# ``cond`` is often a plain NumPy bool array (e.g. ``box >= 0`` under HIPS autograd), which
+# must not send autograd boxes or tensors to NumPy's ``where``.
+_SELECT = frozenset({"where"})
 
 
 def _dispatch(name, args, like):
-    """The autoray backend name that ``do(name, *args, like=like)`` runs on."""
+    """The autoray backend name that ``do(name, *args, like=like)`` runs on.
+
+    One array is inspected, with :func:`autoray.infer_backend` (cached per
+    class, which ``torch.compile`` traces without a graph break; autoray's
+    ``infer_backend_multi`` breaks the graph): the first argument, the first
+    element of a joined sequence, or ``where``'s first data operand (``a`` in
+    ``where(cond, a, b)``, else ``b`` when ``a`` is a Python scalar).
+    """
     if like is not None:
         return like if isinstance(like, str) else ar.infer_backend(like)
-    if name in _MULTI:
-        return ar.infer_backend_multi(*args)
     first = args[0]
-    if name in _JOIN and isinstance(first, (list, tuple)) and first:
+    if name in _SELECT:
+        first = args[1] if hasattr(args[1], "shape") else args[2]
+    elif name in _JOIN and isinstance(first, (list, tuple)) and first:
         first = first[0]
     return ar.infer_backend(first)
 
@@ -48,7 +55,7 @@ def do(name, *args, like=None, **kwargs):
     """Call the array function ``name`` on ``args``, like :func:`autoray.do`.
 
     The backend is inferred from the first argument (the first element of a
-    joined sequence; every argument for ``where``) or given by ``like``. The
+    joined sequence; ``where``'s first data operand) or given by ``like``. The
     shim of that framework is asked first (its ``OPS`` table: translations
     that ``torch.compile`` accepts, kernels the core looks up by name); any
     other name goes to :func:`autoray.do` unchanged.
@@ -57,7 +64,7 @@ def do(name, *args, like=None, **kwargs):
     fn = backends.ops(backend).get(name)
     if fn is not None:
         return fn(*args, **kwargs)
-    if name in _MULTI and like is None:
+    if name in _SELECT and like is None:
         like = backend
     return ar.do(name, *args, like=like, **kwargs)
 
@@ -137,7 +144,7 @@ def where_fill(cond, value, x):
     The Python scalar ``value`` is given ``x``'s dtype first: TensorFlow's
     NumPy-style ``where`` would promote bfloat16 with a Python float to float64.
     """
-    return do("where", cond, do("full_like", x, value), x)
+    return do("where", cond, do("full_like", x, value), x, like=x)
 
 
 # --- loops and per-sample maps: each backend shim provides its own ------------------------

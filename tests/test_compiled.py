@@ -178,7 +178,7 @@ def test_jax_soft_sort_compiles_once_for_any_temperature():
     if "jax" not in SELECTED:
         pytest.skip("jax is not among DIFFOPT_TEST_BACKENDS")
     from diffopt.backends import get_backend
-    from diffopt.sorting._modern import _sorter
+    from diffopt.sorting._soft import sorter as _sorter
 
     x = jax.numpy.asarray(np.random.default_rng(1).normal(size=(2, 11)).astype(np.float32))
     compiled = _sorter(get_backend(x), 11, "cauchy")
@@ -246,3 +246,29 @@ def test_torch_compile_dynamic_batch_does_not_recompile():
         seen.append(len(graphs))
     torch._dynamo.reset()
     assert seen[1] == seen[2], seen
+
+
+def test_torch_compile_where_does_not_break_the_graph():
+    """The core's ``where`` reads its backend from one data operand (autoray's
+    ``infer_backend_multi`` broke torch.compile's graph at every call): the core's
+    where-based helpers compile with ``fullgraph=True``, and soft_sort's graph breaks
+    (``torch._dynamo.explain``) come from none of them."""
+    torch = pytest.importorskip("torch")
+    from torch import _dynamo
+
+    from diffopt._ops import logsumexp, sigmoid, where_fill
+
+    def helpers(v):
+        return sigmoid(v) + logsumexp(v)[:, None] + where_fill(v > 0.5, 0.0, v)
+
+    x = torch.as_tensor(THETA)
+    eager = helpers(x)  # autoray imports its torch functions on first use (a graph break of its own)
+    _dynamo.reset()
+    try:
+        compiled = torch.compile(helpers, backend="eager", fullgraph=True)(x)
+        np.testing.assert_allclose(compiled.numpy(), eager.numpy(), rtol=1e-6)
+        explained = _dynamo.explain(lambda v: soft_sort(v, temperature=0.3))(x)
+    finally:
+        _dynamo.reset()
+    frames = [f"{fr.filename}:{fr.name}" for b in explained.break_reasons for fr in (b.user_stack or ())]
+    assert not [f for f in frames if "infer_backend_multi" in f], frames

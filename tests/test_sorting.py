@@ -8,7 +8,7 @@ import pytest
 
 from diffopt import sorting as ds
 from diffopt._ops import do
-from diffopt.sorting._modern import _pad
+from diffopt.sorting._soft import pad as _pad
 from diffopt.sorting._soft import bit_reverse, network, pull
 from test_exact import ref_sorting  # the NumPy reference network (Python scalars, HIPS-autograd differentiable)
 

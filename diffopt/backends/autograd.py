@@ -11,7 +11,17 @@ from diffopt.backends import _fused
 from diffopt.backends._common import SECOND_ORDER_MESSAGE, second_order_spec
 
 NAME = "autograd"
-OPS = {"sorting_fused": _fused.numpy_fused}  # kernels the core looks up (diffopt._ops.kernel)
+
+
+def _promote_float(x):
+    """An integer ``x`` as float64 by arithmetic (``x * 1.0``): autograd's ``astype`` VJP casts
+    the gradient back to the input's integer dtype (all zeros)."""
+    return x * 1.0
+
+
+# kernels the core looks up (diffopt._ops.kernel): the fused sort, and the promotion
+# :func:`diffopt.sorting._dropin` asks for before ``astype``
+OPS = {"sorting_fused": _fused.numpy_fused, "promote_float": _promote_float}
 
 make_rng = _np_shim.make_rng
 is_symbolic = _np_shim.is_symbolic

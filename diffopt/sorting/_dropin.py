@@ -19,7 +19,7 @@ import numpy as np
 
 from diffopt._typing import Array
 from diffopt._checks import check_positive
-from diffopt._ops import do, logaddexp, sigmoid
+from diffopt._ops import do, kernel, logaddexp, sigmoid
 from diffopt._ops import softmax as _row_softmax
 from diffopt.sorting._network import check_power_of_two
 
@@ -47,11 +47,9 @@ def _asfloat(x):
     if not hasattr(x, "shape"):
         return np.asarray(x, dtype=float)
     if not ar.get_dtype_name(x).startswith(("float", "bfloat", "complex")):
-        if ar.infer_backend(x) in ("numpy", "autograd"):
-            # HIPS autograd's astype casts the gradient back to int (all zeros):
-            # promote by arithmetic instead, as the original's ``matrix @ x`` does.
-            return x * 1.0
-        return ar.astype(x, "float64")
+        # a shim whose astype loses the gradient (HIPS autograd) promotes its own way
+        promote = kernel("promote_float", x)
+        return ar.astype(x, "float64") if promote is None else promote(x)
     return x
 
 
@@ -59,7 +57,7 @@ def _lift(m, like):
     """The fixed array ``m`` in ``like``'s framework, dtype and device."""
     if ar.infer_backend(m) == ar.infer_backend(like) and ar.get_dtype_name(m) == ar.get_dtype_name(like):
         return m
-    if ar.infer_backend(m) != "numpy":
+    if not isinstance(m, np.ndarray):
         m = ar.to_numpy(m)
     return do("from_numpy", m, like=like)
 

@@ -1,16 +1,17 @@
 """Modern soft-sorting API: any length, any batch shape, any axis.
 
-Rows are padded with ``+inf`` to the next power of two (``+inf`` is compared
-exactly, so padding never leaks into the data), run through the reshape-based
-network of :mod:`diffopt.sorting._soft`, and cut back. :func:`soft_sort` has a
-hand-written backward that keeps one weight per comparator (``n/2`` per layer);
-ranks, top-k masks and permutation matrices are linear transports with the
-same weights and are differentiated by the framework's own autodiff.
+This module validates the arguments and brings the sorted axis last, as
+``(B, n)`` rows (and back); everything on the rows themselves (padding to a
+power of two, the network's layout, the network and its transports) is
+:mod:`diffopt.sorting._soft`: the rows go in once and come out once.
+:func:`soft_sort` has a hand-written backward that keeps one weight per
+comparator (``n/2`` per layer); ranks, top-k masks and permutation matrices
+are linear transports with the same weights and are differentiated by the
+framework's own autodiff.
 """
 
 from __future__ import annotations
 
-import functools
 import numbers
 
 import autoray as ar
@@ -19,10 +20,10 @@ import numpy as np
 from diffopt._typing import Array
 from diffopt._checks import check_floating, check_positive
 from diffopt._dtypes import compute_dtype
-from diffopt._ops import do, kernel, nan_rows
+from diffopt._ops import do, nan_rows
 from diffopt.backends import get_backend
 from diffopt.sorting._relax import check_relaxation
-from diffopt.sorting._soft import bit_reverse, network, pull, push, reshape_target, to_sentinels
+from diffopt.sorting._soft import fused_sorter, mixing, next_pow2, reshape_target, sorter, transport
 
 __all__ = ["soft_sort", "soft_rank", "soft_argsort", "soft_permutation", "soft_topk"]
 
@@ -54,10 +55,6 @@ def _check_k(k, n):
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= n:
         raise ValueError(f"k must be an integer in [1, n] = [1, {n}] (n = length of the sorted axis), got k={k!r}")
     return int(k)
-
-
-def _next_pow2(n):
-    return 1 << max(n - 1, 0).bit_length()
 
 
 def _upcast(x):
@@ -96,92 +93,7 @@ def _to_rows(x, axis):
     return rows, undo
 
 
-def _pad(rows, big_n):
-    """Append ``+inf`` columns up to width ``big_n`` (``big_n < 2 n``)."""
-    n = rows.shape[1]
-    if big_n == n:
-        return rows
-    fill = do("ones_like", rows[:, : big_n - n]) * float("inf")
-    return do("concatenate", (rows, fill), axis=1)
-
-
-def _unpad_zeros(g, big_n):
-    """Append zero columns to a cotangent up to width ``big_n``."""
-    n = g.shape[1]
-    if big_n == n:
-        return g
-    return do("concatenate", (g, do("zeros_like", g[:, : big_n - n])), axis=1)
-
-
 # ------------------------------------------------------------------ soft_sort
-
-
-# From this many rows up, soft_sort's network keeps the batch innermost.
-_BATCH_LAST_ROWS = 8
-
-
-def _to_network(rows):
-    """``(B, N)`` rows in the layout :func:`_sorter` runs the network on.
-
-    Positions are bit-reversed (see :mod:`diffopt.sorting._soft`). For
-    ``B >= 8`` the rows become one ``(1, N, B)`` block with the batch innermost,
-    so that every comparator reads and writes runs of at least ``B`` contiguous
-    values; fewer rows stay ``(B, N)``.
-    """
-    if rows.shape[0] is None or rows.shape[0] < _BATCH_LAST_ROWS:  # None: unknown (traced) batch
-        return bit_reverse(rows)
-    block = bit_reverse(do("transpose", rows), axis=0)
-    return do("reshape", block, (1,) + tuple(block.shape))
-
-
-def _from_network(x, n):
-    """Inverse of :func:`_to_network`, keeping the first ``n`` positions."""
-    if len(x.shape) == 2:
-        return bit_reverse(x, n)
-    return do("transpose", bit_reverse(x[0], n, axis=0))
-
-
-@functools.lru_cache(maxsize=256)
-def _sorter(shim, n, relaxation):
-    """A natively differentiable relaxed sort ``f(rows (B, n), temperature ()) -> (B, n)`` for ``shim``.
-
-    The temperature is an input array, not a constant of the function: JAX compiles
-    ``f`` once per shape and relaxation, not once per temperature value. It gets no
-    gradient.
-    """
-    big_n = _next_pow2(n)
-
-    # One gather into the network's layout and one out per pass (_to_network).
-    def fwd(rows, temperature):
-        if relaxation == "logsumexp":  # keep +inf apart from the padding, finite values finite
-            rows = to_sentinels(rows)
-        out, weights = network(_to_network(_pad(rows, big_n)), relaxation, temperature, want="slope", reverse=True)
-        return _from_network(out, n), tuple(weights)
-
-    def bwd(weights, g):
-        t = _to_network(_unpad_zeros(g, big_n))
-        return (_from_network(pull(t, weights, big_n, reverse=True), n), None)
-
-    # fwd and bwd are smooth JAX code: JAX's own autodiff of them gives correct second derivatives
-    return shim.custom_vjp(fwd, bwd, jit=True, second_order=True)
-
-
-def _fused_sorter(shim, rows, temperature, relaxation):
-    """The shim's fused sort of ``rows`` (one compiled loop, e.g. numba), or ``None``.
-
-    A shim may provide ``sorting_fused(rows, temperature, relaxation)`` in its op
-    table, returning a ``(fwd, bwd)`` pair for ``custom_vjp`` with the signature
-    of :func:`_sorter`'s, or ``None`` where it does not apply (see
-    :mod:`diffopt.backends._fused`).
-    """
-    make = kernel("sorting_fused", rows)
-    pair = None if make is None else make(rows, temperature, relaxation)
-    return None if pair is None else _fused_vjp(shim, *pair)
-
-
-@functools.lru_cache(maxsize=64)
-def _fused_vjp(shim, fwd, bwd):
-    return shim.custom_vjp(fwd, bwd)
 
 
 def _scalar_like(value, rows):
@@ -250,7 +162,7 @@ def soft_sort(
     xc = _upcast(x)
     rows, undo = _to_rows(-xc if descending else xc, axis)
     shim = get_backend(x)
-    f = _fused_sorter(shim, rows, temperature, relaxation) or _sorter(shim, rows.shape[1], relaxation)
+    f = fused_sorter(shim, rows, temperature, relaxation) or sorter(shim, rows.shape[1], relaxation)
     out = undo(f(rows, _scalar_like(temperature, rows)))
     return _downcast(-out if descending else out, x)
 
@@ -259,16 +171,9 @@ def soft_sort(
 
 
 def _weights(x, axis, temperature, relaxation, descending):
-    """Rows of ``x`` padded, and the mixing weights of their network."""
+    """Rows of ``x`` and the mixing weights of their network (:func:`~diffopt.sorting._soft.mixing`)."""
     rows, undo = _to_rows(-x if descending else x, axis)
-    big_n = _next_pow2(rows.shape[1])
-    _, weights = network(_pad(rows, big_n), relaxation, float(temperature), want="leak")
-    return rows, weights, big_n, undo
-
-
-def _const(values, like):
-    """NumPy ``values`` as an array of ``like``'s framework, dtype and device."""
-    return do("from_numpy", np.asarray(values), like=like)
+    return rows, mixing(rows, relaxation, float(temperature)), undo
 
 
 def soft_rank(
@@ -305,9 +210,10 @@ def soft_rank(
     x, axis = _prepare(x, axis, temperature, relaxation)
     if _is_empty(x):
         return x * 0.0
-    rows, weights, big_n, undo = _weights(_upcast(x), axis, temperature, relaxation, descending)
-    pos = do("zeros_like", _pad(rows, big_n)) + _const(np.arange(big_n), rows)
-    return _downcast(undo(nan_rows(rows, pull(pos[:, :, None], weights, big_n)[:, : rows.shape[1], 0])), x)
+    rows, weights, undo = _weights(_upcast(x), axis, temperature, relaxation, descending)
+    big_n = next_pow2(rows.shape[1])
+    ranks = transport(rows, np.arange(big_n)[:, None], weights, transpose=True)[:, :, 0]
+    return _downcast(undo(nan_rows(rows, ranks)), x)
 
 
 def soft_topk(
@@ -356,9 +262,9 @@ def soft_topk(
     k = _check_k(k, n)
     if _is_empty(x):
         return x * 0.0
-    rows, weights, big_n, undo = _weights(_upcast(x), axis, temperature, relaxation, largest)
-    sel = do("zeros_like", _pad(rows, big_n)) + _const((np.arange(big_n) < k).astype(float), rows)
-    return _downcast(undo(nan_rows(rows, pull(sel[:, :, None], weights, big_n)[:, :n, 0])), x)
+    rows, weights, undo = _weights(_upcast(x), axis, temperature, relaxation, largest)
+    selected = (np.arange(next_pow2(n)) < k).astype(float)[:, None]
+    return _downcast(undo(nan_rows(rows, transport(rows, selected, weights, transpose=True)[:, :, 0])), x)
 
 
 def soft_permutation(
@@ -397,10 +303,10 @@ def soft_permutation(
     if _is_empty(x):
         rows, undo = _to_rows(x, axis)
         return undo(rows[:, :, None] * rows[:, None, :] * 0.0, matrix=True)
-    rows, weights, big_n, undo = _weights(_upcast(x), axis, temperature, relaxation, descending)
+    rows, weights, undo = _weights(_upcast(x), axis, temperature, relaxation, descending)
     n = rows.shape[1]
-    eye = do("zeros_like", _pad(rows, big_n))[:, :, None] + _const(np.eye(big_n, n), rows)
-    return _downcast(undo(nan_rows(rows, push(eye, weights, big_n)[:, :n, :]), matrix=True), x)
+    perm = transport(rows, np.eye(next_pow2(n), n), weights, transpose=False)
+    return _downcast(undo(nan_rows(rows, perm), matrix=True), x)
 
 
 soft_argsort = soft_permutation

@@ -21,6 +21,14 @@ the natural layout means stride-2 (slow, unvectorised) reads and interleaved
 writes; reversed, the frequent small distances become large contiguous
 halves and only the last stage's first layer works at stride 2 (times the
 trailing size). The values and weights are the same, permuted.
+
+The entry points on ``(B, n)`` rows of any length (what
+:mod:`diffopt.sorting._modern` calls; padding and layout stay here, next to
+the network): :func:`sorter` (``soft_sort``'s differentiable function; :func:`fused_sorter` where
+a shim has a fused kernel),
+:func:`mixing` (the weights of the transports) and :func:`transport`.
+Rows are padded with ``+inf`` to the next power of two (``+inf`` is compared
+exactly, so padding never leaks into the data) and cut back.
 """
 
 import functools
@@ -34,7 +42,7 @@ from diffopt.sorting._network import schedule
 from diffopt.sorting._relax import logsumexp_slope, relax_terms
 
 __all__ = ["network", "lse_network", "push", "pull", "bit_reverse", "bit_reversal", "finite_range", "to_sentinels",
-           "reshape_target"]
+           "reshape_target", "next_pow2", "pad", "sorter", "fused_sorter", "mixing", "transport"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -242,3 +250,115 @@ def _pull(t, weights, big_n, reverse):
         delta = _expand(w, g_lo) * (g_lo - g_hi)  # ga = w * g_lo + (1 - w) * g_hi, gb = g_lo + g_hi - ga
         t = _join(g_hi + delta, g_lo - delta, t)
     return t
+
+
+# ------------------------------------------------------- rows of any length (padding, layout)
+
+
+def next_pow2(n):
+    """The smallest power of two ``>= n`` (1 for ``n <= 1``)."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def pad(rows, big_n):
+    """Append ``+inf`` columns up to width ``big_n`` (``big_n < 2 n``)."""
+    n = rows.shape[1]
+    if big_n == n:
+        return rows
+    fill = do("ones_like", rows[:, : big_n - n]) * float("inf")
+    return do("concatenate", (rows, fill), axis=1)
+
+
+def _zero_pad(g, big_n):
+    """Append zero columns to a cotangent up to width ``big_n``."""
+    n = g.shape[1]
+    if big_n == n:
+        return g
+    return do("concatenate", (g, do("zeros_like", g[:, : big_n - n])), axis=1)
+
+
+# From this many rows up, soft_sort's network keeps the batch innermost.
+_BATCH_LAST_ROWS = 8
+
+
+def _to_network(rows):
+    """``(B, N)`` rows in the layout :func:`sorter` runs the network on.
+
+    Positions are bit-reversed (:func:`bit_reverse`). For ``B >= 8`` the rows
+    become one ``(1, N, B)`` block with the batch innermost, so that every
+    comparator reads and writes runs of at least ``B`` contiguous values; fewer
+    rows stay ``(B, N)``.
+    """
+    if rows.shape[0] is None or rows.shape[0] < _BATCH_LAST_ROWS:  # None: unknown (traced) batch
+        return bit_reverse(rows)
+    block = bit_reverse(do("transpose", rows), axis=0)
+    return do("reshape", block, (1,) + tuple(block.shape))
+
+
+def _from_network(x, n):
+    """Inverse of :func:`_to_network`, keeping the first ``n`` positions."""
+    if len(x.shape) == 2:
+        return bit_reverse(x, n)
+    return do("transpose", bit_reverse(x[0], n, axis=0))
+
+
+@functools.lru_cache(maxsize=256)
+def sorter(shim, n, relaxation):
+    """A natively differentiable relaxed sort ``f(rows (B, n), temperature ()) -> (B, n)`` for ``shim``.
+
+    The temperature is an input array, not a constant of the function: JAX compiles
+    ``f`` once per shape and relaxation, not once per temperature value. It gets no
+    gradient.
+    """
+    big_n = next_pow2(n)
+
+    # One gather into the network's layout and one out per pass (_to_network).
+    def fwd(rows, temperature):
+        if relaxation == "logsumexp":  # keep +inf apart from the padding, finite values finite
+            rows = to_sentinels(rows)
+        out, weights = network(_to_network(pad(rows, big_n)), relaxation, temperature, want="slope", reverse=True)
+        return _from_network(out, n), tuple(weights)
+
+    def bwd(weights, g):
+        t = _to_network(_zero_pad(g, big_n))
+        return (_from_network(pull(t, weights, big_n, reverse=True), n), None)
+
+    # fwd and bwd are smooth JAX code: JAX's own autodiff of them gives correct second derivatives
+    return shim.custom_vjp(fwd, bwd, jit=True, second_order=True)
+
+
+def fused_sorter(shim, rows, temperature, relaxation):
+    """The shim's fused sort of ``rows`` (one compiled loop, e.g. numba), or ``None``.
+
+    A shim may provide ``sorting_fused(rows, temperature, relaxation)`` in its op
+    table, returning a ``(fwd, bwd)`` pair for ``custom_vjp`` with the signature
+    of :func:`sorter`'s, or ``None`` where it does not apply (see
+    :mod:`diffopt.backends._fused`).
+    """
+    make = kernel("sorting_fused", rows)
+    pair = None if make is None else make(rows, temperature, relaxation)
+    return None if pair is None else _fused_vjp(shim, *pair)
+
+
+@functools.lru_cache(maxsize=64)
+def _fused_vjp(shim, fwd, bwd):
+    return shim.custom_vjp(fwd, bwd)
+
+
+def mixing(rows, relaxation, temperature):
+    """The mixing weights of the network on ``(B, n)`` rows, padded (for :func:`transport`)."""
+    _, weights = network(pad(rows, next_pow2(rows.shape[1])), relaxation, temperature, want="leak")
+    return weights
+
+
+def transport(rows, columns, weights, transpose):
+    """The NumPy ``columns`` ``(N, c)`` carried through the network of ``rows`` ``(B, n)``.
+
+    The same columns for every row, in ``rows``' framework, dtype and device:
+    ``M.T @ columns`` (:func:`pull`) if ``transpose`` else ``M @ columns``
+    (:func:`push`), ``M`` the mixing matrix of ``weights`` (:func:`mixing`);
+    the first ``n`` positions, ``(B, n, c)``.
+    """
+    big_n, n = next_pow2(rows.shape[1]), rows.shape[1]
+    state = do("zeros_like", pad(rows, big_n))[:, :, None] + do("from_numpy", np.asarray(columns), like=rows)
+    return (pull if transpose else push)(state, weights, big_n)[:, :n, :]

@@ -3,13 +3,14 @@
 The functions are the framework-independent ones of :mod:`diffopt.sorting`
 (the NumPy network matrices are moved to the tensors' dtype on use). As in the
 original, :func:`dargsort` and :func:`diff_argsort` return a column ``[n, 1]``.
+This module imports no framework: the reshape is the core's portable one.
 """
 
 from __future__ import annotations
 
 from typing import Callable
-import tensorflow as tf
 
+from diffopt._ops import do
 from diffopt._typing import Array
 from diffopt.sorting import *  # noqa: F401,F403  (the same functions, re-exported)
 from diffopt.sorting import __all__ as _ALL
@@ -36,7 +37,7 @@ def dargsort(original: Array, sortd: Array, sigma: float | Array, transpose: boo
     -------
     tf.Tensor, shape ``[n, 1]``
     """
-    return tf.reshape(_dargsort(original, sortd, sigma, transpose), (-1, 1))
+    return do("reshape", _dargsort(original, sortd, sigma, transpose), (-1, 1))
 
 
 def diff_argsort(

@@ -2,13 +2,17 @@
 
 The functions are the framework-independent ones of :mod:`diffopt.sorting`
 (they take torch tensors as they are); only :func:`bitonic_matrices` differs,
-returning ``float32`` torch tensors as the original does.
+returning ``float32`` torch tensors as the original does (made by the torch
+shim's ``from_numpy``: this module imports no framework itself).
 """
 
 from __future__ import annotations
 
-import torch
+from typing import Any
 
+import numpy as np
+
+from diffopt._ops import do
 from diffopt.sorting import *  # noqa: F401,F403  (the same functions, re-exported)
 from diffopt.sorting import __all__ as _ALL
 from diffopt.sorting._network import bitonic_matrices as _np_bitonic_matrices
@@ -16,7 +20,7 @@ from diffopt.sorting._network import bitonic_matrices as _np_bitonic_matrices
 __all__ = list(_ALL)
 
 
-def bitonic_matrices(n: int) -> list[torch.Tensor]:
+def bitonic_matrices(n: int) -> list[list[Any]]:
     """:func:`diffopt.sorting.bitonic_matrices` as ``float32`` torch tensors.
 
     Parameters
@@ -29,4 +33,4 @@ def bitonic_matrices(n: int) -> list[torch.Tensor]:
     list of list of torch.Tensor
         ``[l, r, map_l, map_r]`` per layer.
     """
-    return [[torch.from_numpy(m).float() for m in layer] for layer in _np_bitonic_matrices(n)]
+    return [[do("from_numpy", m.astype(np.float32), like="torch") for m in layer] for layer in _np_bitonic_matrices(n)]
