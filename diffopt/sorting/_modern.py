@@ -23,7 +23,8 @@ from diffopt._dtypes import compute_dtype
 from diffopt._ops import do, nan_rows
 from diffopt.backends import get_backend
 from diffopt.sorting._relax import check_relaxation
-from diffopt.sorting._soft import fused_sorter, mixing, next_pow2, reshape_target, sorter, transport
+from diffopt._arrays import reshape_target
+from diffopt.sorting._soft import fused_sorter, mixing, next_pow2, sorter, transport
 
 __all__ = ["soft_sort", "soft_rank", "soft_argsort", "soft_permutation", "soft_topk"]
 

@@ -42,7 +42,7 @@ from diffopt.sorting._network import schedule
 from diffopt.sorting._relax import logsumexp_slope, relax_terms
 
 __all__ = ["network", "lse_network", "push", "pull", "bit_reverse", "bit_reversal", "finite_range", "to_sentinels",
-           "reshape_target", "next_pow2", "pad", "sorter", "fused_sorter", "mixing", "transport"]
+           "next_pow2", "pad", "sorter", "fused_sorter", "mixing", "transport"]
 
 
 @functools.lru_cache(maxsize=64)
