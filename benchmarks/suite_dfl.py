@@ -209,26 +209,6 @@ def gradient_step(framework, loss):
     return step
 
 
-class Adam:
-    """Adam on NumPy arrays, as ``torch.optim.Adam`` (no weight decay)."""
-
-    def __init__(self, params, lr, b1=0.9, b2=0.999, eps=1e-8):
-        self.lr, self.b1, self.b2, self.eps, self.t = lr, b1, b2, eps, 0
-        self.m = [np.zeros_like(p) for p in params]
-        self.v = [np.zeros_like(p) for p in params]
-
-    def step(self, params, grads):
-        self.t += 1
-        out = []
-        for i, (p, g) in enumerate(zip(params, grads)):
-            self.m[i] = self.b1 * self.m[i] + (1 - self.b1) * g
-            self.v[i] = self.b2 * self.v[i] + (1 - self.b2) * g * g
-            m_hat = self.m[i] / (1 - self.b1**self.t)
-            v_hat = self.v[i] / (1 - self.b2**self.t)
-            out.append((p - self.lr * m_hat / (np.sqrt(v_hat) + self.eps)).astype(np.float32))
-        return out
-
-
 def initial_weights(seed, dim):
     """``torch.nn.Linear(5, dim)``'s initial weights for ``seed`` (the same for both sides)."""
     import torch
@@ -247,6 +227,8 @@ _STEPS = {}
 
 
 def train_diffopt(problem, method, framework, seed, cfg):
+    from diffopt._demo.optim import Adam  # as torch.optim.Adam, on NumPy arrays
+
     solver = problem.ort_host_solver() if framework == "torch+ortools" else problem.solver
     # the shortest path's solver is the same for every seed and degree: compile its steps once
     key = (framework, method) if problem.name == "shortest_path" and framework != "torch+ortools" else None

@@ -27,6 +27,7 @@ import autoray as ar
 
 import _common
 import diffopt
+from diffopt._demo.optim import Adam
 
 FEATURES = 5
 GRID = (5, 5)
@@ -58,25 +59,6 @@ def losses(args):
         "NID": decision_cost(nid),
         "PFYL": lambda pred, c, w, step: pfyl(pred, w, rng=step),
     }
-
-
-class Adam:
-    """Adam on a list of NumPy arrays."""
-
-    def __init__(self, params, lr):
-        self.lr, self.t = lr, 0
-        self.m = [np.zeros_like(p) for p in params]
-        self.v = [np.zeros_like(p) for p in params]
-
-    def step(self, params, grads, b1=0.9, b2=0.999, eps=1e-8):
-        self.t += 1
-        out = []
-        for i, (p, g) in enumerate(zip(params, grads)):
-            self.m[i] = b1 * self.m[i] + (1 - b1) * g
-            self.v[i] = b2 * self.v[i] + (1 - b2) * g * g
-            m_hat, v_hat = self.m[i] / (1 - b1**self.t), self.v[i] / (1 - b2**self.t)
-            out.append((p - self.lr * m_hat / (np.sqrt(v_hat) + eps)).astype(np.float32))
-        return out
 
 
 def test_regret(params, x, c):

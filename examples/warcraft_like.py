@@ -25,6 +25,7 @@ import autoray as ar
 import _common
 import diffopt
 from diffopt._demo import terrain
+from diffopt._demo.optim import Adam
 from diffopt.imle import SumOfGammaNoiseDistribution, TargetDistribution, imle
 from diffopt.solvers import grid_shortest_path
 
@@ -51,26 +52,6 @@ def predict_costs(params, features):
     hidden = ar.do("tanh", ar.do("matmul", features, w1) + b1)
     score = ar.do("tensordot", hidden, w2, axes=1) + b2
     return ar.do("log1p", ar.do("exp", score)) + 0.05
-
-
-class Adam:
-    """Adam on a list of NumPy arrays."""
-
-    def __init__(self, params, lr=0.03, b1=0.9, b2=0.999, eps=1e-8):
-        self.lr, self.b1, self.b2, self.eps, self.t = lr, b1, b2, eps, 0
-        self.m = [np.zeros_like(p) for p in params]
-        self.v = [np.zeros_like(p) for p in params]
-
-    def step(self, params, grads):
-        """Updated parameters."""
-        self.t += 1
-        out = []
-        for i, (p, g) in enumerate(zip(params, grads)):
-            self.m[i] = self.b1 * self.m[i] + (1 - self.b1) * g
-            self.v[i] = self.b2 * self.v[i] + (1 - self.b2) * g * g
-            m_hat, v_hat = self.m[i] / (1 - self.b1**self.t), self.v[i] / (1 - self.b2**self.t)
-            out.append((p - self.lr * m_hat / (np.sqrt(v_hat) + self.eps)).astype(np.float32))
-        return out
 
 
 def fy_loss_fn(num_samples, sigma):
