@@ -71,3 +71,88 @@ def test_version_has_one_source():
         pytest.skip("diffopt runs from a checkout, not installed: no metadata to compare")
     assert installed == diffopt.__version__
 
+
+
+# ----------------------------------------------------------------------------- the import graph
+
+PACKAGE = os.path.dirname(os.path.abspath(diffopt.__file__))
+
+
+def _module_files():
+    found = {}
+    for folder, _, files in os.walk(PACKAGE):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                rel = os.path.relpath(path, os.path.dirname(PACKAGE))[:-3].replace(os.sep, ".")
+                found[rel[: -len(".__init__")] if rel.endswith(".__init__") else rel] = path
+    return found
+
+
+def _imports_at_import_time(module, path, modules):
+    """The diffopt modules ``module`` imports when it is imported (module level, ``if``/``try``
+    bodies included, ``TYPE_CHECKING`` blocks and imports inside functions excluded)."""
+    import ast
+
+    package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
+    found = set()
+
+    def visit(body):
+        for node in body:
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(parts + ([base] if base else []))
+                found.update(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names)
+            elif isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.dump(node.test):
+                visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+                for handler in node.handlers:
+                    visit(handler.body)
+
+    with open(path, encoding="utf-8") as f:
+        visit(ast.parse(f.read()).body)
+    return {m for m in found if m in modules and m != module}
+
+
+def _import_graph():
+    modules = _module_files()
+    return {m: _imports_at_import_time(m, p, modules) for m, p in modules.items()}
+
+
+def test_import_graph_has_no_cycle():
+    """No module of diffopt imports, directly or not, a module that imports it back (a static scan)."""
+    graph = _import_graph()
+    assert sum(map(len, graph.values())) > 100  # the scan sees the package's imports
+    state, path, cycles = {}, [], []
+
+    def visit(m):
+        state[m] = "open"
+        path.append(m)
+        for n in sorted(graph[m]):
+            if state.get(n) == "open":
+                cycles.append(path[path.index(n):] + [n])
+            elif n not in state:
+                visit(n)
+        path.pop()
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    assert not cycles, [" -> ".join(c) for c in cycles]
+
+
+def test_backends_import_nothing_above_them_but_leaves():
+    """The shims sit below the core: outside ``diffopt.backends`` they import only modules that
+    import no other part of diffopt (dtype rules, type aliases), never the core that calls them."""
+    graph = _import_graph()
+    up = {m: sorted(t for t in targets if not t.startswith("diffopt.backends"))
+          for m, targets in graph.items() if m.startswith("diffopt.backends")}
+    assert any(up.values())  # the scan sees e.g. diffopt.backends._rng -> diffopt._dtypes
+    assert {m: [t for t in ts if graph[t]] for m, ts in up.items() if any(graph[t] for t in ts)} == {}
