@@ -4,6 +4,11 @@ Samples are drawn, perturbed and solved ``chunk`` at a time; chunk ``c`` draws
 its noise from ``rng.fold(c)``, so any chunk can be replayed in the backward
 pass from the rng key alone. Reductions over samples are carried across chunks
 by :func:`run_chunks`, which never holds more than one chunk of samples.
+
+:class:`CallInputs` is what one public call passes through its shim's
+``custom_vjp`` (``theta``, a label, the rng key, the solver's extra arrays, a
+learnable sigma) and reads back as a :class:`Problem`; ``rng=`` becomes a
+stream once per call, and the chunks and the backward replay it from its key.
 """
 
 import copy
