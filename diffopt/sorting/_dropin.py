@@ -10,7 +10,9 @@ finite results instead of overflowing.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
+import functools
+import inspect
 import math
 import numbers
 
@@ -529,3 +531,29 @@ def diff_argsort_indexed(
     """
     x = _asfloat(x)
     return dargsort(x, diff_sort_indexed(indices, x, softmax), sigma, transpose)
+
+
+# ------------------------------------------------------ per-framework variants of the drop-in
+
+
+def variant(fn: Callable[..., Any], module: str, convert: Callable[[Any], Any], note: str,
+            returns: Any = inspect.Signature.empty) -> Callable[..., Any]:
+    """``fn`` with its result passed through ``convert``, for a per-framework drop-in module.
+
+    The original packages' torch/TensorFlow modules differ from the NumPy one only in
+    what some functions return (``float32`` tensors, ``[n, 1]`` columns); the variant
+    keeps ``fn``'s signature and numpydoc docstring, with ``note`` as its first paragraph
+    (so ``help()`` and Sphinx show the whole documentation, written once).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return convert(fn(*args, **kwargs))
+
+    summary, _, rest = inspect.getdoc(fn).partition("\n")
+    wrapper.__doc__ = f"{summary}\n\n{note}\n{rest}"
+    wrapper.__module__ = module
+    wrapper.__signature__ = inspect.signature(fn).replace(
+        return_annotation=returns if returns is not inspect.Signature.empty else inspect.signature(fn).return_annotation
+    )
+    return wrapper
