@@ -720,3 +720,79 @@ def test_aimle_explicit_state_exact(grad_backend):
         close(backend, g_theta, want_g)
         close(backend, new, np.array(want_state), tol=1e-12)
     assert target.beta == 5.0  # the object's state is untouched on the functional path
+
+
+# ------------------------------------------- learnable sigma on fixed draws (mutation survivors)
+
+
+def ref_sigma_grad(theta, z, sigma, g, score, control_variate):
+    """∂/∂σ of Σ <g, y_σ> by the score of the scale: Σ_i <g, c_i> (<∇ν(Z_i), Z_i> − d) / (Nσ)."""
+    n, d = z.shape[0], theta.shape[-1]
+    f = ref_solver((theta[None] + sigma * z).reshape(-1, d)).reshape(n, theta.shape[0], -1)
+    if control_variate is None:
+        centred = f
+    elif control_variate == "value":
+        centred = f - ref_solver(theta)[None]
+    else:
+        centred = f - (f.sum(0, keepdims=True) - f) / (n - 1)
+    r = (score(z) * z).sum(-1) - d
+    return float((np.einsum("nbo,bo->nb", centred, g) * r).sum() / (n * sigma))
+
+
+@pytest.mark.parametrize("control_variate", [None, "mean", "value"])
+def test_perturbed_learnable_sigma_exact(grad_backend, control_variate):
+    """An array σ: value, θ-gradient (noise replayed with the traced σ) and σ-gradient, chunked or not;
+    a float32 σ gets its gradient in float32."""
+    backend = grad_backend
+    rng = np.random.default_rng(14)
+    theta, g = rng.normal(size=(B, D)), rng.normal(size=(B, D + 1))
+    for score, ref_score in SCORES.values():
+        noise = FixedNoise(rng.normal(size=(CHUNK, B, D)), backend, score)
+        z = noise.draws(N)
+        want_y, want_g = ref_perturbed(theta, z, SIGMA, g, ref_score, control_variate, False)
+        want_s = ref_sigma_grad(theta, z, SIGMA, g, ref_score, control_variate)
+        with backend.float64():
+            t, gb, s = (backend.asarray(a, "float64") for a in (theta, g, np.array(SIGMA)))
+            for chunk_size in (None, CHUNK):
+
+                def fn(u, sig):
+                    return diffopt.perturbed(solver, num_samples=N, sigma=sig, noise=noise, chunk_size=chunk_size,
+                                             control_variate=control_variate)(u, rng=0)
+
+                close(backend, fn(t, s), want_y)
+                close(backend, backend.grad(lambda u: ar.do("sum", fn(u, s) * gb), t), want_g)
+                close(backend, backend.grad(lambda v: ar.do("sum", fn(t, v) * gb), s), want_s)
+            s32 = float(np.float32(SIGMA))
+            got = backend.grad(lambda v: ar.do("sum", fn(t, v) * gb), backend.asarray(np.array(s32), "float32"))
+            assert ar.get_dtype_name(got) == "float32"
+            np.testing.assert_allclose(backend.to_numpy(got), ref_sigma_grad(theta, z, s32, g, ref_score,
+                                                                             control_variate), rtol=1e-6)
+
+
+def test_perturbed_max_and_fenchel_young_learnable_sigma_exact(grad_backend):
+    """∂F_σ/∂σ = mean_i <Z_i, y*(θ + σZ_i)> (envelope theorem) on fixed draws; ±1 for a minimising loss."""
+    backend = grad_backend
+    rng = np.random.default_rng(15)
+    theta, w = rng.normal(size=(B, D)), rng.normal(size=B)
+    y_true = np.eye(D)[[0, 2]]
+    noise = FixedNoise(rng.normal(size=(CHUNK, B, D)), backend, SCORES["normal"][0])
+    z = noise.draws(N)
+    value, ybar = ref_max(theta, z, SIGMA)
+    y_star = np.eye(D)[(theta[None] + SIGMA * z).argmax(-1)]
+    d_sigma = (z * y_star).sum(-1).mean(0)  # [B]
+    with backend.float64():
+        t, wb, s, y = (backend.asarray(a, "float64") for a in (theta, w, np.array(SIGMA), y_true))
+        for chunk_size in (None, CHUNK):
+            fmax = lambda u, v: diffopt.perturbed_max(first_max_mask, num_samples=N, sigma=v, noise=noise,  # noqa: E731
+                                                     chunk_size=chunk_size)(u, rng=0)
+            close(backend, fmax(t, s), value)
+            close(backend, backend.grad(lambda u: ar.do("sum", fmax(u, s) * wb), t), w[:, None] * ybar)
+            close(backend, backend.grad(lambda v: ar.do("sum", fmax(t, v) * wb), s), float(w @ d_sigma))
+            for sign in (1.0, -1.0):
+                loss = lambda u, v: diffopt.FenchelYoungLoss(  # noqa: E731
+                    first_max_mask, num_samples=N, sigma=v, noise=noise, maximize=sign > 0, reduction="none",
+                    chunk_size=chunk_size)(u, y, rng=0)
+                close(backend, loss(t, s), sign * (value - (theta * y_true).sum(-1)))
+                close(backend, backend.grad(lambda u: ar.do("sum", loss(u, s) * wb), t),
+                      sign * w[:, None] * (ybar - y_true))
+                close(backend, backend.grad(lambda v: ar.do("sum", loss(t, v) * wb), s), sign * float(w @ d_sigma))
