@@ -796,3 +796,28 @@ def test_perturbed_max_and_fenchel_young_learnable_sigma_exact(grad_backend):
                 close(backend, backend.grad(lambda u: ar.do("sum", loss(u, s) * wb), t),
                       sign * w[:, None] * (ybar - y_true))
                 close(backend, backend.grad(lambda v: ar.do("sum", loss(t, v) * wb), s), sign * float(w @ d_sigma))
+
+
+@pytest.mark.parametrize("relaxation", ["logsumexp", "logistic"])
+def test_soft_sort_infinities_exact(backend, relaxation):
+    """±inf pass through the network as ±inf (not as the finite sentinels they travel as) and never mix:
+    one finite value per row comes out unchanged at its place, with gradient 1 there and 0 elsewhere."""
+    from diffopt import sorting
+
+    inf = float("inf")
+    x = np.array([[inf, 1.0, -inf], [-inf, -inf, 2.0], [0.5, inf, inf]])
+    want = np.array([[-inf, 1.0, inf], [-inf, -inf, 2.0], [0.5, inf, inf]])
+    w = np.array([[0.3, -1.2, 0.7], [0.4, 0.9, 1.5], [-0.8, 0.2, 0.6]])  # finite outputs: -1.2, 1.5, -0.8
+    want_g = np.zeros_like(x)
+    want_g[0, 1], want_g[1, 2], want_g[2, 0] = -1.2, 1.5, -0.8
+    with backend.float64():
+        xb = backend.asarray(x, "float64")
+        got = backend.to_numpy(sorting.soft_sort(xb, temperature=0.5, relaxation=relaxation))
+        np.testing.assert_array_equal(got, want)
+        desc = backend.to_numpy(sorting.soft_sort(xb, temperature=0.5, relaxation=relaxation, descending=True))
+        np.testing.assert_array_equal(desc, want[:, ::-1])
+        if backend.has_grad:  # weights only at the finite outputs (0 · inf = NaN in the value, not in J^T w)
+            wm = backend.asarray(np.where(np.isfinite(want), w, 0.0), "float64")
+            loss = lambda u: ar.do("sum", sorting.soft_sort(u, temperature=0.5, relaxation=relaxation) * wm)  # noqa: E731
+            with np.errstate(invalid="ignore"):
+                close(backend, backend.grad(loss, xb), want_g)

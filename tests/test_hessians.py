@@ -348,3 +348,93 @@ def test_imle_second_derivatives_raise(grad_backend):
         t = b.asarray(THETA[None], "float64")
         with pytest.raises((NotImplementedError, RuntimeError), match="second-order"):
             hessian(b, lambda u: ar.do("sum", op(u, rng=0) * u), t)
+
+
+# ------------------------------------------------------- mutation survivors (tests/MUTATION.md)
+
+
+def shifted_argmax(x, shift):
+    """One-hot argmax of ``x + shift`` over the last axis of ``[rows, 2, 2]`` instances (4 entries)."""
+    rows = int(x.shape[0])
+    flat = ar.do("reshape", x + shift, (rows, 4))
+    return ar.do("reshape", first_max_mask(flat), (rows, 2, 2))
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_perturbed_max_and_fenchel_young_hessian_few_samples_extra_array_rank_three(grad_backend, n):
+    """N = 1 (no baseline, 1/σ), N = 2 (leave-one-out, 1/σ), an extra array argument passed through the
+    replay, ``[B, 2, 2]`` instances: Hessians of Σ w_b F_b and of Σ w_b L_b against the formula."""
+    b = grad_backend
+    rng = np.random.default_rng(20 + n)
+    theta, w, shift = rng.normal(size=(B, 2, 2)), rng.normal(size=B), rng.normal(size=(2, 2)) * 0.3
+    y_true = np.eye(4)[[1, 3]].reshape(B, 2, 2)
+    z = rng.normal(size=(n, B, 4))
+    noise = FixedNoise(z, b, "normal")
+    x = theta.reshape(1, B, 4) + SIGMA * z
+    f = np.eye(4)[(x + shift.reshape(4)).argmax(-1)]
+    c = f - f.mean(0) if n > 1 else f
+    want = np.zeros((B * 4, B * 4))
+    for i in range(B):
+        jac = np.einsum("no,ni->oi", c[:, i], z[:, i]) / ((n - 1 if n > 1 else n) * SIGMA)
+        want[i * 4:(i + 1) * 4, i * 4:(i + 1) * 4] = w[i] * (jac + jac.T) / 2
+    assert np.abs(want).max() > 0.1
+    with b.float64():
+        t, wb, sb, yb = (b.asarray(a, "float64") for a in (theta, w, shift, y_true))
+        fmax = diffopt.perturbed_max(shifted_argmax, num_samples=n, sigma=SIGMA, noise=noise)
+        got = hessian(b, lambda u: ar.do("sum", fmax(u, sb, rng=0) * wb), t)
+        np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
+        for maximize in (True, False):
+            loss = diffopt.FenchelYoungLoss(shifted_argmax, num_samples=n, sigma=SIGMA, noise=noise,
+                                            maximize=maximize, reduction="none")
+            got = hessian(b, lambda u: ar.do("sum", loss(u, yb, sb, rng=0) * wb), t)
+            np.testing.assert_allclose(got, want if maximize else -want, rtol=0, atol=TOL)
+
+
+def test_fenchel_young_and_perturbed_max_replay_the_seeded_noise(grad_backend):
+    """Real noise: the same seed gives the same value and Hessian (the replay reads the forward's key),
+    another seed other ones."""
+    b = grad_backend
+    theta, y_true = np.random.default_rng(30).normal(size=(B, D)), np.eye(D)[[0, 2]]
+    fmax = diffopt.perturbed_max(first_max_mask, num_samples=6, sigma=0.5, chunk_size=4)
+    loss = diffopt.FenchelYoungLoss(first_max_mask, num_samples=6, sigma=0.5, chunk_size=4)
+    with b.float64():
+        t, yb = b.asarray(theta, "float64"), b.asarray(y_true, "float64")
+        for f in (lambda u, s: ar.do("sum", fmax(u, rng=s)), lambda u, s: loss(u, yb, rng=s)):
+            values = [float(b.to_numpy(f(t, s))) for s in (3, 3, 4)]
+            hessians = [hessian(b, lambda u: f(u, s), t) for s in (3, 3)]
+            assert values[0] == values[1] != values[2]
+            np.testing.assert_array_equal(hessians[0], hessians[1])
+            assert np.abs(hessians[0]).max() > 0
+
+
+def test_fenchel_young_float32_rank_three_value_gradient_and_sigma(grad_backend):
+    """float32 ``[B, 2, 2]`` θ and label, a float64 learnable σ: the value and θ-gradient keep float32,
+    the σ-gradient σ's float64, all equal to the float64 formula to float32 precision."""
+    b = grad_backend
+    rng = np.random.default_rng(31)
+    theta, w = rng.normal(size=(B, 2, 2)), rng.normal(size=B)
+    y_true = np.eye(4)[[2, 0]].reshape(B, 2, 2)
+    z = rng.normal(size=(N, B, 4))
+    noise = FixedNoise(z, b, "normal")
+    s32 = float(np.float32(SIGMA))
+    th = theta.astype(np.float32).astype(np.float64)
+    x = th.reshape(1, B, 4) + s32 * z
+    f = np.eye(4)[x.argmax(-1)]
+    value = (x * f).sum(-1).mean(0) - (th.reshape(B, 4) * y_true.reshape(B, 4)).sum(-1)
+    grad = w[:, None] * (f.mean(0) - y_true.reshape(B, 4))
+    d_sigma = float(w @ (z * f).sum(-1).mean(0))
+    flat_argmax = lambda u: ar.do("reshape", first_max_mask(ar.do("reshape", u, (int(u.shape[0]), 4))),  # noqa: E731
+                                  tuple(u.shape))
+    t, wb, yb = (b.asarray(a, "float32") for a in (theta, w, y_true))
+    s = b.asarray(np.array(s32), "float64")
+
+    def weighted(u, v):
+        loss = diffopt.FenchelYoungLoss(flat_argmax, num_samples=N, sigma=v, noise=noise, reduction="none")
+        return ar.do("sum", loss(u, yb, rng=0) * wb)
+
+    out = diffopt.FenchelYoungLoss(flat_argmax, num_samples=N, sigma=s, noise=noise, reduction="none")(t, yb, rng=0)
+    g_theta, g_sigma = b.grad(lambda u: weighted(u, s), t), b.grad(lambda v: weighted(t, v), s)
+    for got, want, shape, dtype in ((out, value, (B,), "float32"), (g_theta, grad.reshape(B, 2, 2), (B, 2, 2), "float32"),
+                                    (g_sigma, d_sigma, (), "float64")):
+        assert ar.get_dtype_name(got) == dtype and tuple(got.shape) == shape
+        np.testing.assert_allclose(b.to_numpy(got), want, rtol=2e-6, atol=2e-6)
