@@ -438,3 +438,28 @@ def test_fenchel_young_float32_rank_three_value_gradient_and_sigma(grad_backend)
                                     (g_sigma, d_sigma, (), "float64")):
         assert ar.get_dtype_name(got) == dtype and tuple(got.shape) == shape
         np.testing.assert_allclose(b.to_numpy(got), want, rtol=2e-6, atol=2e-6)
+
+
+def test_perturbed_hessian_float32_rank_three(grad_backend):
+    """float32 ``[B, 1, D]`` θ in each residual mode: value, gradient and Hessian keep float32 and θ's
+    shape, and equal the float64 formula to float32 precision."""
+    b = grad_backend
+    rng = np.random.default_rng(32)
+    theta = rng.uniform(0.5, 2.0, size=(B, D)).astype(np.float32).astype(np.float64)
+    g = rng.normal(size=(B, D + 1)).astype(np.float32).astype(np.float64)
+    noise = FixedNoise(rng.normal(size=(CHUNK, B, D)), b, "normal")
+    want = ref_perturbed_hessian(theta, noise.draws(N), "normal", g, "mean", False)
+    t, gb = b.asarray(theta.reshape(B, 1, D), "float32"), b.asarray(g.reshape(B, 1, D + 1), "float32")
+    for run in RUNS:
+        fn = diffopt.perturbed(solver, num_samples=N, sigma=SIGMA, noise=noise, control_variate="mean", **run)
+
+        def loss(u):
+            y = fn(u, rng=0)
+            return ar.do("sum", y * gb) + 0.5 * QUAD * ar.do("sum", y * y)
+
+        y, grad = fn(t, rng=0), b.grad(loss, t)
+        assert ar.get_dtype_name(y) == "float32" and tuple(y.shape) == (B, 1, D + 1), run
+        assert ar.get_dtype_name(grad) == "float32" and tuple(grad.shape) == (B, 1, D), run
+        got = hessian(b, loss, t)
+        assert got.dtype == np.float32, run
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4, err_msg=str(run))
