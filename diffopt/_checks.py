@@ -7,7 +7,7 @@ import autoray as ar
 
 __all__ = [
     "check_positive", "check_nonnegative", "check_real", "check_int", "check_floating", "check_min_rank",
-    "check_choice", "check_choice_or_none",
+    "check_choice", "check_choice_or_none", "check_scale",
 ]
 
 
@@ -33,6 +33,25 @@ def check_positive(name, value):
         raise TypeError(f"{name} must be a positive number, got {value!r}")
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a finite number > 0, got {name}={value!r}")
+    return value
+
+
+def check_scale(name, value):
+    """A number > 0 (returned as a float), or a floating scalar array > 0 (learnable: gets a gradient).
+
+    An array's value is checked only where it is at hand (not traced by
+    ``jax.jit`` or ``tf.function``).
+    """
+    if not hasattr(value, "shape"):
+        return float(check_positive(name, value))
+    from diffopt.backends import get_backend  # the checks are imported by the backends' users
+
+    check_floating(name, value)
+    if tuple(value.shape) != ():
+        raise ValueError(f"{name} must be a number or a scalar array (shape ()), got shape {tuple(value.shape)}")
+    shim = get_backend(value, argnames=(name,))
+    if not shim.is_symbolic(value):
+        check_positive(name, float(shim.to_numpy(value)))
     return value
 
 

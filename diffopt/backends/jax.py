@@ -6,12 +6,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffopt.backends import _common
+from diffopt.backends import _common, _jax_sorting
 from diffopt.backends._common import SECOND_ORDER_MESSAGE, SecondOrder, check_int_seed, numpy_seed
 from diffopt.backends._rng import Rng
 
 NAME = "jax"
-OPS = {}
+OPS = {
+    # kernels the core looks up by name (diffopt._ops.kernel)
+    "sorting_transport": _jax_sorting.transport,
+    # compile a function built once per configuration and reused (sorting's transports)
+    "jit": jax.jit,
+}
 
 
 @jax.custom_jvp

@@ -19,7 +19,7 @@ import autoray as ar
 
 from diffopt import _arrays
 from diffopt._arrays import shape_of
-from diffopt._checks import check_choice, check_floating, check_int, check_min_rank, check_positive
+from diffopt._checks import check_choice, check_floating, check_int, check_min_rank, check_scale
 from diffopt._dtypes import compute_dtype
 from diffopt._ops import do, fori_loop
 from diffopt.backends import backend_name, get_backend
@@ -76,15 +76,7 @@ class Settings:
 
 def _check_sigma(sigma):
     """A number > 0 (kept as a float), or a floating scalar array > 0 (learnable: gets a gradient)."""
-    if not hasattr(sigma, "shape"):
-        return float(check_positive("sigma", sigma))
-    check_floating("sigma", sigma)
-    if tuple(sigma.shape) != ():
-        raise ValueError(f"sigma must be a number or a scalar array (shape ()), got shape {tuple(sigma.shape)}")
-    shim = get_backend(sigma, argnames=("sigma",))
-    if not shim.is_symbolic(sigma):
-        check_positive("sigma", float(shim.to_numpy(sigma)))
-    return sigma
+    return check_scale("sigma", sigma)
 
 
 def sigma_scalar(settings, like):

@@ -12,19 +12,20 @@ framework's own autodiff.
 
 from __future__ import annotations
 
+import functools
 import numbers
 
 import autoray as ar
 import numpy as np
 
 from diffopt._typing import Array
-from diffopt._checks import check_floating, check_positive
+from diffopt._checks import check_floating, check_scale
 from diffopt._dtypes import compute_dtype
 from diffopt._ops import do, nan_rows
-from diffopt.backends import get_backend
+from diffopt.backends import get_backend, ops
 from diffopt.sorting._relax import check_relaxation
 from diffopt._arrays import reshape_target
-from diffopt.sorting._soft import fused_sorter, mixing, next_pow2, sorter, transport
+from diffopt.sorting._soft import fused_sorter, next_pow2, sorter, transport
 
 __all__ = ["soft_sort", "soft_rank", "soft_argsort", "soft_permutation", "soft_topk"]
 
@@ -33,18 +34,23 @@ __all__ = ["soft_sort", "soft_rank", "soft_argsort", "soft_permutation", "soft_t
 
 
 def _prepare(x, axis, temperature, relaxation):
-    """Validate arguments (before any work) and return ``x`` as an array and its axis."""
+    """Validate arguments (before any work) and return ``x`` as an array, its axis and the shim.
+
+    ``temperature`` is a number > 0 or a scalar array > 0 of ``x``'s framework
+    (learnable: it gets a gradient).
+    """
     if not hasattr(x, "shape"):
         x = np.asarray(x, dtype=float)
     check_floating("x", x)
     check_relaxation(relaxation)
-    check_positive("temperature", temperature)
+    check_scale("temperature", temperature)
+    shim = get_backend(x, temperature, argnames=("x", "temperature"))
     ndim = len(x.shape)
     if ndim == 0:
         raise ValueError("x must have at least one dimension to sort along, got a 0-d array")
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -ndim <= axis < ndim:
         raise ValueError(f"axis must be an integer in [-{ndim}, {ndim}) for x of shape {tuple(x.shape)}, got axis={axis!r}")
-    return x, int(axis) % ndim
+    return x, int(axis) % ndim, shim
 
 
 def _is_empty(x):
@@ -98,7 +104,13 @@ def _to_rows(x, axis):
 
 
 def _scalar_like(value, rows):
-    """``value`` as a 0-d array of ``rows``' framework, dtype and device (no host copy)."""
+    """``value`` (a number or a scalar array) as a 0-d array of ``rows``' framework, dtype and device.
+
+    A number makes no host copy; an array is cast to ``rows``' dtype (its gradient flows).
+    """
+    if hasattr(value, "shape"):
+        dtype = ar.get_dtype_name(rows)
+        return value if ar.get_dtype_name(value) == dtype else ar.astype(value, dtype)
     return do("sum", do("zeros_like", rows[:, :1])) + float(value)  # no slice of the batch axis (sharded)
 
 
@@ -118,9 +130,11 @@ def soft_sort(
         Floating array of any framework (a list is read as float64 NumPy).
     axis : int
         Axis to sort along; all other axes are batch axes, sorted in one pass.
-    temperature : float
+    temperature : float or scalar array
         Sharpness of the relaxation, in the units of ``x``: pairs much further apart
-        than ``temperature`` are swapped (almost) exactly.
+        than ``temperature`` are swapped (almost) exactly. A scalar array of ``x``'s
+        framework is learnable: the result is differentiable in it (every framework;
+        traced under ``jax.jit`` without a recompile per value).
     descending : bool
         Sort largest first.
     relaxation : str or None
@@ -140,12 +154,15 @@ def soft_sort(
     TypeError
         If ``x`` is not floating.
     ValueError
-        For a bad ``axis``, ``temperature <= 0`` or an unknown ``relaxation``.
+        For a bad ``axis``, ``temperature <= 0`` (or an array temperature that is not
+        a scalar) or an unknown ``relaxation``.
 
     Notes
     -----
     ``O(n log^2 n)`` work per row, no ``n x n`` matrix; the gradient is hand-written
-    and keeps one weight per comparator instead of autodiff's tape.
+    and keeps one weight per comparator instead of autodiff's tape. The temperature's
+    gradient is ``sum((g_hi - g_lo) dspread/dT)`` over the comparators (see
+    :func:`diffopt.sorting._soft.pull_temperature`).
 
     Examples
     --------
@@ -157,24 +174,60 @@ def soft_sort(
     >>> bool(np.isclose(soft_sort(x, temperature=1.0).sum(), x.sum()))   # sums are kept exactly
     True
     """
-    x, axis = _prepare(x, axis, temperature, relaxation)
+    x, axis, shim = _prepare(x, axis, temperature, relaxation)
     if _is_empty(x):
         return x
+    body = _compiled(_soft_sort_rows, shim.NAME, shim, axis, descending, relaxation, hasattr(temperature, "shape"))
+    return body(x, temperature)
+
+
+def _soft_sort_rows(shim, axis, descending, relaxation, learnable, x, temperature):
+    """:func:`soft_sort` of checked arguments (run compiled on JAX, see :func:`_compiled`)."""
     xc = _upcast(x)
     rows, undo = _to_rows(-xc if descending else xc, axis)
-    shim = get_backend(x)
-    f = fused_sorter(shim, rows, temperature, relaxation) or sorter(shim, rows.shape[1], relaxation)
+    fused = None if learnable else fused_sorter(shim, rows, temperature, relaxation)  # no temperature gradient
+    f = fused or sorter(shim, rows.shape[1], relaxation, learnable)
     out = undo(f(rows, _scalar_like(temperature, rows)))
     return _downcast(-out if descending else out, x)
+
+
+@functools.lru_cache(maxsize=512)
+def _compiled(body, backend, *static):
+    """``body(*static, x, temperature)`` as a function of ``(x, temperature)``, compiled where the
+    shim says so (JAX: ``jax.jit``, once per configuration and shape; a Python-number
+    temperature becomes a traced input, so a new value compiles nothing, and no eager
+    op runs outside the compiled function)."""
+    fn = functools.partial(body, *static)
+    compile_ = ops(backend).get("jit")
+    return fn if compile_ is None else compile_(fn)
 
 
 # ------------------------------------------------------------- transports
 
 
-def _weights(x, axis, temperature, relaxation, descending):
-    """Rows of ``x`` and the mixing weights of their network (:func:`~diffopt.sorting._soft.mixing`)."""
-    rows, undo = _to_rows(-x if descending else x, axis)
-    return rows, mixing(rows, relaxation, float(temperature)), undo
+def _transport_rows(kind, axis, descending, relaxation, k, x, temperature):
+    """Ranks, top-``k`` mask or permutation (``kind``) of checked arguments (compiled on JAX).
+
+    Differentiated by the framework's own autodiff (the temperature too).
+    """
+    xc = _upcast(x)
+    rows, undo = _to_rows(-xc if descending else xc, axis)
+    n = rows.shape[1]
+    big_n = next_pow2(n)
+    if kind == "rank":
+        columns, transpose = np.arange(big_n, dtype=float)[:, None], True
+    elif kind == "topk":
+        columns, transpose = (np.arange(big_n) < k).astype(float)[:, None], True
+    else:
+        columns, transpose = np.eye(big_n, n), False
+    out = transport(rows, columns, relaxation, _scalar_like(temperature, rows), transpose)
+    out = nan_rows(rows, out if kind == "perm" else out[:, :, 0])
+    return _downcast(undo(out, matrix=kind == "perm"), x)
+
+
+def _transport(kind, x, axis, temperature, relaxation, descending, shim, k=None):
+    """Run :func:`_transport_rows` (compiled once per configuration on JAX)."""
+    return _compiled(_transport_rows, shim.NAME, kind, axis, descending, relaxation, k)(x, temperature)
 
 
 def soft_rank(
@@ -193,7 +246,8 @@ def soft_rank(
     Parameters
     ----------
     x, axis, temperature, descending, relaxation
-        As in :func:`soft_sort`. With ``descending=True`` the largest has rank 0.
+        As in :func:`soft_sort` (an array ``temperature`` gets a gradient). With
+        ``descending=True`` the largest has rank 0.
 
     Returns
     -------
@@ -208,13 +262,10 @@ def soft_rank(
     >>> np.round(soft_rank(np.array([0.3, -1.0, 2.0, 0.5]), temperature=0.001), 6)
     array([1., 0., 3., 2.])
     """
-    x, axis = _prepare(x, axis, temperature, relaxation)
+    x, axis, shim = _prepare(x, axis, temperature, relaxation)
     if _is_empty(x):
         return x * 0.0
-    rows, weights, undo = _weights(_upcast(x), axis, temperature, relaxation, descending)
-    big_n = next_pow2(rows.shape[1])
-    ranks = transport(rows, np.arange(big_n)[:, None], weights, transpose=True)[:, :, 0]
-    return _downcast(undo(nan_rows(rows, ranks)), x)
+    return _transport("rank", x, axis, temperature, relaxation, descending, shim)
 
 
 def soft_topk(
@@ -235,7 +286,7 @@ def soft_topk(
     k : int
         Number of elements to select, ``1 <= k <= n``.
     axis, temperature, relaxation
-        As in :func:`soft_sort`.
+        As in :func:`soft_sort` (an array ``temperature`` gets a gradient).
     largest : bool
         Select the ``k`` largest (default) or the ``k`` smallest.
 
@@ -258,14 +309,12 @@ def soft_topk(
     >>> np.round(soft_topk(np.array([0.3, -1.0, 2.0, 0.5]), k=2, temperature=0.001), 6)
     array([0., 0., 1., 1.])
     """
-    x, axis = _prepare(x, axis, temperature, relaxation)
+    x, axis, shim = _prepare(x, axis, temperature, relaxation)
     n = x.shape[axis]
     k = _check_k(k, n)
     if _is_empty(x):
         return x * 0.0
-    rows, weights, undo = _weights(_upcast(x), axis, temperature, relaxation, largest)
-    selected = (np.arange(next_pow2(n)) < k).astype(float)[:, None]
-    return _downcast(undo(nan_rows(rows, transport(rows, selected, weights, transpose=True)[:, :, 0])), x)
+    return _transport("topk", x, axis, temperature, relaxation, largest, shim, k=k)
 
 
 def soft_permutation(
@@ -281,7 +330,7 @@ def soft_permutation(
     Parameters
     ----------
     x, axis, temperature, descending, relaxation
-        As in :func:`soft_sort`.
+        As in :func:`soft_sort` (an array ``temperature`` gets a gradient).
 
     Returns
     -------
@@ -300,14 +349,11 @@ def soft_permutation(
     >>> np.round(p @ x, 6)                                   # P applied to x sorts it
     array([0., 1., 2.])
     """
-    x, axis = _prepare(x, axis, temperature, relaxation)
+    x, axis, shim = _prepare(x, axis, temperature, relaxation)
     if _is_empty(x):
         rows, undo = _to_rows(x, axis)
         return undo(rows[:, :, None] * rows[:, None, :] * 0.0, matrix=True)
-    rows, weights, undo = _weights(_upcast(x), axis, temperature, relaxation, descending)
-    n = rows.shape[1]
-    perm = transport(rows, np.eye(next_pow2(n), n), weights, transpose=False)
-    return _downcast(undo(nan_rows(rows, perm), matrix=True), x)
+    return _transport("perm", x, axis, temperature, relaxation, descending, shim)
 
 
 soft_argsort = soft_permutation

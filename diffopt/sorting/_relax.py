@@ -38,7 +38,7 @@ import math
 
 from diffopt._ops import do, sigmoid
 
-__all__ = ["RELAXATIONS", "check_relaxation", "relax_terms"]
+__all__ = ["RELAXATIONS", "check_relaxation", "relax_terms", "logsumexp_slope", "spread_derivative"]
 
 
 def _logsumexp(v):
@@ -105,16 +105,19 @@ def relax_terms(a, b, lo, hi, relaxation, temperature, want=None):
         A key of :data:`RELAXATIONS` (not ``None``).
     temperature : float
         ``T`` > 0, in the units of the data.
-    want : {None, 'slope', 'leak'}
+    want : {None, 'slope', 'leak', 'slope_dt'}
         Which weight to return, oriented to ``a``: ``'slope'`` is ``d lo / d a``,
-        ``'leak'`` the weight of ``a`` in ``lo`` under the mixing reading.
+        ``'leak'`` the weight of ``a`` in ``lo`` under the mixing reading;
+        ``'slope_dt'`` the pair ``(slope, d spread / d T)``, the second the
+        temperature derivative of the spread at fixed inputs, ``v slope(v) - shift(v)``
+        (for the gradient with respect to a learnable temperature).
 
     Returns
     -------
     spread : array
         ``-T * shift(v)`` in data units: the relaxed pair is
         ``(lo - spread, hi + spread)`` (``T * log1p(exp(-v))`` for ``'logsumexp'``).
-    w : array or None
+    w : array, tuple of array or None
         The requested weight (``None`` when ``want`` is None).
 
     Notes
@@ -130,25 +133,46 @@ def relax_terms(a, b, lo, hi, relaxation, temperature, want=None):
     gap = lo - hi  # <= 0
     # NaN gap (two equal infinities, or a NaN input): infinite, i.e. exact.
     gap = do("where", gap == gap, gap, float("-inf"))
+    # Infinite gaps become 0 before touching the temperature, so that no inf * 0
+    # reaches a gradient with respect to an array temperature.
+    exact = gap == float("-inf")
+    gap = do("where", exact, do("zeros_like", gap), gap)
     if relaxation == "logsumexp":
         # e = exp(-v) in [0, 1]: nothing overflows, an infinite gap gives 0.
         e = do("exp", gap if _is_one(temperature) else gap * (1.0 / temperature))
+        e = do("where", exact, do("zeros_like", e), e)
         spread = do("log1p", e)  # shift = -log1p(e)
         if not _is_one(temperature):
             spread = spread * temperature
         # slope = leak = e / (1 + e) for the larger input
         w = do("where", a > b, e, 1.0) / (1.0 + e) if want else None
-        return spread, w
+        return spread, ((w, spread_derivative(w)) if want == "slope_dt" else w)
     v = gap * (-1.0 / temperature)
-    finite = v < float("inf")  # False for infinite gaps (and overflow of gap / T)
+    finite = (v < float("inf")) & ~exact  # False for infinite gaps (and overflow of gap / T)
     zero = do("zeros_like", v)
     shift, slope, leak = (
         do("where", finite, t, zero) for t in RELAXATIONS[relaxation](do("where", finite, v, zero))
     )
-    w = {"slope": slope, "leak": leak, None: None}[want]
+    w = {"slope": slope, "slope_dt": slope, "leak": leak, None: None}[want]
     if w is not None:
         w = do("where", a > b, w, 1.0 - w)
+    if want == "slope_dt":  # d(-T shift(d / T)) / dT = v slope(v) - shift(v); exact pairs: 0
+        w = (w, do("where", finite, do("where", finite, v, zero) * slope - shift, zero))
     return shift * (-temperature), w
+
+
+def spread_derivative(w):
+    """``d spread / d T`` of a ``'logsumexp'`` comparator, from its oriented weight ``w``.
+
+    With ``s = min(w, 1 - w) = e / (1 + e)`` (``e = exp(-v)``), the derivative of
+    ``spread = T log(1 + e)`` at fixed inputs is ``log(1 + e) + v s``, the binary
+    entropy ``-s log s - (1 - s) log(1 - s)`` (in nats): no residual beyond the
+    slopes is needed. Exact pairs (``s = 0``) give 0, with a finite derivative.
+    """
+    s = do("minimum", w, 1.0 - w)
+    live = s > 0
+    safe = do("where", live, s, 0.5 + 0.0 * s)
+    return do("where", live, -safe * do("log", safe) - (1.0 - safe) * do("log1p", -safe), 0.0 * s)
 
 
 def logsumexp_slope(a, b, temperature):

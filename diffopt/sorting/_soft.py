@@ -26,7 +26,7 @@ The entry points on ``(B, n)`` rows of any length (what
 :mod:`diffopt.sorting._modern` calls; padding and layout stay here, next to
 the network): :func:`sorter` (``soft_sort``'s differentiable function; :func:`fused_sorter` where
 a shim has a fused kernel),
-:func:`mixing` (the weights of the transports) and :func:`transport`.
+:func:`transport` (ranks, top-k masks, permutations).
 Rows are padded with ``+inf`` to the next power of two (``+inf`` is compared
 exactly, so padding never leaks into the data) and cut back.
 """
@@ -39,10 +39,10 @@ import numpy as np
 from diffopt._arrays import reshape_target
 from diffopt._ops import do, kernel, where_fill
 from diffopt.sorting._network import schedule
-from diffopt.sorting._relax import logsumexp_slope, relax_terms
+from diffopt.sorting._relax import logsumexp_slope, relax_terms, spread_derivative
 
-__all__ = ["network", "lse_network", "push", "pull", "bit_reverse", "bit_reversal", "finite_range", "to_sentinels",
-           "next_pow2", "pad", "sorter", "fused_sorter", "mixing", "transport"]
+__all__ = ["network", "lse_network", "push", "pull", "pull_temperature", "network_transport", "bit_reverse",
+           "bit_reversal", "finite_range", "to_sentinels", "next_pow2", "pad", "sorter", "fused_sorter", "transport"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -119,8 +119,8 @@ def network(x, relaxation, temperature, want=None, reverse=False):
         See :mod:`diffopt.sorting._relax`.
     temperature : float
         In data units.
-    want : {None, 'slope', 'leak'}
-        Which per-layer weights to return.
+    want : {None, 'slope', 'leak', 'slope_dt'}
+        Which per-layer weights to return (see :func:`~diffopt.sorting._relax.relax_terms`).
     reverse : bool
         ``x`` (and the result) are in the bit-reversed layout (:func:`bit_reverse`).
 
@@ -252,6 +252,59 @@ def _pull(t, weights, big_n, reverse):
     return t
 
 
+def pull_temperature(t, weights, dts, big_n, reverse=False):
+    """:func:`pull` of the cotangent ``t`` and the cotangent of the temperature.
+
+    Each comparator's output is ``(lo - spread, hi + spread)``, so a layer adds
+    ``sum(sign * (g_hi - g_lo) * dspread/dT)`` to the temperature's cotangent,
+    ``g_lo, g_hi`` the cotangents of the layer's outputs and ``sign`` the stage's
+    flip of the pair (the network runs descending blocks negated). ``dts`` are
+    the per-layer ``dspread/dT`` (``'slope_dt'``), or ``None`` for
+    ``'logsumexp'``, whose derivative follows from the slopes
+    (:func:`~diffopt.sorting._relax.spread_derivative`).
+
+    Returns
+    -------
+    t : array
+        ``M.T @ t``, as :func:`pull`.
+    g_temperature : array, shape ``()``
+    """
+    layers = list(zip(schedule(int(big_n), reverse), weights, dts if dts is not None else [None] * len(weights)))
+    total = None
+    for (stage, m), w, dt in reversed(layers):
+        g_lo, g_hi = _split(t, m)
+        part = (g_hi - g_lo) * _expand(spread_derivative(w) if dt is None else dt, g_lo)
+        signs = _flip_signs(int(big_n), (stage,), reverse)
+        if signs is not None:
+            half = signs.reshape(big_n // (2 * m), 2, m)[:, 0]
+            part = part * ar.astype(do("asarray", half.reshape((1,) + half.shape + (1,) * (len(part.shape) - 3)),
+                                        like=part), ar.get_dtype_name(part))
+        total = do("sum", part) if total is None else total + do("sum", part)
+        delta = _expand(w, g_lo) * (g_lo - g_hi)
+        t = _join(g_hi + delta, g_lo - delta, t)
+    return t, total
+
+
+def network_transport(x, t, relaxation, temperature, transpose):
+    """``M.T @ t`` (``transpose``) or ``M @ t``, ``M`` the mixing matrix of the network on ``x``.
+
+    ``x`` is ``(B, N)`` in the natural layout (padded), ``t`` ``(B, N, C)``;
+    ``temperature`` a number or a 0-d array (differentiated by the framework's
+    autodiff). A shim may provide ``sorting_transport(x, t, cswap, layers,
+    transpose)`` in its op table (JAX: one compiled layer body in a loop, see
+    :func:`diffopt.backends._jax_sorting.transport`), given the relaxed
+    compare-and-swap ``cswap(a, b) -> (lo, hi, leak)`` of this module.
+    """
+    cswap = functools.partial(_cswap, relaxation=relaxation, temperature=temperature, want="leak")
+    big_n = int(x.shape[1])
+    fast = kernel("sorting_transport", x)
+    if fast is not None:
+        return fast(x, t, cswap, schedule(big_n), transpose)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # inf - inf, 1 / 0 (NumPy only)
+        _, weights = _layers(x, cswap, False)
+    return pull(t, weights, big_n) if transpose else push(t, weights, big_n)
+
+
 # ------------------------------------------------------- rows of any length (padding, layout)
 
 
@@ -303,25 +356,40 @@ def _from_network(x, n):
 
 
 @functools.lru_cache(maxsize=256)
-def sorter(shim, n, relaxation):
+def sorter(shim, n, relaxation, learnable=False):
     """A natively differentiable relaxed sort ``f(rows (B, n), temperature ()) -> (B, n)`` for ``shim``.
 
     The temperature is an input array, not a constant of the function: JAX compiles
-    ``f`` once per shape and relaxation, not once per temperature value. It gets no
-    gradient.
+    ``f`` once per shape and relaxation, not once per temperature value. It gets a
+    gradient when ``learnable`` (the caller passed an array), else none.
     """
     big_n = next_pow2(n)
+    # 'logsumexp' derives d spread / dT from its slopes; the others keep it per comparator
+    want = "slope_dt" if learnable and relaxation not in (None, "logsumexp") else "slope"
 
     # One gather into the network's layout and one out per pass (_to_network).
     def fwd(rows, temperature):
         if relaxation == "logsumexp":  # keep +inf apart from the padding, finite values finite
             rows = to_sentinels(rows)
-        out, weights = network(_to_network(pad(rows, big_n)), relaxation, temperature, want="slope", reverse=True)
-        return _from_network(out, n), tuple(weights)
+        out, weights = network(_to_network(pad(rows, big_n)), relaxation, temperature, want=want, reverse=True)
+        if want == "slope_dt":
+            weights = [w for w, _ in weights] + [dt for _, dt in weights]
+        return _from_network(out, n), (temperature,) + tuple(weights)
 
-    def bwd(weights, g):
+    def bwd(res, g):
+        temperature, weights = res[0], res[1:]
         t = _to_network(_zero_pad(g, big_n))
-        return (_from_network(pull(t, weights, big_n, reverse=True), n), None)
+        if not learnable:
+            return (_from_network(pull(t, weights, big_n, reverse=True), n), None)
+        if relaxation is None:  # the exact sort does not depend on the temperature
+            return (_from_network(pull(t, weights, big_n, reverse=True), n), do("zeros_like", temperature))
+        dts = None
+        if want == "slope_dt":
+            weights, dts = weights[: len(weights) // 2], weights[len(weights) // 2:]
+        t, g_temperature = pull_temperature(t, weights, dts, big_n, reverse=True)
+        if g_temperature is None:  # n = 1: no comparator
+            g_temperature = do("zeros_like", temperature)
+        return (_from_network(t, n), do("reshape", g_temperature, ()))
 
     # fwd and bwd are smooth JAX code: JAX's own autodiff of them gives correct second derivatives
     return shim.custom_vjp(fwd, bwd, jit=True, second_order=True)
@@ -345,20 +413,16 @@ def _fused_vjp(shim, fwd, bwd):
     return shim.custom_vjp(fwd, bwd)
 
 
-def mixing(rows, relaxation, temperature):
-    """The mixing weights of the network on ``(B, n)`` rows, padded (for :func:`transport`)."""
-    _, weights = network(pad(rows, next_pow2(rows.shape[1])), relaxation, temperature, want="leak")
-    return weights
-
-
-def transport(rows, columns, weights, transpose):
+def transport(rows, columns, relaxation, temperature, transpose):
     """The NumPy ``columns`` ``(N, c)`` carried through the network of ``rows`` ``(B, n)``.
 
     The same columns for every row, in ``rows``' framework, dtype and device:
     ``M.T @ columns`` (:func:`pull`) if ``transpose`` else ``M @ columns``
-    (:func:`push`), ``M`` the mixing matrix of ``weights`` (:func:`mixing`);
-    the first ``n`` positions, ``(B, n, c)``.
+    (:func:`push`), ``M`` the mixing matrix of the network on the padded rows
+    (:func:`network_transport`; ``temperature`` a number or a 0-d array, which
+    gets the framework's gradient); the first ``n`` positions, ``(B, n, c)``.
     """
     big_n, n = next_pow2(rows.shape[1]), rows.shape[1]
-    state = do("zeros_like", pad(rows, big_n))[:, :, None] + do("from_numpy", np.asarray(columns), like=rows)
-    return (pull if transpose else push)(state, weights, big_n)[:, :n, :]
+    padded = pad(rows, big_n)
+    state = do("zeros_like", padded)[:, :, None] + do("from_numpy", np.asarray(columns), like=rows)
+    return network_transport(padded, state, relaxation, temperature, transpose)[:, :n, :]
