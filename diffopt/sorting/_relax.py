@@ -136,11 +136,11 @@ def relax_terms(a, b, lo, hi, relaxation, temperature, want=None):
     # Infinite gaps become 0 before touching the temperature, so that no inf * 0
     # reaches a gradient with respect to an array temperature.
     exact = gap == float("-inf")
-    gap = do("where", exact, do("zeros_like", gap), gap)
+    gap = do("where", ~exact, gap, do("zeros_like", gap))  # the data operand first: do() dispatches on it
     if relaxation == "logsumexp":
         # e = exp(-v) in [0, 1]: nothing overflows, an infinite gap gives 0.
         e = do("exp", gap if _is_one(temperature) else gap * (1.0 / temperature))
-        e = do("where", exact, do("zeros_like", e), e)
+        e = do("where", ~exact, e, do("zeros_like", e))
         spread = do("log1p", e)  # shift = -log1p(e)
         if not _is_one(temperature):
             spread = spread * temperature
