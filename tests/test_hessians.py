@@ -425,19 +425,20 @@ def test_fenchel_young_float32_rank_three_value_gradient_and_sigma(grad_backend)
     d_sigma = float(w @ (z * f).sum(-1).mean(0))
     flat_argmax = lambda u: ar.do("reshape", first_max_mask(ar.do("reshape", u, (int(u.shape[0]), 4))),  # noqa: E731
                                   tuple(u.shape))
-    t, wb, yb = (b.asarray(a, "float32") for a in (theta, w, y_true))
-    s = b.asarray(np.array(s32), "float64")
+    with b.float64():  # a float64 σ needs JAX's x64 scope
+        t, wb, yb = (b.asarray(a, "float32") for a in (theta, w, y_true))
+        s = b.asarray(np.array(s32), "float64")
 
-    def weighted(u, v):
-        loss = diffopt.FenchelYoungLoss(flat_argmax, num_samples=N, sigma=v, noise=noise, reduction="none")
-        return ar.do("sum", loss(u, yb, rng=0) * wb)
+        def weighted(u, v):
+            loss = diffopt.FenchelYoungLoss(flat_argmax, num_samples=N, sigma=v, noise=noise, reduction="none")
+            return ar.do("sum", loss(u, yb, rng=0) * wb)
 
-    out = diffopt.FenchelYoungLoss(flat_argmax, num_samples=N, sigma=s, noise=noise, reduction="none")(t, yb, rng=0)
-    g_theta, g_sigma = b.grad(lambda u: weighted(u, s), t), b.grad(lambda v: weighted(t, v), s)
-    for got, want, shape, dtype in ((out, value, (B,), "float32"), (g_theta, grad.reshape(B, 2, 2), (B, 2, 2), "float32"),
-                                    (g_sigma, d_sigma, (), "float64")):
-        assert ar.get_dtype_name(got) == dtype and tuple(got.shape) == shape
-        np.testing.assert_allclose(b.to_numpy(got), want, rtol=2e-6, atol=2e-6)
+        out = diffopt.FenchelYoungLoss(flat_argmax, num_samples=N, sigma=s, noise=noise, reduction="none")(t, yb, rng=0)
+        g_theta, g_sigma = b.grad(lambda u: weighted(u, s), t), b.grad(lambda v: weighted(t, v), s)
+        for got, want, shape, dtype in ((out, value, (B,), "float32"), (g_theta, grad.reshape(B, 2, 2), (B, 2, 2), "float32"),
+                                        (g_sigma, d_sigma, (), "float64")):
+            assert ar.get_dtype_name(got) == dtype and tuple(got.shape) == shape
+            np.testing.assert_allclose(b.to_numpy(got), want, rtol=2e-6, atol=2e-6)
 
 
 def test_perturbed_hessian_float32_rank_three(grad_backend):
