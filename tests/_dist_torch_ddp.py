@@ -14,6 +14,7 @@ where neither applies, is also compared with the global batch directly.
 """
 
 import datetime
+import faulthandler
 import json
 import os
 import sys
@@ -29,6 +30,11 @@ from diffopt.imle import SumOfGammaNoiseDistribution, imle
 from diffopt.sorting import soft_rank
 
 WORLD, BATCH, DIM, STEPS, LR = 2, 8, 6, 3, 0.1
+HANG_DUMP_S = 150  # under the test's 180 s limit
+# gloo binds to loopback by name: without it gloo resolves the hostname, which on a
+# machine whose hostname is not in /etc/hosts is a DNS lookup that can block
+if os.path.exists("/sys/class/net/lo"):
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
 
 
 @diffopt.host_solver
@@ -91,6 +97,7 @@ def params(model):
 
 
 def worker(rank, store_file, out_dir):
+    faulthandler.dump_traceback_later(HANG_DUMP_S, exit=True)  # a hang prints its stacks
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=WORLD,
                             timeout=datetime.timedelta(seconds=30))
@@ -139,11 +146,12 @@ def reference():
 
 
 def main():
+    faulthandler.dump_traceback_later(HANG_DUMP_S + 10, exit=True)
     ref = reference()
     with tempfile.TemporaryDirectory() as out_dir:
-        # fork: the workers start with torch and diffopt already imported (CI has 2 cores)
+        # spawn, not fork: the parent has run torch (thread pools, locks) before this
         mp.start_processes(worker, args=(os.path.join(out_dir, "store"), out_dir), nprocs=WORLD,
-                           join=True, start_method="fork")
+                           join=True, start_method="spawn")
         ranks = [dict(np.load(os.path.join(out_dir, f"rank{r}.npz"))) for r in range(WORLD)]
     result = {
         key: {
@@ -153,7 +161,7 @@ def main():
         }
         for key in ref
     }
-    print("RESULT " + json.dumps(result))
+    print("RESULT " + json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
