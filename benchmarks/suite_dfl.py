@@ -343,7 +343,9 @@ def run_cell(cell, cfg, log=print):
             regret, times = train_pyepo(problem, method, seed, cfg)
         else:
             regret, times = train_diffopt(problem, method, fw, seed, cfg)
-        rec.update(status="ok", regret=regret, epoch_times_s=times)
+        w0, b0 = initial_weights(seed, problem.dim)  # the untrained model: the same for every contender
+        rec.update(status="ok", regret=regret, regret_untrained=problem.regret(problem.test[0] @ w0 + b0),
+                   epoch_times_s=times)
         log(f"  {name:<13} deg {deg} seed {seed} {method:<5} {impl:>7} {fw:<13} "
             f"regret {regret:7.4f}  epoch {statistics.median(times):7.2f} s")
     except Exception as exc:  # a failing contender is a row with its error
