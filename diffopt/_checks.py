@@ -39,8 +39,9 @@ def check_positive(name, value):
 def check_scale(name, value):
     """A number > 0 (returned as a float), or a floating scalar array > 0 (learnable: gets a gradient).
 
-    An array's value is checked only where it is at hand (not traced by
-    ``jax.jit`` or ``tf.function``).
+    An array's value is checked only where it is at hand: not traced by
+    ``jax.jit`` or ``tf.function``, and on the host (reading a GPU scalar at
+    every call would synchronise the device; there a value <= 0 is not caught).
     """
     if not hasattr(value, "shape"):
         return float(check_positive(name, value))
@@ -50,7 +51,8 @@ def check_scale(name, value):
     if tuple(value.shape) != ():
         raise ValueError(f"{name} must be a number or a scalar array (shape ()), got shape {tuple(value.shape)}")
     shim = get_backend(value, argnames=(name,))
-    if not shim.is_symbolic(value):
+    on_device = getattr(shim, "on_device", None)
+    if not shim.is_symbolic(value) and not (on_device and on_device(value)):
         check_positive(name, float(shim.to_numpy(value)))
     return value
 

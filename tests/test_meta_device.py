@@ -70,6 +70,10 @@ CASES = {
     "imle": lambda v: dimle.imle(_top2, noise_distribution=MetaGumbel(), nb_samples=2)(v),
     "aimle_state": lambda v: dimle.aimle(_top2, noise_distribution=MetaGumbel(), nb_samples=2, symmetric_perturbation=True)(
         v, target_state=dimle.AdaptiveTargetDistribution().init_state(v)),
+    # learnable smoothing on the device: the scale's value is not read on the host
+    "soft_rank_array_temperature": lambda v: soft_rank(v, temperature=torch.ones((), device="meta")),
+    "perturbed_array_sigma": lambda v: diffopt.perturbed(diffopt.argmax_one_hot, num_samples=8,
+                                                         sigma=torch.ones((), device="meta"), noise=MetaNormal())(v),
     "ste": lambda v: dimle.ste(_top2, noise_distribution=MetaGumbel(), nb_samples=2)(v),
 }
 

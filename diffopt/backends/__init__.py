@@ -53,6 +53,10 @@ to add a backend: one module plus :func:`register`):
     (``jax.vmap``, ``tf.vectorized_map``, a Python loop elsewhere).
 ``from_numpy(a, like)``
     The NumPy array ``a`` as an array of ``like``'s framework, on its device.
+``on_device(x)`` (optional)
+    Whether the concrete array ``x`` lies off the host (a GPU): the core then
+    does not read its value (argument checks that would synchronise are skipped).
+    Absent: the arrays are on the host.
 ``dynamic_size(x, axis)`` (optional)
     The run-time size of an axis whose size is unknown while tracing
     (TensorFlow: ``tf.shape(x)[axis]``, for a Keras batch); see

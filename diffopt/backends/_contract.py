@@ -71,10 +71,12 @@ REQUIRED = {
 }
 
 #: Names a shim may define; the core checks for them (JAX: optax-style noise objects;
-#: TensorFlow: ``dynamic_size(x, axis)``, the run-time size of an axis unknown while tracing).
+#: TensorFlow: ``dynamic_size(x, axis)``, the run-time size of an axis unknown while tracing;
+#: ``on_device(x)``: the array is off the host, so the core does not read its value).
 OPTIONAL = {
     "draw_with_key": ["kind", "key", "shape", "dtype"],
     "dynamic_size": ["x", "axis"],
+    "on_device": ["x"],
     "score_from_log_prob": ["log_prob", "z"],
     "score_derivative_from_log_prob": ["log_prob", "z"],
 }

@@ -28,6 +28,11 @@ def make_rng(rng, like):
     return CupyRng(numpy_seed(rng, NAME), like)
 
 
+def on_device(x):
+    """CuPy arrays live on a GPU: reading a value would synchronise."""
+    return True
+
+
 def to_numpy(x):
     """A host copy of ``x``."""
     return cupy.asnumpy(x)

@@ -259,6 +259,11 @@ def make_rng(rng, like):
     return JaxRng(key, like)
 
 
+def on_device(x):
+    """Whether the concrete array ``x`` lies on a device other than the host CPU."""
+    return any(d.platform != "cpu" for d in x.devices())
+
+
 def to_numpy(x):
     """A NumPy copy of a concrete ``x``."""
     return np.asarray(x)

@@ -133,6 +133,11 @@ def dynamic_size(x, axis):
     return tf.shape(x)[axis]
 
 
+def on_device(x):
+    """Whether the eager tensor ``x`` lies on a device other than the host CPU."""
+    return "CPU" not in (getattr(x, "device", "") or "CPU").upper()
+
+
 def to_numpy(x):
     """A NumPy copy of an eager tensor."""
     return x.numpy() if hasattr(x, "numpy") else np.asarray(x)

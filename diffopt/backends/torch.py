@@ -255,6 +255,11 @@ def is_symbolic(x):
     return bool(torch.compiler.is_compiling())
 
 
+def on_device(x):
+    """Whether ``x`` is off the host (CUDA, MPS, meta...): reading a value would synchronise."""
+    return x.device.type != "cpu"
+
+
 def to_numpy(x):
     """A NumPy copy of ``x`` (bfloat16 goes through float32)."""
     x = x.detach()
