@@ -83,10 +83,10 @@ def _seeded_samplers():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_seeded_draws_follow_the_framework_and_dtype_of_like(backend, dtype):
     """An int seed draws from ``make_rng(seed, like)``: ``like``'s framework and dtype, the same numbers."""
-    backend.require(dtype)
     shape = (3, 4)
     tol = 1e-10 if dtype == "float64" else 1e-5
     with backend.float64():
+        backend.require(dtype)
         like = backend.asarray(np.zeros(1), dtype)
         for name, sample, reference in _seeded_samplers():
             got = sample(shape, like, 5)
@@ -162,10 +162,10 @@ def test_half_precision_draws_are_made_in_float32_and_rounded_once(backend):
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 def test_adaptive_target_keeps_the_dtype_of_its_inputs(backend, dtype):
     """λ in θ's dtype (norms of half precision in float32), the non-zero ratio in the compute dtype."""
-    backend.require(dtype)
     theta, dy = np.array([[3.0, 4.0], [0.0, 12.0]]), np.array([[0.5, 0.0], [-1.0, 2.0]])
     target = dimle.AdaptiveTargetDistribution(initial_beta=1.5)
     with backend.float64():
+        backend.require(dtype)
         lam = target.step(backend.asarray(theta, dtype), backend.asarray(dy, dtype))
         assert ar.get_dtype_name(lam) == dtype
         want = 1.5 * np.linalg.norm(theta) / np.linalg.norm(dy)
