@@ -21,6 +21,7 @@ __all__ = [
     "kernel",
     "logsumexp", "softmax", "sigmoid", "softplus", "logaddexp", "first_max_mask",
     "fori_loop", "map_leading", "nan_rows", "where_fill",
+    "sum_samples", "inner_samples",
 ]
 
 
@@ -77,6 +78,28 @@ def kernel(name, like):
     core calls its generic code where this is ``None``.
     """
     return backends.ops(ar.infer_backend(like)).get(name)
+
+
+def sum_samples(x):
+    """``sum(x, axis=0)``: the sum over the leading (sample) axis of ``x``.
+
+    The shim's ``sum_samples`` kernel where it has one and it applies (eager
+    CPU torch: a vector-matrix product with ones), else the generic ``sum``.
+    """
+    fast = kernel("sum_samples", x)
+    out = None if fast is None else fast(x)
+    return do("sum", x, axis=0) if out is None else out
+
+
+def inner_samples(f, g):
+    """``einsum('nbo,bo->nb', f, g)``: each sample's inner product with ``g`` ``[B, out]``.
+
+    ``f`` is ``[n, B, out]``. The shim's ``inner_samples`` kernel where it has
+    one and it applies (eager CPU torch: blockwise over ``n``), else ``einsum``.
+    """
+    fast = kernel("inner_samples", f)
+    out = None if fast is None else fast(f, g)
+    return do("einsum", "nbo,bo->nb", f, g) if out is None else out
 
 
 def logsumexp(x, axis=-1, keepdims=False):

@@ -6,7 +6,7 @@ import numbers
 import numpy as np
 import torch
 
-from diffopt.backends import _torch_sorting
+from diffopt.backends import _torch_samples, _torch_sorting
 from diffopt.backends._common import (
     SECOND_ORDER_MESSAGE, as_tuple, check_int_seed, fori_loop, numpy_seed, second_order_spec,
 )
@@ -47,6 +47,8 @@ OPS = {
     "sorting_lse_network": _torch_sorting.lse_network,
     "sorting_pull": _torch_sorting.pull,
     "sorting_fused": _torch_sorting.fused,
+    "sum_samples": _torch_samples.sum_samples,
+    "inner_samples": _torch_samples.inner_samples,
 }
 
 

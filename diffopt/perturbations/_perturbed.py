@@ -23,7 +23,7 @@ from diffopt.perturbations._engine import (
 )
 from diffopt._arrays import reshape_target, shape_of, size
 from diffopt._checks import check_choice
-from diffopt._ops import do, nan_rows, where_fill
+from diffopt._ops import do, inner_samples, nan_rows, sum_samples, where_fill
 from diffopt.backends import SecondOrder
 from diffopt.noise import score_derivative
 
@@ -121,7 +121,7 @@ def _forward_step(opts, problem):
 
     def step(carry, sample):
         z, _, f = sample
-        total = do("sum", f, axis=0)
+        total = sum_samples(f)
         if carry is None:
             problem.mode = _choose_residual(opts, problem)
             if problem.mode == "samples":
@@ -129,12 +129,12 @@ def _forward_step(opts, problem):
             if problem.mode == "recompute":
                 return (total,)
             s = score(z)
-            return total, do("einsum", "nbo,nbi->boi", f, s), do("sum", s, axis=0)
+            return total, do("einsum", "nbo,nbi->boi", f, s), sum_samples(s)
         if problem.mode == "recompute":
             return (carry[0] + total,)
         s = score(z)
         jac = do("einsum", "nbo,nbi->boi", f, s)
-        return carry[0] + total, carry[1] + jac, carry[2] + do("sum", s, axis=0)
+        return carry[0] + total, carry[1] + jac, carry[2] + sum_samples(s)
 
     return step
 
@@ -333,7 +333,7 @@ def _hessian_step(problem, g, base, t):
 
     def step(carry, sample):
         z, _, f = sample
-        w = do("einsum", "nbo,bo->nb", f, g)
+        w = inner_samples(f, g)
         if shift is not None:
             w = w - shift
         s = noise.score(z)
@@ -347,7 +347,7 @@ def _hessian_step(problem, g, base, t):
 
 def _weights(f, g, shift):
     """Per-sample weights ⟨g, f_i⟩ − shift ``[n, B]`` (``shift`` ``[B]`` or ``None``)."""
-    w = do("einsum", "nbo,bo->nb", f, g)
+    w = inner_samples(f, g)
     return w if shift is None else w - shift
 
 
