@@ -50,9 +50,18 @@ def value_and_grad(layer):
     return lambda theta, key: (layer(theta, key), jax.grad(loss)(theta, key))
 
 
+argmax_recompute = diffopt.perturbed(diffopt.argmax_one_hot, num_samples=2 * SAMPLES + 1, sigma=0.5,
+                                     chunk_size=3, residual="recompute")
+fy_loss = diffopt.FenchelYoungLoss(diffopt.argmax_one_hot, num_samples=SAMPLES, sigma=0.5, reduction="none")
+LABELS = jnp.eye(DIM, dtype=jnp.float32)[jnp.arange(BATCH) % DIM]
+
 LAYERS = {
     "soft_sort": lambda t, k: soft_sort(t, temperature=0.3),
     "perturbed_argmax": lambda t, k: argmax(t, rng=k),
+    # chunks under a fori_loop, replayed in the backward pass
+    "perturbed_chunked": lambda t, k: argmax_recompute(t, rng=k),
+    # a [B] loss: broadcast to [B, DIM] so that value_and_grad's weighted sum applies
+    "fenchel_young": lambda t, k: fy_loss(t, LABELS, rng=k)[:, None] * jnp.ones(DIM),
     "imle_host_solver": lambda t, k: top2_noisy(t, rng=k),
 }
 
@@ -114,11 +123,12 @@ def main():
     for name, layer in sharded_layers.items():
         result["shard_map/" + name] = shard_map_case(name, layer, x, xs, key, mesh, sharding)
     # sharding in types (an Explicit mesh axis, jax.make_mesh's default): soft_sort must not
-    # slice the sharded batch axis
+    # slice the sharded batch axis, and perturbed must not merge it under the sample axis
     explicit = jax.make_mesh((4,), ("b",), axis_types=(jax.sharding.AxisType.Explicit,))
     explicit_sharding = NamedSharding(explicit, P("b"))
-    result["explicit/soft_sort"] = jit_case("soft_sort", x, jax.device_put(x, explicit_sharding), key,
-                                            explicit_sharding)
+    for name in ("soft_sort", "perturbed_argmax"):
+        result["explicit/" + name] = jit_case(name, x, jax.device_put(x, explicit_sharding), key,
+                                              explicit_sharding)
     print("RESULT " + json.dumps(result))
 
 

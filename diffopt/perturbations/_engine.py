@@ -275,11 +275,16 @@ class Problem:
         return self.solve(self.theta_c)
 
     def sample(self, index, n):
-        """Chunk ``index`` of ``n`` samples: ``(z, x, f)`` as ``[n, B, in]``, ``[n, B, in]``, ``[n, B, out]``."""
+        """Chunk ``index`` of ``n`` samples: ``(z, x, f)`` as ``[n, B, in]``, ``[n, B, in]``, ``[n, B, out]``.
+
+        ``func`` gets the rows instance-major (:func:`instance_rows`): instance ``b``'s
+        ``n`` samples are rows ``b·n … b·n + n − 1``, so a batch sharded on its leading
+        axis (JAX ``NamedSharding``) stays sharded through the solver call.
+        """
         z = self.noise(index, n)
         x = self.perturb(z)
-        f = self.solve(do("reshape", x, (-1, self.in_size)))
-        return z, x, do("reshape", f, (n, -1, self.out_size))
+        f = self.solve(instance_rows(x))
+        return z, x, sample_major(f, n)
 
     def _check_output(self, x, out, rows):
         name = getattr(self.func, "__name__", type(self.func).__name__)
@@ -302,6 +307,22 @@ class Problem:
             )
         if self.out_shape is not None and shape_of(out)[1:] != self.out_shape:
             raise ValueError(f"func {name} returned shape {shape}, expected [{rows}, *{self.out_shape}]")
+
+
+def instance_rows(x):
+    """``[n, B, size]`` samples as ``[B·n, size]`` solver rows, instance-major.
+
+    The noise keeps its ``[n, B, size]`` draw; only the rows the solver sees are
+    laid out per instance. Merging ``B`` as the major axis keeps a sharded batch
+    axis sharded (merging it under ``n``, sample-major, cannot be expressed as a
+    sharding of the rows, and XLA all-gathers the batch).
+    """
+    return do("reshape", do("transpose", x, (1, 0, 2)), (-1, shape_of(x)[2]))
+
+
+def sample_major(f, n):
+    """Solver output ``[B·n, size]`` (instance-major rows) back as ``[n, B, size]``."""
+    return do("transpose", do("reshape", f, (-1, n, shape_of(f)[1])), (1, 0, 2))
 
 
 def _itemsize(dtype_name):

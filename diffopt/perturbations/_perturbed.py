@@ -376,8 +376,10 @@ def perturbed(
     ----------
     func : callable, optional
         ``func(x, *args, **kwargs)``: ``x`` holds the perturbed inputs stacked
-        on the leading axis (``num_samples * B`` rows, sample-major;
-        ``num_samples`` rows when ``batched=False``); it returns an array of
+        on the leading axis (``num_samples * B`` rows, instance-major: rows
+        ``b·n … b·n + n − 1`` are instance ``b``'s ``n`` samples of a chunk, so a
+        batch sharded on its leading axis stays sharded; ``num_samples`` rows
+        when ``batched=False``); it returns an array of
         the same framework with the same leading axis (one-hot vectors,
         rankings, paths, scalars, any dtype).
     num_samples : int, default 1000
