@@ -47,9 +47,15 @@ __all__ = ["network", "lse_network", "push", "pull", "pull_temperature", "networ
 
 @functools.lru_cache(maxsize=64)
 def bit_reversal(big_n):
-    """The permutation of ``range(big_n)`` reversing the bits of each index (an involution)."""
+    """The permutation of ``range(big_n)`` reversing the bits of each index (an involution).
+
+    ``int32`` whatever the platform's default: the array is cached, and JAX
+    (0.10) keeps the dtype it first gave a cached NumPy operand, so an ``int64``
+    array first met outside ``jax.enable_x64`` (as ``int32``) failed to lower
+    inside it ("operand type mismatch ... i64 ... i32").
+    """
     k = big_n.bit_length() - 1
-    return np.arange(big_n).reshape((2,) * k).transpose(tuple(range(k))[::-1]).reshape(big_n)
+    return np.arange(big_n, dtype=np.int32).reshape((2,) * k).transpose(tuple(range(k))[::-1]).reshape(big_n)
 
 
 def bit_reverse(x, n=None, axis=1):
