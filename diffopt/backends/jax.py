@@ -14,6 +14,9 @@ NAME = "jax"
 OPS = {
     # kernels the core looks up by name (diffopt._ops.kernel)
     "sorting_transport": _jax_sorting.transport,
+    # soft_sort's network and its backward, looped (diffopt.sorting._soft.sorter)
+    "sorting_network": _jax_sorting.network,
+    "sorting_network_pull": _jax_sorting.pull,
     # compile a function built once per configuration and reused (sorting's transports)
     "jit": jax.jit,
 }

@@ -38,6 +38,7 @@ import numpy as np
 
 from diffopt._arrays import reshape_target
 from diffopt._ops import do, kernel, where_fill
+from diffopt.backends import ops
 from diffopt.sorting._network import schedule
 from diffopt.sorting._relax import logsumexp_slope, relax_terms, spread_derivative
 
@@ -372,6 +373,9 @@ def sorter(shim, n, relaxation, learnable=False):
     big_n = next_pow2(n)
     # 'logsumexp' derives d spread / dT from its slopes; the others keep it per comparator
     want = "slope_dt" if learnable and relaxation not in (None, "logsumexp") else "slope"
+    table = ops(shim.NAME)
+    if "sorting_network" in table:
+        return _looped_sorter(shim, table["sorting_network"], table["sorting_network_pull"], n, relaxation, learnable, want)
 
     # One gather into the network's layout and one out per pass (_to_network).
     def fwd(rows, temperature):
@@ -398,6 +402,46 @@ def sorter(shim, n, relaxation, learnable=False):
         return (_from_network(t, n), do("reshape", g_temperature, ()))
 
     # fwd and bwd are smooth JAX code: JAX's own autodiff of them gives correct second derivatives
+    return shim.custom_vjp(fwd, bwd, jit=True, second_order=True)
+
+
+def _looped_sorter(shim, run, pull_, n, relaxation, learnable, want):
+    """:func:`sorter` on a shim's looped network (JAX: one compiled layer body, see
+    :func:`diffopt.backends._jax_sorting.network`): a program whose size does not grow with
+    the number of layers.
+
+    ``run(x, cswap, layers) -> (out, weights)`` runs this module's compare-and-swap
+    over the layers of ``(B, N)`` rows in the natural layout; ``pull_(t, weights,
+    layers, dts) -> (M.T @ t, g_temperature)`` is the backward pass. The arithmetic
+    of every comparator is the generic loop's, so the values are the same.
+    """
+    big_n = next_pow2(n)
+    layers = schedule(big_n)
+
+    def fwd(rows, temperature):
+        if relaxation == "logsumexp":  # as lse_network: sentinels, clip, one slope per comparator
+            big, below = finite_range(rows)
+            x = do("clip", pad(to_sentinels(rows), big_n), -big, big)
+            out, weights = run(x, lambda a, b: logsumexp_slope(a, b, temperature), layers)
+            out = where_fill(out >= below, float("inf"), out)
+            out = where_fill(out <= -big, float("-inf"), out)
+        else:
+            out, weights = run(pad(rows, big_n), functools.partial(
+                _cswap, relaxation=relaxation, temperature=temperature, want=want), layers)
+        return out[:, :n], (temperature, weights)
+
+    def bwd(res, g):
+        temperature, weights = res
+        dts = None
+        if learnable and relaxation is not None and weights is not None:  # None: n = 1, no comparator
+            weights, dts = weights if want == "slope_dt" else (weights, spread_derivative(weights))
+        t, g_temperature = pull_(_zero_pad(g, big_n), weights, layers, dts)
+        if not learnable:
+            return (t[:, :n], None)
+        if g_temperature is None:  # the exact sort does not depend on the temperature
+            g_temperature = do("zeros_like", temperature)
+        return (t[:, :n], do("reshape", g_temperature, ()))
+
     return shim.custom_vjp(fwd, bwd, jit=True, second_order=True)
 
 
