@@ -911,3 +911,85 @@ def test_perturbed_multiplicative_zero_entries_exact(backend, control_variate):
             close(backend, fn(t, rng=0), f.mean(0))
             if backend.has_grad:
                 close(backend, backend.grad(lambda u: ar.do("sum", fn(u, rng=0) * gb), t), want_g)
+
+
+class CountingNormal(diffopt.Normal):
+    """Standard normal noise counting the calls of its score."""
+
+    def __init__(self):
+        self.scores = 0
+
+    def score(self, z):
+        self.scores += 1
+        return z
+
+
+# (input size, batch, N, chunk_size, host solver, residual chosen by residual='auto')
+AUTO_RESIDUALS = [
+    (4, 2, 7, None, False, "samples"),  # one chunk: the samples are kept
+    (33, 2, 7, None, False, "samples"),  # ... even when the Jacobian would not be cheap
+    (4, 2, 7, 3, False, "jacobian"),  # chunked, B·in·out small and in·out <= 16 (in + out): the Jacobian
+    (32, 2, 7, 3, False, "jacobian"),  # 32·32 = 16·(32 + 32): still cheap
+    (33, 2, 7, 3, False, "recompute"),  # 33·33 > 16·66: replayed
+    (33, 2, 7, 3, True, "jacobian"),  # a host solver is not called again: the Jacobian
+    (32, 4096, 2, 1, False, "jacobian"),  # B·in·out = CHUNK_BUDGET (2**22): still small
+    (32, 4097, 2, 1, False, "recompute"),  # one more instance: replayed
+]
+
+
+@pytest.mark.parametrize("size,batch,n,chunk_size,host,mode", AUTO_RESIDUALS,
+                         ids=[f"{c[0]}x{c[1]}-n{c[2]}-chunk{c[3]}{'-host' if c[4] else ''}" for c in AUTO_RESIDUALS])
+def test_perturbed_auto_residual_choice(backend, size, batch, n, chunk_size, host, mode):
+    """``residual='auto'`` keeps the samples of one chunk, the Jacobian of small cheap chunked problems (and
+    of host solvers), else nothing: seen in the solver rows and the score calls of forward and backward
+    (a replay solves all N·B rows again and scores each chunk; the Jacobian is scored in the forward)."""
+    rows = []
+
+    def mask(x):
+        rows.append(int(x.shape[0]))
+        return first_max_mask(x)
+
+    def np_mask(x):
+        rows.append(int(x.shape[0]))
+        return np.eye(x.shape[-1], dtype=x.dtype)[x.argmax(-1)]
+
+    func = diffopt.host_solver(np_mask) if host else mask
+    theta = np.random.default_rng(18).normal(size=(batch, size))
+    chunks = -(-n // (chunk_size or n))
+    noise = CountingNormal()
+    with backend.float64():
+        t = backend.asarray(theta, "float64")
+        fn = diffopt.perturbed(func, num_samples=n, sigma=SIGMA, noise=noise, chunk_size=chunk_size)
+        fn(t, rng=0)  # warm-up (a host solver may probe its output shape once)
+        rows.clear()
+        noise.scores = 0
+        fn(t, rng=0)
+        assert sum(rows) == n * batch and noise.scores == {"samples": 1, "jacobian": chunks, "recompute": 0}[mode]
+        if backend.has_grad:
+            rows.clear()
+            noise.scores = 0
+            w = backend.asarray(np.linspace(-1.0, 1.0, size), "float64")
+            backend.grad(lambda u: ar.do("sum", fn(u, rng=0) * w), t)
+            backward_rows = sum(rows) - n * batch
+            assert backward_rows == (n * batch if mode == "recompute" else 0), (backward_rows, mode)
+            assert noise.scores == {"samples": 1, "jacobian": chunks, "recompute": chunks}[mode]
+
+
+def test_perturbed_residual_samples_needs_one_chunk(backend):
+    """``residual='samples'`` raises when the samples take two chunks or more, and runs (exactly) in one."""
+    rng = np.random.default_rng(19)
+    theta, g = rng.normal(size=(B, D)), rng.normal(size=(B, D + 1))
+    noise = FixedNoise(rng.normal(size=(N, B, D)), backend, SCORES["normal"][0])
+    want_y, want_g = ref_perturbed(theta, noise.draws(N), SIGMA, g, SCORES["normal"][1], None, False)
+    with backend.float64():
+        t, gb = backend.asarray(theta, "float64"), backend.asarray(g, "float64")
+        for chunk_size in (4, CHUNK):  # 2 and 3 chunks
+            with pytest.raises(ValueError, match="residual='samples'"):
+                diffopt.perturbed(solver, num_samples=N, sigma=SIGMA, noise=noise, chunk_size=chunk_size,
+                                  residual="samples")(t, rng=0)
+        for chunk_size in (N, None):
+            fn = diffopt.perturbed(solver, num_samples=N, sigma=SIGMA, noise=noise, chunk_size=chunk_size,
+                                   residual="samples")
+            close(backend, fn(t, rng=0), want_y)
+            if backend.has_grad:
+                close(backend, backend.grad(lambda u: ar.do("sum", fn(u, rng=0) * gb), t), want_g)
