@@ -993,3 +993,39 @@ def test_perturbed_residual_samples_needs_one_chunk(backend):
             close(backend, fn(t, rng=0), want_y)
             if backend.has_grad:
                 close(backend, backend.grad(lambda u: ar.do("sum", fn(u, rng=0) * gb), t), want_g)
+
+
+def test_perturbed_float32_theta_float64_sigma(grad_backend):
+    """A float64 learnable σ with float32 θ: the solver sees float32 points θ + σZ (σ cast to θ's dtype) in the
+    forward and in the replay; value and θ-gradient in float32, σ-gradient in σ's float64, all equal to
+    the float64 formula to float32 precision."""
+    backend = grad_backend
+    rng = np.random.default_rng(20)
+    theta = rng.normal(size=(B, D)).astype(np.float32).astype(np.float64)
+    g = rng.normal(size=(B, D + 1))
+    noise = FixedNoise(rng.normal(size=(CHUNK, B, D)).astype(np.float32), backend, SCORES["normal"][0])
+    s32 = float(np.float32(SIGMA))
+    z = noise.draws(N)
+    want_y, want_g = ref_perturbed(theta, z, s32, g, SCORES["normal"][1], "mean", False)
+    want_s = ref_sigma_grad(theta, z, s32, g, SCORES["normal"][1], "mean")
+    seen = []
+
+    def solver32(x):
+        seen.append(ar.get_dtype_name(x))
+        return solver(x)
+
+    with backend.float64():
+        t, gb = backend.asarray(theta, "float32"), backend.asarray(g, "float32")
+        s = backend.asarray(np.array(SIGMA), "float64")
+        for chunk_size in (None, CHUNK):
+
+            def fn(u, v):
+                return diffopt.perturbed(solver32, num_samples=N, sigma=v, noise=noise, chunk_size=chunk_size,
+                                         control_variate="mean")(u, rng=0)
+
+            got = [fn(t, s), backend.grad(lambda u: ar.do("sum", fn(u, s) * gb), t),
+                   backend.grad(lambda v: ar.do("sum", fn(t, v) * gb), s)]
+            for out, want, dtype in zip(got, (want_y, want_g, want_s), ("float32", "float32", "float64")):
+                assert ar.get_dtype_name(out) == dtype
+                np.testing.assert_allclose(backend.to_numpy(out), want, rtol=1e-5, atol=1e-5)
+            assert seen and set(seen) == {"float32"}, seen
