@@ -924,25 +924,32 @@ class CountingNormal(diffopt.Normal):
         return z
 
 
-# (input size, batch, N, chunk_size, host solver, residual chosen by residual='auto')
-AUTO_RESIDUALS = [
-    (4, 2, 7, None, False, "samples"),  # one chunk: the samples are kept
-    (33, 2, 7, None, False, "samples"),  # ... even when the Jacobian would not be cheap
-    (4, 2, 7, 3, False, "jacobian"),  # chunked, B·in·out small and in·out <= 16 (in + out): the Jacobian
-    (32, 2, 7, 3, False, "jacobian"),  # 32·32 = 16·(32 + 32): still cheap
-    (33, 2, 7, 3, False, "recompute"),  # 33·33 > 16·66: replayed
-    (33, 2, 7, 3, True, "jacobian"),  # a host solver is not called again: the Jacobian
-    (32, 4096, 2, 1, False, "jacobian"),  # B·in·out = CHUNK_BUDGET (2**22): still small
-    (32, 4097, 2, 1, False, "recompute"),  # one more instance: replayed
+# (input size, batch, N, chunk_size, host solver, residual asked, residual used, chunks)
+RESIDUAL_CASES = [
+    (4, 2, 7, None, False, "auto", "samples", 1),  # one chunk: the samples are kept
+    (33, 2, 7, None, False, "auto", "samples", 1),  # ... even when the Jacobian would not be cheap
+    (4, 2, 7, 3, False, "auto", "jacobian", 3),  # chunked, B·in·out small and in·out <= 16 (in + out): the Jacobian
+    (32, 2, 7, 3, False, "auto", "jacobian", 3),  # 32·32 = 16·(32 + 32): still cheap
+    (33, 2, 7, 3, False, "auto", "recompute", 3),  # 33·33 > 16·66: replayed
+    (33, 2, 7, 3, True, "auto", "jacobian", 3),  # a host solver is not called again: the Jacobian
+    (32, 4096, 2, 1, False, "auto", "jacobian", 2),  # B·in·out = CHUNK_BUDGET (2**22): still small
+    (32, 4097, 2, 1, False, "auto", "recompute", 2),  # one more instance: replayed
+    # N·B·in = 5·2**20 numbers > CHUNK_BUDGET, 40 MB <= KEEP_BUDGET: one chunk when the samples may be kept,
+    # else chunks of CHUNK_BUDGET numbers (4 + 1 samples)
+    (32, 2**15, 5, None, False, "auto", "samples", 1),
+    (32, 2**15, 5, None, False, "samples", "samples", 1),
+    (4, 2**18, 5, None, False, "jacobian", "jacobian", 2),  # the same numbers, a smaller Jacobian
+    (32, 2**15, 5, None, False, "recompute", "recompute", 2),
 ]
 
 
-@pytest.mark.parametrize("size,batch,n,chunk_size,host,mode", AUTO_RESIDUALS,
-                         ids=[f"{c[0]}x{c[1]}-n{c[2]}-chunk{c[3]}{'-host' if c[4] else ''}" for c in AUTO_RESIDUALS])
-def test_perturbed_auto_residual_choice(backend, size, batch, n, chunk_size, host, mode):
+@pytest.mark.parametrize("size,batch,n,chunk_size,host,residual,mode,chunks", RESIDUAL_CASES,
+                         ids=[f"{c[5]}-{c[0]}x{c[1]}-n{c[2]}-chunk{c[3]}{'-host' if c[4] else ''}" for c in RESIDUAL_CASES])
+def test_perturbed_residual_choice_and_chunks(backend, size, batch, n, chunk_size, host, residual, mode, chunks):
     """``residual='auto'`` keeps the samples of one chunk, the Jacobian of small cheap chunked problems (and
-    of host solvers), else nothing: seen in the solver rows and the score calls of forward and backward
-    (a replay solves all N·B rows again and scores each chunk; the Jacobian is scored in the forward)."""
+    of host solvers), else nothing; without ``chunk_size`` the samples form one chunk when they may be kept.
+    Seen in the solver rows and the score calls of forward and backward (a replay solves all N·B rows
+    again and scores each chunk; the Jacobian is scored chunk by chunk in the forward, kept samples once)."""
     rows = []
 
     def mask(x):
@@ -955,11 +962,11 @@ def test_perturbed_auto_residual_choice(backend, size, batch, n, chunk_size, hos
 
     func = diffopt.host_solver(np_mask) if host else mask
     theta = np.random.default_rng(18).normal(size=(batch, size))
-    chunks = -(-n // (chunk_size or n))
     noise = CountingNormal()
     with backend.float64():
         t = backend.asarray(theta, "float64")
-        fn = diffopt.perturbed(func, num_samples=n, sigma=SIGMA, noise=noise, chunk_size=chunk_size)
+        fn = diffopt.perturbed(func, num_samples=n, sigma=SIGMA, noise=noise, chunk_size=chunk_size,
+                               residual=residual)
         fn(t, rng=0)  # warm-up (a host solver may probe its output shape once)
         rows.clear()
         noise.scores = 0
@@ -1029,3 +1036,33 @@ def test_perturbed_float32_theta_float64_sigma(grad_backend):
                 assert ar.get_dtype_name(out) == dtype
                 np.testing.assert_allclose(backend.to_numpy(out), want, rtol=1e-5, atol=1e-5)
             assert seen and set(seen) == {"float32"}, seen
+
+
+def half_solver(x):
+    """The first-max mask and ``x_0``: outputs exact in x's dtype (no float16 rounding inside the solver)."""
+    return ar.do("concatenate", [first_max_mask(x), x[:, :1]], axis=-1)
+
+
+@pytest.mark.parametrize("control_variate", [None, "value"])
+def test_perturbed_float16_exact(backend, control_variate):
+    """float16 θ (computed in float32, the solver called on float16 points): value and gradient come back in
+    float16, in every residual mode, equal to the formula on the float16-rounded points to float16 precision."""
+    backend.require("float16")
+    rng = np.random.default_rng(21)
+    theta, g = rng.uniform(0.5, 2.0, size=(B, D)).astype(np.float16), rng.normal(size=(B, D + 1)).astype(np.float16)
+    noise = FixedNoise(rng.normal(size=(CHUNK, B, D)).astype(np.float32), backend, SCORES["normal"][0])
+    z = noise.draws(N).astype(np.float32)
+    x = (theta.astype(np.float32)[None] + np.float32(SIGMA) * z).astype(np.float16).astype(np.float64)
+    ref = lambda v: np.concatenate([np.eye(D)[v.argmax(-1)], v[..., :1]], axis=-1)  # noqa: E731
+    f = ref(x)
+    centred = f if control_variate is None else f - ref(theta.astype(np.float64))[None]
+    want_g = np.einsum("nb,nbi->bi", np.einsum("nbo,bo->nb", centred, g.astype(np.float64)), z) / (N * SIGMA)
+    t, gb = backend.asarray(theta, "float16"), backend.asarray(g, "float16")
+    for run in RUNS:
+        fn = diffopt.perturbed(half_solver, num_samples=N, sigma=SIGMA, noise=noise, control_variate=control_variate,
+                               **run)
+        got = [fn(t, rng=0)] + ([backend.grad(lambda u: ar.do("sum", fn(u, rng=0) * gb), t)] if backend.has_grad
+                                else [])
+        for out, want in zip(got, (f.mean(0), want_g)):
+            assert ar.get_dtype_name(out) == "float16"
+            np.testing.assert_allclose(backend.to_numpy(out).astype(np.float64), want, rtol=1e-3, atol=1e-3)
