@@ -940,6 +940,7 @@ RESIDUAL_CASES = [
     (32, 2**15, 5, None, False, "samples", "samples", 1),
     (4, 2**18, 5, None, False, "jacobian", "jacobian", 2),  # the same numbers, a smaller Jacobian
     (32, 2**15, 5, None, False, "recompute", "recompute", 2),
+    (32, 2**16 + 1, 2, None, False, "recompute", "recompute", 2),  # B·in > CHUNK_BUDGET / 2: one sample a chunk
 ]
 
 
@@ -1066,3 +1067,69 @@ def test_perturbed_float16_exact(backend, control_variate):
         for out, want in zip(got, (f.mean(0), want_g)):
             assert ar.get_dtype_name(out) == "float16"
             np.testing.assert_allclose(backend.to_numpy(out).astype(np.float64), want, rtol=1e-3, atol=1e-3)
+
+
+def ref_with_args(theta, z, sigma, g, shift, weight, control_variate):
+    """Value, θ-gradient and σ-gradient of ``<g, E[f(θ + σZ + shift) ⊙ weight]>`` (normal noise)."""
+    n, d = z.shape[0], theta.shape[-1]
+    f = (ref_solver((theta[None] + sigma * z + shift).reshape(-1, d)) * weight).reshape(n, theta.shape[0], -1)
+    centred = f if control_variate is None else f - (f.sum(0, keepdims=True) - f) / (n - 1)
+    w = np.einsum("nbo,bo->nb", centred, g)
+    r = (z * z).sum(-1) - d
+    return f.mean(0), np.einsum("nb,nbi->bi", w, z) / (n * sigma), float((w * r).sum() / (n * sigma))
+
+
+@pytest.mark.parametrize("control_variate", [None, "mean"])
+def test_perturbed_solver_array_arguments_exact(backend, control_variate):
+    """Array arguments of the solver (a float32 positional one, a float64 keyword one) reach it unchanged in
+    the forward and in the replay, get no gradient, and do not shift the learnable σ or its gradient's dtype."""
+    rng = np.random.default_rng(22)
+    theta, g = rng.normal(size=(B, D)), rng.normal(size=(B, D + 1))
+    shift = rng.normal(size=D).astype(np.float32).astype(np.float64)
+    weight = rng.uniform(0.5, 1.5, size=D + 1)
+    noise = FixedNoise(rng.normal(size=(CHUNK, B, D)), backend, SCORES["normal"][0])
+    z = noise.draws(N)
+    want_y, want_g, want_s = ref_with_args(theta, z, SIGMA, g, shift, weight, control_variate)
+
+    def shifted(x, sh, *, weight):
+        return solver(x + ar.astype(sh, ar.get_dtype_name(x))) * weight
+
+    with backend.float64():
+        t, gb = backend.asarray(theta, "float64"), backend.asarray(g, "float64")
+        sh, wt = backend.asarray(shift, "float32"), backend.asarray(weight, "float64")
+        for run in RUNS:
+            fn = diffopt.perturbed(shifted, num_samples=N, sigma=SIGMA, noise=noise, control_variate=control_variate,
+                                   **run)
+            close(backend, fn(t, sh, weight=wt, rng=0), want_y)
+            if backend.has_grad:
+                close(backend, backend.grad(lambda u: ar.do("sum", fn(u, sh, weight=wt, rng=0) * gb), t), want_g)
+        if not backend.has_grad:
+            return
+        s = backend.asarray(np.array(SIGMA), "float64")
+        for chunk_size in (None, CHUNK):
+
+            def learnable(u, v):
+                return diffopt.perturbed(shifted, num_samples=N, sigma=v, noise=noise, chunk_size=chunk_size,
+                                         control_variate=control_variate)(u, sh, weight=wt, rng=0)
+
+            close(backend, learnable(t, s), want_y)
+            close(backend, backend.grad(lambda u: ar.do("sum", learnable(u, s) * gb), t), want_g)
+            d_sigma = backend.grad(lambda v: ar.do("sum", learnable(t, v) * gb), s)
+            assert ar.get_dtype_name(d_sigma) == "float64"
+            close(backend, d_sigma, want_s)
+
+
+def test_perturbed_max_chunks_of_the_chunk_budget(backend):
+    """``perturbed_max`` never keeps its samples: without ``chunk_size`` it solves chunks of CHUNK_BUDGET
+    (2**22) numbers, here 4 + 1 samples of 2**15 × 32."""
+    calls = []
+
+    def mask(x):
+        calls.append(int(x.shape[0]))
+        return first_max_mask(x)
+
+    batch, n = 2**15, 5
+    with backend.float64():
+        t = backend.asarray(np.random.default_rng(23).normal(size=(batch, 32)), "float64")
+        diffopt.perturbed_max(mask, num_samples=n, sigma=SIGMA)(t, rng=0)
+    assert calls == [4 * batch, batch]
