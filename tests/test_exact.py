@@ -1003,15 +1003,22 @@ def test_perturbed_residual_samples_needs_one_chunk(backend):
                 close(backend, backend.grad(lambda u: ar.do("sum", fn(u, rng=0) * gb), t), want_g)
 
 
+class Float64Noise(FixedNoise):
+    """Fixed draws returned in float64 whatever the dtype of ``like``."""
+
+    def sample(self, shape, like, rng=None):
+        return self.backend.asarray(self.draws(int(shape[0])), "float64")
+
+
 def test_perturbed_float32_theta_float64_sigma(grad_backend):
-    """A float64 learnable σ with float32 θ: the solver sees float32 points θ + σZ (σ cast to θ's dtype) in the
-    forward and in the replay; value and θ-gradient in float32, σ-gradient in σ's float64, all equal to
+    """A float64 learnable σ and float64 draws with float32 θ: the solver sees float32 points θ + σZ (σ and
+    the draws cast to θ's dtype) in the forward and in the replay; value and θ-gradient in float32, σ-gradient in σ's float64, all equal to
     the float64 formula to float32 precision."""
     backend = grad_backend
     rng = np.random.default_rng(20)
     theta = rng.normal(size=(B, D)).astype(np.float32).astype(np.float64)
     g = rng.normal(size=(B, D + 1))
-    noise = FixedNoise(rng.normal(size=(CHUNK, B, D)).astype(np.float32), backend, SCORES["normal"][0])
+    noise = Float64Noise(rng.normal(size=(CHUNK, B, D)).astype(np.float32), backend, SCORES["normal"][0])
     s32 = float(np.float32(SIGMA))
     z = noise.draws(N)
     want_y, want_g = ref_perturbed(theta, z, s32, g, SCORES["normal"][1], "mean", False)
@@ -1059,14 +1066,21 @@ def test_perturbed_float16_exact(backend, control_variate):
     centred = f if control_variate is None else f - ref(theta.astype(np.float64))[None]
     want_g = np.einsum("nb,nbi->bi", np.einsum("nbo,bo->nb", centred, g.astype(np.float64)), z) / (N * SIGMA)
     t, gb = backend.asarray(theta, "float16"), backend.asarray(g, "float16")
+    seen = []
+
+    def solver16(x):
+        seen.append(ar.get_dtype_name(x))
+        return half_solver(x)
+
     for run in RUNS:
-        fn = diffopt.perturbed(half_solver, num_samples=N, sigma=SIGMA, noise=noise, control_variate=control_variate,
+        fn = diffopt.perturbed(solver16, num_samples=N, sigma=SIGMA, noise=noise, control_variate=control_variate,
                                **run)
         got = [fn(t, rng=0)] + ([backend.grad(lambda u: ar.do("sum", fn(u, rng=0) * gb), t)] if backend.has_grad
                                 else [])
         for out, want in zip(got, (f.mean(0), want_g)):
             assert ar.get_dtype_name(out) == "float16"
             np.testing.assert_allclose(backend.to_numpy(out).astype(np.float64), want, rtol=1e-3, atol=1e-3)
+    assert set(seen) == {"float16"}, seen  # the solver gets θ's dtype
 
 
 def ref_with_args(theta, z, sigma, g, shift, weight, control_variate):
