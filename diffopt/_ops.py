@@ -10,17 +10,20 @@ autoray does not translate ``logsumexp``, ``sigmoid``, ``softplus`` or
 ``one_hot`` for every framework; they are composed here once.
 """
 
+import contextlib
 import math
 
 import autoray as ar
+import numpy as np
 
 from diffopt import backends
 
 __all__ = [
     "do",
+    "astype",
     "kernel",
     "logsumexp", "softmax", "sigmoid", "softplus", "logaddexp", "first_max_mask",
-    "fori_loop", "map_leading", "nan_rows", "where_fill",
+    "fori_loop", "map_leading", "nan_rows", "where_fill", "quiet_numpy", "constant",
     "sum_samples", "inner_samples",
 ]
 
@@ -70,6 +73,16 @@ def do(name, *args, like=None, **kwargs):
     return ar.do(name, *args, like=like, **kwargs)
 
 
+def astype(x, dtype_name):
+    """``x`` cast to the dtype named ``dtype_name`` (like :func:`autoray.astype`).
+
+    The shim's ``astype`` where it has one: autoray resolves dtype names lazily,
+    through caches that ``torch.compile`` does not read (an import, a graph break).
+    """
+    fn = backends.ops(ar.infer_backend(x)).get("astype")
+    return ar.astype(x, dtype_name) if fn is None else fn(x, dtype_name)
+
+
 def kernel(name, like):
     """The shim kernel ``name`` for ``like``'s framework, or ``None`` if it has none.
 
@@ -100,6 +113,26 @@ def inner_samples(f, g):
     fast = kernel("inner_samples", f)
     out = None if fast is None else fast(f, g)
     return do("einsum", "nbo,bo->nb", f, g) if out is None else out
+def constant(a, like):
+    """The NumPy array ``a`` as an array of ``like``'s framework, device and dtype.
+
+    Through the shim's ``from_numpy`` (on ``like``'s device; under ``torch.compile``
+    a constant of the graph), not autoray's ``asarray``.
+    """
+    out = backends.get_backend(like).from_numpy(a, like)
+    return astype(out, ar.get_dtype_name(like))
+
+
+def quiet_numpy(like):
+    """A context silencing NumPy's warnings for ``inf - inf``, overflow and ``1 / 0``.
+
+    ``np.errstate`` for eager arrays; nothing while ``like`` is traced
+    (``torch.compile`` cannot trace ``np.errstate``, and no traced framework computes
+    in NumPy).
+    """
+    if backends.get_backend(like).is_symbolic(like):
+        return contextlib.nullcontext()
+    return np.errstate(invalid="ignore", over="ignore", divide="ignore")
 
 
 def logsumexp(x, axis=-1, keepdims=False):
@@ -140,8 +173,8 @@ def first_max_mask(x, axis=-1):
     """
     idx = do("expand_dims", do("argmax", x, axis=axis), axis)
     # positions counted on x's device (autoray's ``arange(like=x)`` makes a host tensor for torch)
-    positions = do("cumsum", ar.astype(do("ones_like", x), ar.get_dtype_name(idx)), axis=axis) - 1
-    return ar.astype(idx == positions, ar.get_dtype_name(x))
+    positions = do("cumsum", astype(do("ones_like", x), ar.get_dtype_name(idx)), axis=axis) - 1
+    return astype(idx == positions, ar.get_dtype_name(x))
 
 
 def nan_rows(x, out):
@@ -152,11 +185,11 @@ def nan_rows(x, out):
     with the same ``B``; infinities are left alone). Cheap: one ``isnan`` and
     one reduction over ``x``.
     """
-    size = math.prod(int(d) for d in x.shape[1:])
+    size = math.prod([int(d) for d in x.shape[1:]])  # a list: torch.compile does not pass a generator to prod
     if size == 0:
         return out
     flat = do("reshape", x, (-1, size))
-    flags = ar.astype(flat != flat, "float32")  # not isnan: TF's NumPy isnan fails on bfloat16
+    flags = astype(flat != flat, "float32")  # not isnan: TF's NumPy isnan fails on bfloat16
     bad = do("reshape", do("max", flags, axis=1) > 0, (-1,) + (1,) * (len(out.shape) - 1))
     return where_fill(bad, float("nan"), out)
 

@@ -349,3 +349,24 @@ def get_backend(*arrays: Any, argnames: Sequence[str] | None = None) -> ModuleTy
     'numpy'
     """
     return load(backend_name(*arrays, argnames=argnames))
+
+
+def _load_imported() -> None:
+    """Load now the shims of the frameworks already imported (imports no framework).
+
+    ``torch.compile`` cannot trace the import of a shim (``importlib`` is a graph
+    break, an error under ``fullgraph=True``): a shim loaded here is never imported
+    inside a compiled region. A framework imported after diffopt gets its shim on
+    its first array, as before.
+    """
+    import sys
+
+    for name in SHIMS:
+        if name in sys.modules and name not in _SHIMS:
+            try:
+                load(name)
+            except Exception:  # noqa: BLE001  a broken framework install: report it on first use, as before
+                pass
+
+
+_load_imported()

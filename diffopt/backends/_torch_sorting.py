@@ -204,10 +204,10 @@ def fused(rows, temperature, relaxation):
     and not when ``temperature`` is a tensor that requires a gradient (the
     kernel gives none: the generic loops run).
     """
+    if rows.device.type != "cpu" or not _plain(rows):  # first: torch.compile must not trace numba's import
+        return None
     kern = _fused.kernels()
     if not _fused.applies(kern, str(rows.dtype).replace("torch.", ""), relaxation):
-        return None
-    if rows.device.type != "cpu" or not _plain(rows):
         return None
     if isinstance(temperature, torch.Tensor) and (temperature.requires_grad or not _plain(temperature)):
         return None

@@ -32,6 +32,20 @@ def _prod(a, axis=None, keepdims=False):
     return torch.prod(a) if axis is None else torch.prod(a, axis, keepdim=keepdims)
 
 
+def _transpose(a, axes=None):
+    return a.permute(tuple(reversed(range(a.ndim))) if axes is None else tuple(axes))
+
+
+def _take(a, indices, axis=None):
+    """NumPy's ``take``: ``indices`` (a tensor, list or NumPy array of any shape) along ``axis``."""
+    idx = torch.as_tensor(indices, device=a.device)
+    if axis is None:
+        return torch.take(a, idx)
+    axis = axis % a.ndim
+    out = torch.index_select(a, axis, idx.reshape(-1))
+    return out.reshape(a.shape[:axis] + idx.shape + a.shape[axis + 1:])
+
+
 OPS = {
     "sum": _reduction(torch.sum),
     "max": _reduction(torch.amax),
@@ -43,6 +57,28 @@ OPS = {
     "stack": lambda arrays, axis=0: torch.stack(tuple(arrays), axis),
     "expand_dims": lambda a, axis: torch.unsqueeze(a, axis),
     "take_along_axis": lambda arr, indices, axis=-1: torch.take_along_dim(arr, indices, axis),
+    # The other names of the sorting network and the core's helpers (diffopt._ops): autoray
+    # resolves a name lazily (an import inside a compiled region breaks torch.compile's graph).
+    "abs": torch.abs,
+    "exp": torch.exp,
+    "log": torch.log,
+    "log1p": torch.log1p,
+    "arctan2": torch.atan2,
+    "isfinite": torch.isfinite,
+    "maximum": torch.maximum,
+    "minimum": torch.minimum,
+    "where": torch.where,
+    "reshape": torch.reshape,
+    "transpose": _transpose,
+    "take": _take,
+    "squeeze": lambda a, axis=None: torch.squeeze(a) if axis is None else torch.squeeze(a, axis),
+    "argmax": lambda a, axis=None: torch.argmax(a) if axis is None else torch.argmax(a, axis),
+    "cumsum": lambda a, axis=None: torch.cumsum(a.reshape(-1) if axis is None else a, 0 if axis is None else axis),
+    "tensordot": lambda a, b, axes=2: torch.tensordot(a, b, axes),
+    "zeros_like": torch.zeros_like,
+    "ones_like": torch.ones_like,
+    "full_like": torch.full_like,
+    "astype": lambda x, dtype_name: x.to(getattr(torch, dtype_name)),
     # kernels the core looks up by name (diffopt._ops.kernel)
     "sorting_lse_network": _torch_sorting.lse_network,
     "sorting_pull": _torch_sorting.pull,
@@ -187,6 +223,13 @@ class _Meta:
     second = None
 
 
+def _records_gradient(arrays):
+    """Whether autograd (or a ``torch.func`` transform) may differentiate through ``arrays``."""
+    if torch._C._are_functorch_transforms_active():
+        return True
+    return torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in arrays)
+
+
 def custom_vjp(fwd, bwd, jit=False, second_order=False):
     """See :mod:`diffopt.backends`. Residuals must be tensors; ``jit`` is ignored.
 
@@ -199,6 +242,10 @@ def custom_vjp(fwd, bwd, jit=False, second_order=False):
     meta.second = second_order_spec(second_order)
 
     def f(*arrays):
+        if torch.compiler.is_compiling() and not _records_gradient(arrays):
+            # Nothing to differentiate: the forward alone. (Dynamo inlines a Function's
+            # forward without a gradient as if it took a ctx first: its args would shift.)
+            return fwd(*arrays)[0]
         flat = _Pair.apply(fwd, bwd, meta, *arrays)
         outs = flat[: meta.nout]
         return outs if meta.is_tuple else outs[0]

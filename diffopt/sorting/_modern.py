@@ -13,6 +13,7 @@ framework's own autodiff.
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 
 import autoray as ar
@@ -21,7 +22,7 @@ import numpy as np
 from diffopt._typing import Array
 from diffopt._checks import check_floating, check_scale
 from diffopt._dtypes import compute_dtype
-from diffopt._ops import do, nan_rows
+from diffopt._ops import astype, do, nan_rows
 from diffopt.backends import get_backend, ops
 from diffopt.sorting._relax import check_relaxation
 from diffopt._arrays import reshape_target
@@ -67,13 +68,13 @@ def _check_k(k, n):
 def _upcast(x):
     """Half-precision data runs through the network in float32 (see :mod:`diffopt._dtypes`)."""
     dtype = ar.get_dtype_name(x)
-    return x if compute_dtype(dtype) == dtype else ar.astype(x, compute_dtype(dtype))
+    return x if compute_dtype(dtype) == dtype else astype(x, compute_dtype(dtype))
 
 
 def _downcast(out, x):
     """``out`` in ``x``'s dtype."""
     dtype = ar.get_dtype_name(x)
-    return out if ar.get_dtype_name(out) == dtype else ar.astype(out, dtype)
+    return out if ar.get_dtype_name(out) == dtype else astype(out, dtype)
 
 
 # ------------------------------------------------------------ row reshaping
@@ -86,9 +87,10 @@ def _to_rows(x, axis):
     xm = x if axis == ndim - 1 else do("transpose", x, perm)
     moved = tuple(xm.shape)
     lead = moved[:-1]
-    count = -1 if any(d is None for d in lead) else int(np.prod(lead, dtype=np.int64))
+    # Python ints, not NumPy: torch.compile would trace NumPy as tensor ops (and a graph break)
+    count = -1 if any(d is None for d in lead) else math.prod(lead)
     rows = do("reshape", xm, (count, moved[-1]))  # not -1: a (2, 0) array has no inferable rows
-    inverse = list(np.argsort(perm))
+    inverse = sorted(range(ndim), key=perm.__getitem__)
 
     def undo(y, matrix=False):
         extra = tuple(y.shape[2:])
@@ -110,7 +112,7 @@ def _scalar_like(value, rows):
     """
     if hasattr(value, "shape"):
         dtype = ar.get_dtype_name(rows)
-        return value if ar.get_dtype_name(value) == dtype else ar.astype(value, dtype)
+        return value if ar.get_dtype_name(value) == dtype else astype(value, dtype)
     return do("sum", do("zeros_like", rows[:, :1])) + float(value)  # no slice of the batch axis (sharded)
 
 

@@ -37,7 +37,7 @@ import autoray as ar
 import numpy as np
 
 from diffopt._arrays import reshape_target
-from diffopt._ops import do, kernel, where_fill
+from diffopt._ops import astype, constant, do, kernel, quiet_numpy, where_fill
 from diffopt.backends import ops
 from diffopt.sorting._network import schedule
 from diffopt.sorting._relax import logsumexp_slope, relax_terms, spread_derivative
@@ -84,12 +84,14 @@ def _flip_signs(big_n, stages, reverse):
     Stage ``s`` negates every other block of ``2**(s+1)`` values (none for the last
     stage). ``None`` when nothing is negated.
     """
+    flipped = [s for s in stages if (2 << s) < big_n]
+    if not flipped:  # decided on Python ints: under torch.compile the NumPy below is traced
+        return None
     pos = bit_reversal(big_n) if reverse else np.arange(big_n)
     signs = np.ones(big_n)
-    for s in stages:
-        if (2 << s) < big_n:
-            signs = signs * np.where(pos & (2 << s), -1.0, 1.0)
-    return None if (signs > 0).all() else signs
+    for s in flipped:
+        signs = signs * np.where(pos & (2 << s), -1.0, 1.0)
+    return signs
 
 
 def _flip(x, stages, reverse):
@@ -98,7 +100,7 @@ def _flip(x, stages, reverse):
     if signs is None:
         return x
     signs = signs.reshape((-1,) + (1,) * (len(x.shape) - 2))
-    return x * ar.astype(do("asarray", signs, like=x), ar.get_dtype_name(x))
+    return x * constant(signs, x)
 
 
 def _cswap(a, b, relaxation, temperature, want):
@@ -109,7 +111,7 @@ def _cswap(a, b, relaxation, temperature, want):
     """
     lo, hi = do("minimum", a, b), do("maximum", a, b)
     if relaxation is None:
-        w = None if want is None else ar.astype(a <= b, ar.get_dtype_name(a))
+        w = None if want is None else astype(a <= b, ar.get_dtype_name(a))
         return lo, hi, w
     spread, w = relax_terms(a, b, lo, hi, relaxation, temperature, want)
     return lo - spread, hi + spread, w
@@ -138,7 +140,7 @@ def network(x, relaxation, temperature, want=None, reverse=False):
     weights : list of array
         One ``(B, N / 2m, m, ...)`` array per layer (empty when ``want`` is None).
     """
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # inf - inf, 1 / 0 (NumPy only)
+    with quiet_numpy(x):  # inf - inf, 1 / 0 (NumPy only)
         if relaxation == "logsumexp" and want == "slope":
             return lse_network(x, temperature, reverse)
         return _layers(x, lambda a, b: _cswap(a, b, relaxation, temperature, want), reverse)
@@ -160,17 +162,30 @@ def _layers(x, cswap, reverse):
     return (_flip(x, (stage_now,), reverse) if stage_now >= 0 else x), weights
 
 
-# Largest finite value of each floating dtype and the one below it (bfloat16 is not a NumPy dtype).
-_FINITE_RANGE = {"bfloat16": (3.3895313892515355e38, 3.3762378350964675e38)}
+def _finite_triple(name):
+    """The largest finite value of dtype ``name`` and the two floats below it, as Python floats."""
+    big = np.finfo(name).max
+    below = np.nextafter(big, big.dtype.type(0))
+    return float(big), float(below), float(np.nextafter(below, big.dtype.type(0)))
+
+
+# Per floating dtype: ``(big, below, under)``, the largest finite value and the two floats
+# below it. Filled at import for the common dtypes, so that reading them under
+# ``torch.compile`` traces no NumPy (bfloat16 is not a NumPy dtype: its values are written out).
+_FINITE_RANGE = {name: _finite_triple(name) for name in ("float16", "float32", "float64")}
+_FINITE_RANGE["bfloat16"] = (3.3895313892515355e38, 3.3762378350964675e38, 3.362946829335837e38)
+
+
+def _finite_constants(x):
+    name = ar.get_dtype_name(x)
+    if name not in _FINITE_RANGE:
+        _FINITE_RANGE[name] = _finite_triple(name)
+    return _FINITE_RANGE[name]
 
 
 def finite_range(x):
     """``(big, below)``: the largest finite value of ``x``'s dtype and the next one down."""
-    name = ar.get_dtype_name(x)
-    if name not in _FINITE_RANGE:
-        big = np.finfo(name).max
-        _FINITE_RANGE[name] = (float(big), float(np.nextafter(big, big.dtype.type(0))))
-    return _FINITE_RANGE[name]
+    return _finite_constants(x)[:2]
 
 
 def to_sentinels(x):
@@ -181,8 +196,7 @@ def to_sentinels(x):
     ``under`` the float below ``below``, so that the dtype's largest finite values
     are not read as infinities and stay finite. NaN passes through.
     """
-    big, below = finite_range(x)
-    under = float(np.nextafter(np.asarray(below, dtype=ar.get_dtype_name(x)), 0))
+    big, below, under = _finite_constants(x)
     out = where_fill(x == float("inf"), below, do("clip", x, -below, under))
     return where_fill(x == float("-inf"), -big, out)
 
@@ -284,8 +298,7 @@ def pull_temperature(t, weights, dts, big_n, reverse=False):
         signs = _flip_signs(int(big_n), (stage,), reverse)
         if signs is not None:
             half = signs.reshape(big_n // (2 * m), 2, m)[:, 0]
-            part = part * ar.astype(do("asarray", half.reshape((1,) + half.shape + (1,) * (len(part.shape) - 3)),
-                                        like=part), ar.get_dtype_name(part))
+            part = part * constant(half.reshape((1,) + half.shape + (1,) * (len(part.shape) - 3)), part)
         total = do("sum", part) if total is None else total + do("sum", part)
         delta = _expand(w, g_lo) * (g_lo - g_hi)
         t = _join(g_hi + delta, g_lo - delta, t)
@@ -307,7 +320,7 @@ def network_transport(x, t, relaxation, temperature, transpose):
     fast = kernel("sorting_transport", x)
     if fast is not None:
         return fast(x, t, cswap, schedule(big_n), transpose)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # inf - inf, 1 / 0 (NumPy only)
+    with quiet_numpy(x):  # inf - inf, 1 / 0 (NumPy only)
         _, weights = _layers(x, cswap, False)
     return pull(t, weights, big_n) if transpose else push(t, weights, big_n)
 
@@ -474,5 +487,5 @@ def transport(rows, columns, relaxation, temperature, transpose):
     """
     big_n, n = next_pow2(rows.shape[1]), rows.shape[1]
     padded = pad(rows, big_n)
-    state = do("zeros_like", padded)[:, :, None] + do("from_numpy", np.asarray(columns), like=rows)
+    state = do("zeros_like", padded)[:, :, None] + constant(np.asarray(columns), rows)
     return network_transport(padded, state, relaxation, temperature, transpose)[:, :n, :]
