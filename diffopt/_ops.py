@@ -113,6 +113,8 @@ def inner_samples(f, g):
     fast = kernel("inner_samples", f)
     out = None if fast is None else fast(f, g)
     return do("einsum", "nbo,bo->nb", f, g) if out is None else out
+
+
 def constant(a, like):
     """The NumPy array ``a`` as an array of ``like``'s framework, device and dtype.
 
