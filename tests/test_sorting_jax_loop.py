@@ -88,11 +88,9 @@ CASES = [(op, r) for op in ("sort", "sort_desc") for r in RELAXATIONS] + [
 @pytest.mark.parametrize("op, relaxation", CASES)
 def test_float64_equals_numpy(op, relaxation):
     """float64: value, gradient in x and in the temperature equal NumPy/autograd's to 1e-12."""
-    from conftest import JaxBackend
-
     for n in (5, 16, 37):
         x = RNG.standard_normal((2, n)) * 1.5
-        with JaxBackend("jax").float64():
+        with jax.enable_x64(True):  # scoped, as the conftest's float64()
             got = _jax_case(op, relaxation, x, np.float64(0.4))
             if op.startswith("sort"):  # a number temperature: the backward without the temperature's part
                 fixed = jax.grad(lambda v: _loss(op, relaxation, v, 0.4))(jnp.asarray(x))
