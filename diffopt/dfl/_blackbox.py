@@ -92,9 +92,8 @@ def blackbox(solver: Solver, lambd: float = 10.0, *, minimize: bool) -> Callable
     Examples
     --------
     >>> import numpy as np
-    >>> from diffopt import blackbox
-    >>> def cheapest(c):  # a minimising solver: one-hot of the cheapest item
-    ...     return np.eye(c.shape[-1])[np.argmin(c, axis=-1)]
+    >>> from diffopt import argmax_one_hot, blackbox
+    >>> cheapest = lambda c: argmax_one_hot(-c)  # a minimising solver: one-hot of the cheapest item
     >>> blackbox(cheapest, lambd=10.0, minimize=True)(np.array([[3.0, 1.0, 2.0]]))
     array([[0., 1., 0.]])
     """
@@ -127,9 +126,8 @@ def negative_identity(solver: Solver, *, minimize: bool) -> Callable[[Array], Ar
     Examples
     --------
     >>> import numpy as np
-    >>> from diffopt import negative_identity
-    >>> def cheapest(c):  # a minimising solver: one-hot of the cheapest item
-    ...     return np.eye(c.shape[-1])[np.argmin(c, axis=-1)]
+    >>> from diffopt import argmax_one_hot, negative_identity
+    >>> cheapest = lambda c: argmax_one_hot(-c)  # a minimising solver: one-hot of the cheapest item
     >>> negative_identity(cheapest, minimize=True)(np.array([[3.0, 1.0, 2.0]]))
     array([[0., 1., 0.]])
     """

@@ -76,14 +76,14 @@ def spo_plus_loss(solver: Solver, *, minimize: bool, reduction: str = 'mean') ->
     Raises
     ------
     TypeError, ValueError
-        For a bad argument (named in the message), before any solver call.
+        If ``solver`` is not callable, ``minimize`` not a bool or ``reduction`` unknown; when
+        called, for arrays of another shape than ``theta_pred`` (each named in the message).
 
     Examples
     --------
     >>> import numpy as np
-    >>> from diffopt import spo_plus_loss
-    >>> def cheapest(c):  # a minimising solver: one-hot of the cheapest item
-    ...     return np.eye(c.shape[-1])[np.argmin(c, axis=-1)]
+    >>> from diffopt import argmax_one_hot, spo_plus_loss
+    >>> cheapest = lambda c: argmax_one_hot(-c)  # a minimising solver: one-hot of the cheapest item
     >>> loss = spo_plus_loss(cheapest, minimize=True)
     >>> c = np.array([[1.0, 2.0, 3.0]])
     >>> w = cheapest(c)

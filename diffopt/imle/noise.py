@@ -145,7 +145,7 @@ class SumOfGammaNoiseDistribution(BaseNoiseDistribution):
     nb_iterations : int, default 10
         ``s``, the number of Gamma terms (>= 1).
     device : optional
-        Accepted for drop-in compatibility; draws follow ``like``'s device.
+        As in :class:`GumbelNoiseDistribution`.
 
     Examples
     --------

@@ -13,6 +13,7 @@ autograd), also under ``jax.jit``/``tf.function`` with a host solver.
 from __future__ import annotations
 
 from typing import Any, Callable
+import dataclasses
 import functools
 
 import autoray as ar
@@ -63,16 +64,16 @@ class _Config:
                 and self.t_target == self.t_input)
 
 
+@dataclasses.dataclass(eq=False)
 class _Estimator:
     """The (forward, backward) pair of one call: arrays in, arrays out, autoray only."""
 
-    def __init__(self, config, function, rebuild, layout, backend, has_state):
-        self.c = config
-        self.function = function
-        self.rebuild = rebuild
-        self.layout = layout
-        self.backend = backend
-        self.has_state = has_state
+    c: _Config
+    function: Callable[..., Any]
+    rebuild: Callable[..., Any]
+    layout: Any
+    backend: Any
+    has_state: bool
 
     def _unpack(self, arrays):
         theta, eps = arrays[0], arrays[1]
@@ -291,19 +292,10 @@ def imle(
                      input_noise_temperature, target_noise_temperature, nb_marginal_samples, minimize, legacy)
 
 
-def aimle(
-    function: Solver | None = None,
-    target_distribution: BaseTargetDistribution | None = None,
-    noise_distribution: Noise | None = None,
-    nb_samples: int = 1,
-    input_noise_temperature: float = 1.0,
-    target_noise_temperature: float = 1.0,
-    *,
-    nb_marginal_samples: int = 1,
-    minimize: bool = False,
-    symmetric_perturbation: bool = False,
-    **legacy: Any,
-) -> Callable[..., Any]:
+def aimle(function: Solver | None = None, target_distribution: BaseTargetDistribution | None = None,
+          noise_distribution: Noise | None = None, nb_samples: int = 1, input_noise_temperature: float = 1.0,
+          target_noise_temperature: float = 1.0, *, nb_marginal_samples: int = 1, minimize: bool = False,
+          symmetric_perturbation: bool = False, **legacy: Any) -> Callable[..., Any]:
     r"""Adaptive I-MLE (Minervini et al., AAAI 2023): I-MLE with a two-sided difference.
 
     Same call as :func:`imle`; the default target is a fresh
@@ -345,7 +337,7 @@ def aimle(
     Raises
     ------
     TypeError, ValueError
-        For a bad argument (named in the message), before any solver call.
+        As in :func:`imle`.
 
     Examples
     --------

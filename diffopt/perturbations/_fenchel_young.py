@@ -92,16 +92,9 @@ class _MaxCall(CallInputs):
         return total * (0.5 / ((n - 1 if n > 1 else n) * self.settings.sigma))
 
 
-def perturbed_max(
-    func: Solver | None = None,
-    num_samples: int = 1000,
-    sigma: float | Array = 0.05,
-    noise: NoiseLike = "normal",
-    batched: bool = True,
-    device: Any = None,
-    *,
-    chunk_size: int | None = None,
-) -> Callable[..., Any]:
+def perturbed_max(func: Solver | None = None, num_samples: int = 1000, sigma: float | Array = 0.05,
+                  noise: NoiseLike = "normal", batched: bool = True, device: Any = None, *,
+                  chunk_size: int | None = None) -> Callable[..., Any]:
     """The perturbed maximum F_σ(θ) = E[⟨θ + σZ, func(θ + σZ)⟩], differentiable.
 
     ``func`` is an argmax oracle (``y*(θ) = argmax_y ⟨θ, y⟩``, returning
@@ -220,19 +213,9 @@ class FenchelYoungLoss:
     True
     """
 
-    def __init__(
-        self,
-        func: Solver | None = None,
-        num_samples: int = 1000,
-        sigma: float | Array = 0.01,
-        noise: NoiseLike = "normal",
-        batched: bool = True,
-        maximize: bool = True,
-        reduction: str = "sum",
-        device: Any = None,
-        *,
-        chunk_size: int | None = None,
-    ) -> None:
+    def __init__(self, func: Solver | None = None, num_samples: int = 1000, sigma: float | Array = 0.01,
+                 noise: NoiseLike = "normal", batched: bool = True, maximize: bool = True, reduction: str = "sum",
+                 device: Any = None, *, chunk_size: int | None = None) -> None:
         del device
         self.settings = Settings(num_samples, sigma, noise, batched, chunk_size)
         self.func = func

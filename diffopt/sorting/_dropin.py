@@ -157,7 +157,7 @@ def softmax_smooth(a: Array, b: Array, smooth: float = 0) -> tuple[Array, Array]
     Parameters
     ----------
     a, b : array
-        Values to compare.
+        As in :func:`softmax`.
     smooth : float
         0 gives :func:`softmax`, 1 the mean of ``a`` and ``b``.
 
@@ -227,15 +227,8 @@ def diff_sort_indexed(indices: list[Array], x: Array, softmax: Callable[..., Arr
     ----------
     indices : list
         ``bitonic_indices(n)``.
-    x : array
-        Length ``n`` (a power of two) along the first axis.
-    softmax : callable
-        Soft maximum.
-
-    Returns
-    -------
-    array
-        The same values as :func:`diff_sort`.
+    x, softmax
+        As in :func:`diff_sort`, which gives the same values.
 
     Examples
     --------
@@ -257,22 +250,15 @@ def diff_sort_indexed(indices: list[Array], x: Array, softmax: Callable[..., Arr
     return x
 
 
-def diff_sort_weave(
-    fused: list[Array],
-    x: Array,
-    softmax: Callable[..., Array] = softmax,
-    beta: float = 0.0,
-) -> Array:
+def diff_sort_weave(fused: list[Array], x: Array, softmax: Callable[..., Array] = softmax, beta: float = 0.0) -> Array:
     """Relaxed sort with the fused matrices of :func:`bitonic_woven_matrices`.
 
     Parameters
     ----------
     fused : list
         ``bitonic_woven_matrices(n)``.
-    x : array
-        Length ``n`` (a power of two) along the first axis.
-    softmax : callable
-        Soft maximum.
+    x, softmax
+        As in :func:`diff_sort`.
     beta : float
         Blend of each fused permutation with the identity (``beta * I + (1 - beta) * P``):
         0 is the sorting network.
@@ -287,8 +273,7 @@ def diff_sort_weave(
     >>> import numpy as np
     >>> from diffopt.sorting import bitonic_matrices, bitonic_woven_matrices, diff_sort, diff_sort_weave
     >>> x = np.array([3.0, 10.0, 1.0, 6.0])
-    >>> y = diff_sort_weave(bitonic_woven_matrices(4), x)
-    >>> bool(np.allclose(y, diff_sort(bitonic_matrices(4), x)))
+    >>> bool(np.allclose(diff_sort_weave(bitonic_woven_matrices(4), x), diff_sort(bitonic_matrices(4), x)))
     True
     """
     x = _asfloat(x)
@@ -483,11 +468,12 @@ def diff_argsort(
     softmax : callable
         Soft maximum used by :func:`diff_sort`.
     transpose : bool
-        Return the approximate argsort instead of ranks.
+        As in :func:`dargsort`.
 
     Returns
     -------
     array, shape ``[n]``
+        Relaxed ranks (or argsort) in ``x``'s framework.
 
     Examples
     --------
@@ -501,13 +487,8 @@ def diff_argsort(
     return dargsort(x, diff_sort(matrices, x, softmax), sigma, transpose)
 
 
-def diff_argsort_indexed(
-    indices: list[Array],
-    x: Array,
-    sigma: float | Array = 0.1,
-    softmax: Callable[..., Array] = softmax,
-    transpose: bool = False,
-) -> Array:
+def diff_argsort_indexed(indices: list[Array], x: Array, sigma: float | Array = 0.1,
+                         softmax: Callable[..., Array] = softmax, transpose: bool = False) -> Array:
     """:func:`diff_argsort` using :func:`diff_sort_indexed` (``bitonic_indices(n)``).
 
     Parameters
@@ -515,11 +496,7 @@ def diff_argsort_indexed(
     indices : list
         ``bitonic_indices(n)``.
     x, sigma, softmax, transpose
-        As in :func:`diff_argsort`.
-
-    Returns
-    -------
-    array, shape ``[n]``
+        As in :func:`diff_argsort`; the result too (shape ``[n]``).
 
     Examples
     --------

@@ -116,14 +116,8 @@ def _scalar_like(value, rows):
     return do("sum", do("zeros_like", rows[:, :1])) + float(value)  # no slice of the batch axis (sharded)
 
 
-def soft_sort(
-    x: Array,
-    axis: int = -1,
-    *,
-    temperature: float | Array = 1.0,
-    descending: bool = False,
-    relaxation: str | None = "logsumexp",
-) -> Array:
+def soft_sort(x: Array, axis: int = -1, *, temperature: float | Array = 1.0, descending: bool = False,
+              relaxation: str | None = "logsumexp") -> Array:
     """Differentiable sort along ``axis``, for any length and batch shape.
 
     Parameters
@@ -232,14 +226,8 @@ def _transport(kind, x, axis, temperature, relaxation, descending, shim, k=None)
     return _compiled(_transport_rows, shim.NAME, kind, axis, descending, relaxation, k)(x, temperature)
 
 
-def soft_rank(
-    x: Array,
-    axis: int = -1,
-    *,
-    temperature: float | Array = 1.0,
-    descending: bool = False,
-    relaxation: str | None = "logsumexp",
-) -> Array:
+def soft_rank(x: Array, axis: int = -1, *, temperature: float | Array = 1.0, descending: bool = False,
+              relaxation: str | None = "logsumexp") -> Array:
     """Differentiable 0-based ranks along ``axis``.
 
     The rank of ``x[i]`` is its expected position under the network's relaxed
@@ -270,15 +258,8 @@ def soft_rank(
     return _transport("rank", x, axis, temperature, relaxation, descending, shim)
 
 
-def soft_topk(
-    x: Array,
-    k: int,
-    axis: int = -1,
-    *,
-    temperature: float | Array = 1.0,
-    largest: bool = True,
-    relaxation: str | None = "logsumexp",
-) -> Array:
+def soft_topk(x: Array, k: int, axis: int = -1, *, temperature: float | Array = 1.0, largest: bool = True,
+              relaxation: str | None = "logsumexp") -> Array:
     """Differentiable top-``k`` mask along ``axis``.
 
     Parameters
@@ -319,14 +300,8 @@ def soft_topk(
     return _transport("topk", x, axis, temperature, relaxation, largest, shim, k=k)
 
 
-def soft_permutation(
-    x: Array,
-    axis: int = -1,
-    *,
-    temperature: float | Array = 1.0,
-    descending: bool = False,
-    relaxation: str | None = "logsumexp",
-) -> Array:
+def soft_permutation(x: Array, axis: int = -1, *, temperature: float | Array = 1.0, descending: bool = False,
+                     relaxation: str | None = "logsumexp") -> Array:
     """The network's relaxed permutation matrix (``n x n`` per row: only when asked for).
 
     Parameters

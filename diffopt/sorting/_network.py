@@ -141,7 +141,7 @@ def bitonic_indices(n: int) -> list[np.ndarray]:
     Parameters
     ----------
     n : int
-        A power of two.
+        As in :func:`bitonic_matrices` (``ValueError`` if it is not a power of two).
 
     Returns
     -------
@@ -149,11 +149,6 @@ def bitonic_indices(n: int) -> list[np.ndarray]:
         One ``(weave, unweave)`` pair of ``int32`` index vectors per layer: ``x[weave]``
         holds all first inputs then all second inputs; ``concatenate([mins, maxs])[unweave]``
         puts the results back.
-
-    Raises
-    ------
-    ValueError
-        If ``n`` is not a power of two.
 
     Examples
     --------
@@ -178,18 +173,13 @@ def bitonic_woven_matrices(n: int) -> list[np.ndarray]:
     Parameters
     ----------
     n : int
-        A power of two.
+        Number of values, a power of two, as in :func:`bitonic_matrices`.
 
     Returns
     -------
     list of ndarray
         ``L + 1`` matrices for ``L`` layers: the first weaves the input, each later one
         un-weaves the previous layer and weaves the next (the last only un-weaves).
-
-    Raises
-    ------
-    ValueError
-        If ``n`` is not a power of two.
 
     Examples
     --------
@@ -248,7 +238,7 @@ def pretty_bitonic_network(n: int) -> None:
     Parameters
     ----------
     n : int
-        A power of two.
+        Number of wires, a power of two (at most 16 keeps a line within 50 characters).
 
     Examples
     --------
