@@ -24,7 +24,7 @@ __all__ = [
     "kernel",
     "logsumexp", "softmax", "sigmoid", "softplus", "logaddexp", "first_max_mask",
     "fori_loop", "map_leading", "nan_rows", "where_fill", "quiet_numpy", "constant",
-    "sum_samples", "inner_samples",
+    "sum_samples", "inner_samples", "add_scaled",
 ]
 
 
@@ -107,12 +107,22 @@ def sum_samples(x):
 def inner_samples(f, g):
     """``einsum('nbo,bo->nb', f, g)``: each sample's inner product with ``g`` ``[B, out]``.
 
-    ``f`` is ``[n, B, out]``. The shim's ``inner_samples`` kernel where it has
-    one and it applies (eager CPU torch: blockwise over ``n``), else ``einsum``.
+    ``f`` is ``[n, B, out]``, instance-major in memory as the engine makes it:
+    ``einsum`` is then one matrix-vector product per instance, with no kernel.
     """
-    fast = kernel("inner_samples", f)
-    out = None if fast is None else fast(f, g)
-    return do("einsum", "nbo,bo->nb", f, g) if out is None else out
+    return do("einsum", "nbo,bo->nb", f, g)
+
+
+def add_scaled(a, b, scale):
+    """``a + scale * b``, laid out in the logical order of the result.
+
+    The shim's ``add_scaled`` kernel where it has one and it applies (eager CPU
+    torch, which would otherwise lay the result out like a transposed ``b``); the
+    engine reshapes the result to solver rows without a copy.
+    """
+    fast = kernel("add_scaled", b)
+    out = None if fast is None else fast(a, b, scale)
+    return a + scale * b if out is None else out
 
 
 def constant(a, like):

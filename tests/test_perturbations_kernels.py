@@ -1,9 +1,9 @@
-"""The eager CPU torch kernels of the perturbed engine's sample reductions equal the generic ops.
+"""The eager CPU torch kernels of the perturbed engine equal the generic ops.
 
 ``diffopt.backends._torch_samples``: ``sum_samples`` (``1ᵀ X``) and
-``inner_samples`` (blockwise ``einsum('nbo,bo->nb')``), looked up by
-``diffopt._ops.sum_samples`` / ``inner_samples``; and a perturbed argmax whose
-backward runs them gives the gradient of the generic path.
+``add_scaled`` (the perturbed rows written contiguous), looked up by
+``diffopt._ops.sum_samples`` / ``add_scaled``; and a perturbed argmax that
+runs them gives the forward and gradient of the generic path.
 """
 
 import numpy as np
@@ -17,41 +17,31 @@ from diffopt.backends import _torch_samples as ts  # noqa: E402
 from diffopt.backends import torch as torch_shim  # noqa: E402
 
 
-@pytest.mark.parametrize("shape", [(700, 32, 100), (40, 4, 9000), (300, 3, 7)])
+@pytest.mark.parametrize("scale", [0.5, "tensor"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_inner_samples_equals_einsum(shape, dtype):
+def test_add_scaled_equals_generic_and_is_contiguous(scale, dtype):
     gen = torch.Generator().manual_seed(0)
-    f = torch.randn(shape, generator=gen, dtype=torch.float64)
-    g = torch.randn(shape[1:], generator=gen, dtype=torch.float64)
-    ref = torch.einsum("nbo,bo->nb", f, g)
-    fast = ts.inner_samples(f.to(dtype), g.to(dtype))
-    width = shape[1] * shape[2]
-    applies = shape[0] > max(ts.MIN_ROWS, ts.BLOCK // width)
-    assert (fast is not None) == applies
-    out = _ops.inner_samples(f.to(dtype), g.to(dtype))
-    tol = 1e-12 if dtype == torch.float64 else 1e-4
-    # float32 sums of `width` products of unit normals: error ~ eps * sqrt(out) * |terms|
-    np.testing.assert_allclose(out.double().numpy(), ref.numpy(), rtol=tol, atol=tol * np.sqrt(shape[2]))
-    assert out.shape == shape[:2] and out.dtype == dtype
+    theta = torch.randn((4, 7), generator=gen, dtype=dtype)
+    z = torch.randn((30, 4, 7), generator=gen, dtype=dtype)
+    s = torch.tensor(0.5, dtype=dtype) if scale == "tensor" else scale
+    a, b = theta[:, None], z.transpose(0, 1)
+    generic = a + s * b
+    assert not generic.is_contiguous()  # why the kernel exists: the generic result is laid out like b
+    out = ts.add_scaled(a, b, s)
+    assert out is not None and out.is_contiguous() and out.shape == (4, 30, 7) and out.dtype == dtype
+    np.testing.assert_allclose(out.numpy(), generic.numpy(), rtol=1e-6 if dtype == torch.float32 else 1e-15)
+    assert _ops.add_scaled(a, b, s).is_contiguous()
 
 
-def test_inner_samples_recorded_keeps_the_graph():
-    gen = torch.Generator().manual_seed(1)
-    f = torch.randn((100, 8, 500), generator=gen, dtype=torch.float64, requires_grad=True)
-    g = torch.randn((8, 500), generator=gen, dtype=torch.float64)
-    out = ts.inner_samples(f, g)
-    assert out is not None and out.requires_grad
-    out.sum().backward()
-    np.testing.assert_allclose(f.grad.numpy(), g.expand(100, 8, 500).numpy())
-
-
-def test_inner_samples_declines():
-    f = torch.ones((1000, 1, 500))  # one instance: einsum's rows are contiguous
-    assert ts.inner_samples(f, torch.ones((1, 500))) is None
-    f = torch.ones((1000, 4, 500))
-    assert ts.inner_samples(f, torch.ones((4, 499))) is None  # shape mismatch: the generic op raises
-    assert ts.inner_samples(f.half(), torch.ones((4, 500)).half()) is None
-    assert ts.inner_samples(f.transpose(0, 1).contiguous().transpose(0, 1), torch.ones((4, 500))) is None
+def test_add_scaled_declines():
+    a, b = torch.ones((4, 1, 7)), torch.ones((30, 4, 7)).transpose(0, 1)
+    assert ts.add_scaled(a.half(), b.half(), 0.5) is None  # dtype
+    assert ts.add_scaled(a, b.double(), 0.5) is None  # mixed dtypes: the generic op promotes
+    assert ts.add_scaled(a, b, torch.ones(2)) is None  # not a scalar scale
+    assert ts.add_scaled(a.requires_grad_(True), b, 0.5) is None  # recorded by autograd
+    with torch.no_grad():
+        assert ts.add_scaled(a, b, 0.5) is not None
+    assert ts.add_scaled(a.detach(), b, np.ones(1)) is None  # neither a number nor a tensor
 
 
 @pytest.mark.parametrize("shape", [(3000, 32, 10), (2, 300, 500), (3000, 400)])
@@ -64,10 +54,13 @@ def test_sum_samples_equals_sum(shape):
     assert ts.sum_samples(torch.ones(10, 10)) is None  # small
 
 
-def test_perturbed_gradient_equals_generic_path(monkeypatch):
-    """Samples kept (N = 3000, B = 8, d = 50 float64): the kernels run; same forward and gradient."""
-    theta = torch.randn((8, 50), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    g = torch.randn((8, 50), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+@pytest.mark.parametrize("batch", [1, 8])
+def test_perturbed_gradient_equals_generic_path(monkeypatch, batch):
+    """N = 3000, d = 300 float64, the samples kept: the kernels run (``sum_samples`` applies to one
+    instance, whose samples are contiguous); the same forward and gradient without them."""
+    theta = torch.randn((batch, 300), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    g = torch.randn((batch, 300), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    names = ("sum_samples", "add_scaled")
     calls = []
 
     def run():
@@ -77,12 +70,19 @@ def test_perturbed_gradient_equals_generic_path(monkeypatch):
         (y * g).sum().backward()
         return y.detach().numpy(), th.grad.numpy()
 
-    for name in ("sum_samples", "inner_samples"):
+    for name in names:
         kernel = torch_shim.OPS[name]
-        monkeypatch.setitem(torch_shim.OPS, name, lambda *a, _k=kernel, _n=name: calls.append(_n) or _k(*a))
+
+        def spy(*a, _k=kernel, _n=name):
+            out = _k(*a)
+            calls.append((_n, out is not None))
+            return out
+
+        monkeypatch.setitem(torch_shim.OPS, name, spy)
     y_fast, grad_fast = run()
-    assert {"sum_samples", "inner_samples"} <= set(calls)
-    for name in ("sum_samples", "inner_samples"):
+    assert ("add_scaled", True) in calls
+    assert (("sum_samples", True) in calls) == (batch == 1)
+    for name in names:
         monkeypatch.delitem(torch_shim.OPS, name)
     y_ref, grad_ref = run()
     np.testing.assert_allclose(y_fast, y_ref, rtol=0, atol=1e-12)

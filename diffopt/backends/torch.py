@@ -84,7 +84,7 @@ OPS = {
     "sorting_pull": _torch_sorting.pull,
     "sorting_fused": _torch_sorting.fused,
     "sum_samples": _torch_samples.sum_samples,
-    "inner_samples": _torch_samples.inner_samples,
+    "add_scaled": _torch_samples.add_scaled,
 }
 
 

@@ -21,7 +21,7 @@ from diffopt import _arrays
 from diffopt._arrays import shape_of
 from diffopt._checks import check_choice, check_floating, check_int, check_min_rank, check_scale
 from diffopt._dtypes import compute_dtype
-from diffopt._ops import do, fori_loop
+from diffopt._ops import add_scaled, do, fori_loop
 from diffopt.backends import backend_name, get_backend
 from diffopt.noise import get_noise
 from diffopt.random import make_rng
@@ -252,10 +252,14 @@ class Problem:
         return ar.astype(z, self.cdtype) if ar.get_dtype_name(z) != self.cdtype else z
 
     def perturb(self, z):
-        """``theta + sigma z`` (or the transform's version), ``[n, B, in_size]``."""
+        """``theta + sigma z`` (or the transform's version) for ``z`` ``[n, B, in_size]``, as ``[B, n, in_size]``.
+
+        Instance-major (see :meth:`sample`), computed from ``z`` transposed.
+        """
+        z_t = do("transpose", z, (1, 0, 2))
         if self.transform is not None:
-            return self.transform(self.theta_c[None], z, self.settings.sigma)
-        return self.theta_c[None] + sigma_scalar(self.settings, self.theta_c) * z
+            return self.transform(self.theta_c[:, None], z_t, self.settings.sigma)
+        return add_scaled(self.theta_c[:, None], z_t, sigma_scalar(self.settings, self.theta_c))
 
     def solve(self, x):
         """``func`` on the flat perturbed batch ``x`` ``[rows, in_size]``; returns ``[rows, out_size]``."""
@@ -277,14 +281,18 @@ class Problem:
     def sample(self, index, n):
         """Chunk ``index`` of ``n`` samples: ``(z, x, f)`` as ``[n, B, in]``, ``[n, B, in]``, ``[n, B, out]``.
 
-        ``func`` gets the rows instance-major (:func:`instance_rows`): instance ``b``'s
-        ``n`` samples are rows ``b·n … b·n + n − 1``, so a batch sharded on its leading
-        axis (JAX ``NamedSharding``) stays sharded through the solver call.
+        The noise keeps its ``[n, B, in]`` draw (the noise objects' contract); ``func``
+        gets the perturbed rows instance-major, instance ``b``'s ``n`` samples as rows
+        ``b·n … b·n + n − 1`` (:meth:`perturb` writes them in that order: no copy).
+        Merging ``B`` as the major axis keeps a batch sharded on its leading axis (JAX
+        ``NamedSharding``) sharded through the solver call; merged under ``n``
+        (sample-major) it cannot be expressed as a sharding of the rows, and XLA
+        all-gathers the batch. ``x`` and ``f`` come back as sample-major views.
         """
         z = self.noise(index, n)
         x = self.perturb(z)
-        f = self.solve(instance_rows(x))
-        return z, x, sample_major(f, n)
+        f = self.solve(do("reshape", x, (-1, self.in_size)))
+        return z, do("transpose", x, (1, 0, 2)), sample_major(f, n)
 
     def _check_output(self, x, out, rows):
         name = getattr(self.func, "__name__", type(self.func).__name__)
@@ -307,17 +315,6 @@ class Problem:
             )
         if self.out_shape is not None and shape_of(out)[1:] != self.out_shape:
             raise ValueError(f"func {name} returned shape {shape}, expected [{rows}, *{self.out_shape}]")
-
-
-def instance_rows(x):
-    """``[n, B, size]`` samples as ``[B·n, size]`` solver rows, instance-major.
-
-    The noise keeps its ``[n, B, size]`` draw; only the rows the solver sees are
-    laid out per instance. Merging ``B`` as the major axis keeps a sharded batch
-    axis sharded (merging it under ``n``, sample-major, cannot be expressed as a
-    sharding of the rows, and XLA all-gathers the batch).
-    """
-    return do("reshape", do("transpose", x, (1, 0, 2)), (-1, shape_of(x)[2]))
 
 
 def sample_major(f, n):
