@@ -1,6 +1,6 @@
 """Solver calls on a dask cluster: speed-up over sequential (issue 19).
 
-``python -m benchmarks.dask_cluster [--workers 2] [--instances 256 1024] [--reps 5]``
+``python -m benchmarks.dask_cluster [--workers 2] [--instances 256 1024] [--reps 5] [--grid 12 48]``
 times ``host_solver(grid_shortest_path, vectorized=False)`` on batches of random 12x12
 cost maps (Dijkstra, 8 neighbours), once sequentially in this process and once with
 ``executor=client.get_executor()`` on a ``dask.distributed.LocalCluster`` of worker
@@ -58,10 +58,11 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--instances", type=int, nargs="+", default=[256, 1024])
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--grid", type=int, nargs="+", default=[12], help="grid sizes (one row per grid and batch size)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "dask_cluster.json"))
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
-    rows = measure(args.workers, args.instances, args.reps)
+    rows = [row for grid in args.grid for row in measure(args.workers, args.instances, args.reps, grid)]
     record = {"cpu_count": os.cpu_count(), "load_before": load_before, "load_after": os.getloadavg(),
               "rows": rows}
     for r in rows:
