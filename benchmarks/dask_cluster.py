@@ -1,8 +1,8 @@
 """Solver calls on a dask cluster: speed-up over sequential (issue 19).
 
 ``python -m benchmarks.dask_cluster [--workers 2] [--instances 256 1024] [--reps 5] [--grid 12 48]``
-times ``host_solver(grid_shortest_path, vectorized=False)`` on batches of random 12x12
-cost maps (Dijkstra, 8 neighbours), once sequentially in this process and once with
+times ``host_solver(grid_shortest_path, vectorized=False)`` on batches of random square
+cost maps (``--grid`` sides, default 12; Dijkstra, 8 neighbours), once sequentially in this process and once with
 ``executor=client.get_executor()`` on a ``dask.distributed.LocalCluster`` of worker
 processes (one thread each), alternately, after a warm-up; it prints the medians and
 writes them to ``benchmarks/results/dask_cluster.json``. Times depend on the machine's
