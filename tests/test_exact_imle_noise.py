@@ -471,3 +471,60 @@ def test_soft_sort_generic_network_row_lengths_and_batch_layout(backend, monkeyp
             if backend.has_grad:
                 loss = lambda u: ar.do("sum", sorting.soft_sort(u, temperature=0.7, relaxation=relaxation) * wb)  # noqa: E731
                 close(backend, backend.grad(loss, xb), want_g)
+
+
+
+@pytest.mark.parametrize("relaxation", ["logsumexp", "logistic", "cauchy", "reciprocal", "optimal", None])
+def test_soft_sort_generic_network_learnable_temperature(backend, monkeypatch, relaxation):
+    """An array temperature through the generic network's backward (:func:`~diffopt.sorting._soft.pull_temperature`).
+
+    ``d/dT`` and ``d/dx`` of ``sum(w * soft_sort(x, T))`` equal the reference's autodiff to 1e-10, ascending
+    and descending, on rows of 6 (padded to 8), a batch of 9 rows of 5 (batch-innermost layout) and rows
+    of 1 (no comparator: a zero temperature gradient); the exact sort's temperature gradient is 0.
+    """
+    import autograd
+
+    from diffopt import sorting
+    from test_exact import ref_sorting
+
+    if not backend.has_grad:
+        pytest.skip("numpy arrays have no autodiff")
+    names = {backend.name, "numpy"} if backend.name == "autograd" else {backend.name}
+    tables = [backends.ops(name) for name in names]
+    if not any("sorting_fused" in table for table in tables):
+        pytest.skip(f"{backend.name} has no fused sorting kernel: test_sorting_temperature checks its network")
+    for table in tables:
+        for kernel_name in ("sorting_fused", "sorting_lse_network"):
+            monkeypatch.delitem(table, kernel_name, raising=False)
+    rng = np.random.default_rng(23)
+    t0 = 0.7
+    for shape, descending in (((2, 6), False), ((2, 6), True), ((9, 5), False), ((3, 1), True)):
+        x, w = rng.normal(size=shape) * 1.5, rng.normal(size=shape)
+        op = "sort_desc" if descending else "sort"
+        moving = relaxation is not None and shape[1] > 1  # else the loss does not depend on T
+
+        def ref_loss(v, t):  # autograd-differentiable in v and t
+            if relaxation is None:
+                return np.sum(np.sort(v, axis=1)[:, ::-1 if descending else 1] * w)
+            return sum(ar.do("sum", ref_sorting(row, relaxation, t, op) * wi) for row, wi in zip(v, w))
+
+        want_value = float(ref_loss(x, t0))
+        want_gt = autograd.grad(lambda t: ref_loss(x, t))(t0) if moving else 0.0
+        want_gx = autograd.grad(lambda v: ref_loss(v, t0))(x) if relaxation is not None else None
+        with backend.float64():
+            xb, wb = backend.asarray(x, "float64"), backend.asarray(w, "float64")
+            tb = backend.asarray(np.array(t0), "float64")
+
+            def loss(v, t):
+                return ar.do("sum", sorting.soft_sort(v, temperature=t, relaxation=relaxation,
+                                                      descending=descending) * wb)
+
+            got_value = float(backend.to_numpy(loss(xb, tb)))
+            got_gt = float(backend.to_numpy(backend.grad(lambda t: loss(xb, t), tb)))
+            got_gx = backend.to_numpy(backend.grad(lambda v: loss(v, tb), xb))
+        np.testing.assert_allclose(got_value, want_value, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(got_gt, want_gt, rtol=1e-10, atol=1e-10)
+        if moving:
+            assert abs(want_gt) > 1e-3, (shape, want_gt)  # a case that moves with T
+        if want_gx is not None:
+            np.testing.assert_allclose(got_gx, want_gx, rtol=1e-10, atol=1e-10)

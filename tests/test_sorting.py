@@ -494,17 +494,6 @@ def test_many_rows_layout_matches_row_by_row(grad_backend, relaxation):
 # ------------------------------------------------------------------ compilation
 
 
-def test_compiled(backend):
-    x = backend.asarray(np.random.RandomState(11).randn(4, 6).astype(np.float32))
-    f = backend.jit(lambda v: ds.soft_sort(v, temperature=0.3))
-    _close(backend.to_numpy(f(x)), backend.to_numpy(ds.soft_sort(x, temperature=0.3)), atol=1e-5)
-    if backend.has_grad:
-        g = backend.jit(lambda v: backend.grad(lambda u: _sum(ds.soft_sort(u, temperature=0.3)[:, 0]), v))
-        eager = backend.grad(lambda u: _sum(ds.soft_sort(u, temperature=0.3)[:, 0]), x)
-        _close(backend.to_numpy(g(x)), backend.to_numpy(eager), atol=1e-5)
-        _close(backend.to_numpy(g(x)).sum(1), np.ones(4), atol=1e-5)
-
-
 def test_jax_vmap():
     jax = pytest.importorskip("jax")
     x = jax.numpy.asarray(np.random.RandomState(12).randn(5, 7))
