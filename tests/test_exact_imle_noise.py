@@ -403,6 +403,63 @@ def test_imle_draws_its_noise_from_rng(backend):
 # ---------------------------------------------------------------- soft sorting: the generic network
 
 
+def _kernel_tables(backend):
+    """The op tables ``backend``'s arrays read (HIPS autograd runs on the NumPy shim's)."""
+    return [backends.ops(name) for name in ({backend.name, "numpy"} if backend.name == "autograd" else {backend.name})]
+
+
+def _without_fused_kernels(backend, monkeypatch):
+    """Remove the fused sorting kernels of NumPy/autograd/eager torch for this test (skip where there are
+    none: JAX, TensorFlow and compiled torch always run the generic network, checked by test_exact)."""
+    tables = _kernel_tables(backend)
+    if not any("sorting_fused" in table for table in tables):
+        pytest.skip(f"{backend.name} has no fused sorting kernel: test_exact checks its network")
+    for table in tables:
+        for kernel_name in ("sorting_fused", "sorting_lse_network"):
+            monkeypatch.delitem(table, kernel_name, raising=False)
+
+
+@pytest.mark.parametrize("relaxation", ["logsumexp", "logistic"])
+def test_soft_sort_generic_network_infinities_exact(backend, monkeypatch, relaxation):
+    """test_exact's ±inf case through the generic network (sentinels, clip and restore of ``lse_network``)."""
+    from test_exact import test_soft_sort_infinities_exact
+
+    _without_fused_kernels(backend, monkeypatch)
+    test_soft_sort_infinities_exact(backend, relaxation)
+
+
+def test_soft_sort_uses_the_fused_kernel_where_the_shim_has_one(backend, monkeypatch):
+    """Where a shim has ``sorting_fused`` (NumPy, autograd, eager torch), ``soft_sort`` with a number
+    temperature runs it (asked with the rows, the temperature and the relaxation; its forward called),
+    and its numbers are the generic network's."""
+    from diffopt import sorting
+    from test_exact import ref_sorting
+
+    tables = [t for t in _kernel_tables(backend) if "sorting_fused" in t]
+    if not tables:
+        pytest.skip(f"{backend.name} has no fused sorting kernel")
+    asked, ran = [], []
+    for table in tables:
+        make = table["sorting_fused"]
+
+        def counting(rows, temperature, relaxation, make=make):
+            asked.append((tuple(rows.shape), temperature, relaxation))
+            pair = make(rows, temperature, relaxation)
+            if pair is None:
+                return None
+            fwd, bwd = pair
+            return (lambda *a: ran.append(1) or fwd(*a)), bwd
+
+        monkeypatch.setitem(table, "sorting_fused", counting)
+    x = np.random.default_rng(24).normal(size=(3, 6))
+    with backend.float64():
+        fused = backend.to_numpy(sorting.soft_sort(backend.asarray(x, "float64"), temperature=0.7,
+                                                   relaxation="cauchy"))
+    assert asked == [((3, 6), 0.7, "cauchy")] and ran == [1], (asked, ran)
+    want = np.stack([ref_sorting(row, "cauchy", 0.7, "sort") for row in x])
+    np.testing.assert_allclose(fused, want, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("op", ["sort", "sort_desc"])
 @pytest.mark.parametrize("relaxation", ["logsumexp", "logistic", "cauchy", "reciprocal", "optimal"])
 def test_soft_sort_generic_network_exact(backend, monkeypatch, relaxation, op):
@@ -414,13 +471,7 @@ def test_soft_sort_generic_network_exact(backend, monkeypatch, relaxation, op):
     """
     from test_exact import _diffopt_sorting, _sorting_cases
 
-    names = {backend.name, "numpy"} if backend.name == "autograd" else {backend.name}
-    tables = [backends.ops(name) for name in names]
-    if not any("sorting_fused" in table for table in tables):
-        pytest.skip(f"{backend.name} has no fused sorting kernel: test_exact checks its network")
-    for table in tables:
-        for kernel_name in ("sorting_fused", "sorting_lse_network"):
-            monkeypatch.delitem(table, kernel_name, raising=False)
+    _without_fused_kernels(backend, monkeypatch)
     for x, want, w, want_g in _sorting_cases(relaxation, op, 0.7):
         with backend.float64():
             xb, wb = backend.asarray(x, "float64"), backend.asarray(w, "float64")
@@ -454,13 +505,7 @@ def test_soft_sort_generic_network_row_lengths_and_batch_layout(backend, monkeyp
     the exact sort (``relaxation=None``): values and gradients through the generic network."""
     from diffopt import sorting
 
-    names = {backend.name, "numpy"} if backend.name == "autograd" else {backend.name}
-    tables = [backends.ops(name) for name in names]
-    if not any("sorting_fused" in table for table in tables):
-        pytest.skip(f"{backend.name} has no fused sorting kernel: test_exact checks its network")
-    for table in tables:
-        for kernel_name in ("sorting_fused", "sorting_lse_network"):
-            monkeypatch.delitem(table, kernel_name, raising=False)
+    _without_fused_kernels(backend, monkeypatch)
     rng = np.random.default_rng(20)
     for shape in ((9, 5), (3, 1), (2, 3)):
         x = rng.normal(size=shape) * 1.5
@@ -489,13 +534,7 @@ def test_soft_sort_generic_network_learnable_temperature(backend, monkeypatch, r
 
     if not backend.has_grad:
         pytest.skip("numpy arrays have no autodiff")
-    names = {backend.name, "numpy"} if backend.name == "autograd" else {backend.name}
-    tables = [backends.ops(name) for name in names]
-    if not any("sorting_fused" in table for table in tables):
-        pytest.skip(f"{backend.name} has no fused sorting kernel: test_sorting_temperature checks its network")
-    for table in tables:
-        for kernel_name in ("sorting_fused", "sorting_lse_network"):
-            monkeypatch.delitem(table, kernel_name, raising=False)
+    _without_fused_kernels(backend, monkeypatch)
     rng = np.random.default_rng(23)
     t0 = 0.7
     for shape, descending in (((2, 6), False), ((2, 6), True), ((9, 5), False), ((3, 1), True)):
