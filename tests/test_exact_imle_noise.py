@@ -428,6 +428,17 @@ def test_soft_sort_generic_network_infinities_exact(backend, monkeypatch, relaxa
     test_soft_sort_infinities_exact(backend, relaxation)
 
 
+@pytest.mark.parametrize("relaxation", ["logsumexp", "logistic"])
+def test_soft_sort_generic_network_largest_finite_values(backend, monkeypatch, relaxation):
+    """test_edge_cases' float32 ``±finfo.max`` case through the generic network: the sentinels are
+    float32's own (not float64's), the largest finite values stay finite and ``+inf`` stays ``+inf``."""
+    from test_edge_cases import test_soft_sort_of_the_largest_finite_values_is_finite
+
+    _without_fused_kernels(backend, monkeypatch)
+    for n in (3, 4):
+        test_soft_sort_of_the_largest_finite_values_is_finite(backend, relaxation, n)
+
+
 def test_soft_sort_uses_the_fused_kernel_where_the_shim_has_one(backend, monkeypatch):
     """Where a shim has ``sorting_fused`` (NumPy, autograd, eager torch), ``soft_sort`` with a number
     temperature runs it (asked with the rows, the temperature and the relaxation; its forward called),
@@ -438,13 +449,14 @@ def test_soft_sort_uses_the_fused_kernel_where_the_shim_has_one(backend, monkeyp
     tables = [t for t in _kernel_tables(backend) if "sorting_fused" in t]
     if not tables:
         pytest.skip(f"{backend.name} has no fused sorting kernel")
-    asked, ran = [], []
+    asked, applied, ran = [], [], []
     for table in tables:
         make = table["sorting_fused"]
 
         def counting(rows, temperature, relaxation, make=make):
             asked.append((tuple(rows.shape), temperature, relaxation))
             pair = make(rows, temperature, relaxation)
+            applied.append(pair is not None)
             if pair is None:
                 return None
             fwd, bwd = pair
@@ -455,9 +467,58 @@ def test_soft_sort_uses_the_fused_kernel_where_the_shim_has_one(backend, monkeyp
     with backend.float64():
         fused = backend.to_numpy(sorting.soft_sort(backend.asarray(x, "float64"), temperature=0.7,
                                                    relaxation="cauchy"))
-    assert asked == [((3, 6), 0.7, "cauchy")] and ran == [1], (asked, ran)
+    assert asked == [((3, 6), 0.7, "cauchy")], asked
+    if applied == [False]:
+        pytest.skip("the fused kernel declined these rows (numba missing or switched off)")
+    assert applied == [True] and ran == [1], (applied, ran)
     want = np.stack([ref_sorting(row, "cauchy", 0.7, "sort") for row in x])
     np.testing.assert_allclose(fused, want, rtol=1e-10, atol=1e-10)
+
+
+def test_soft_sort_uses_the_lse_kernel_where_the_shim_has_one(backend, monkeypatch):
+    """Where a shim has ``sorting_lse_network`` (eager torch), a learnable-temperature ``logsumexp`` sort
+    (which the fused kernel does not take) runs it: asked with the network's rows, the temperature, the
+    schedule, the layout and the dtype's finite range; its result is used (the generic network does not
+    run); numbers and gradients are the reference's."""
+    import autograd
+
+    from diffopt import sorting
+    from diffopt.sorting import _soft
+    from diffopt.sorting._network import schedule
+    from diffopt.sorting._soft import finite_range
+    from test_exact import ref_sorting
+
+    tables = [t for t in _kernel_tables(backend) if "sorting_lse_network" in t]
+    if not tables or not backend.has_grad:
+        pytest.skip(f"{backend.name} has no logsumexp network kernel")
+    asked, ran = [], []
+    for table in tables:
+        lse = table["sorting_lse_network"]
+
+        def counting(x, temperature, layers, reverse, finite, lse=lse):
+            asked.append((tuple(x.shape), layers == schedule(int(x.shape[1]), reverse), reverse,
+                          finite == finite_range(x)))
+            out = lse(x, temperature, layers, reverse, finite)
+            ran.append(out is not None)
+            return out
+
+        monkeypatch.setitem(table, "sorting_lse_network", counting)
+
+    def generic(*args):
+        raise AssertionError("the generic logsumexp network ran although the kernel applied")
+
+    monkeypatch.setattr(_soft, "_lse_network", generic)
+    x, w = np.random.default_rng(25).normal(size=(2, 6)), np.random.default_rng(26).normal(size=(2, 6))
+    with backend.float64():
+        xb, wb, tb = backend.asarray(x, "float64"), backend.asarray(w, "float64"), backend.asarray(np.array(0.7))
+        got = backend.to_numpy(sorting.soft_sort(xb, temperature=tb))
+        got_g = backend.to_numpy(backend.grad(lambda v: ar.do("sum", sorting.soft_sort(v, temperature=tb) * wb), xb))
+    assert asked and asked[0] == ((2, 8), True, True, True) and all(ran), (asked, ran)
+    np.testing.assert_allclose(got, np.stack([ref_sorting(r, "logsumexp", 0.7, "sort") for r in x]),
+                               rtol=1e-10, atol=1e-10)
+    want_g = np.stack([autograd.grad(lambda r: np.sum(ref_sorting(r, "logsumexp", 0.7, "sort") * wi))(row)
+                       for row, wi in zip(x, w)])
+    np.testing.assert_allclose(got_g, want_g, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("op", ["sort", "sort_desc"])
