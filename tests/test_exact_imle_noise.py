@@ -579,7 +579,6 @@ def test_soft_sort_generic_network_row_lengths_and_batch_layout(backend, monkeyp
                 close(backend, backend.grad(loss, xb), want_g)
 
 
-
 @pytest.mark.parametrize("relaxation", ["logsumexp", "logistic", "cauchy", "reciprocal", "optimal", None])
 def test_soft_sort_generic_network_learnable_temperature(backend, monkeypatch, relaxation):
     """An array temperature through the generic network's backward (:func:`~diffopt.sorting._soft.pull_temperature`).
