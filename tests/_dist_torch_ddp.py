@@ -15,6 +15,7 @@ where neither applies, is also compared with the global batch directly.
 
 import datetime
 import faulthandler
+import gc
 import json
 import os
 import sys
@@ -96,29 +97,42 @@ def params(model):
     return np.concatenate([p.detach().numpy().ravel() for p in model.parameters()])
 
 
+def train(rank):
+    """This rank's DDP run; returns the saved gradients and parameters. The DDP module
+    lives only in here, so its reducer is freed while the process group is alive."""
+    model = torch.nn.parallel.DistributedDataParallel(new_model())
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    x, weights, target = data()
+    xs, ts = shard(x, rank), shard(target, rank)
+    # the deterministic soft-rank term alone, before training
+    model.zero_grad()
+    rank_loss(model(xs, seed_of(0, rank))[2], ts).backward()
+    saved = {"rank_only": grads(model.module)}
+    for step in range(STEPS):
+        opt.zero_grad()
+        loss_fn(model(xs, seed_of(step, rank)), weights, ts).backward()
+        saved[f"grad{step}"] = grads(model.module)
+        opt.step()
+    saved["params"] = params(model.module)
+    return saved
+
+
 def worker(rank, store_file, out_dir):
     faulthandler.dump_traceback_later(HANG_DUMP_S, exit=True)  # a hang prints its stacks
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=WORLD,
                             timeout=datetime.timedelta(seconds=30))
-    try:
-        model = torch.nn.parallel.DistributedDataParallel(new_model())
-        opt = torch.optim.SGD(model.parameters(), lr=LR)
-        x, weights, target = data()
-        xs, ts = shard(x, rank), shard(target, rank)
-        # the deterministic soft-rank term alone, before training
-        model.zero_grad()
-        rank_loss(model(xs, seed_of(0, rank))[2], ts).backward()
-        saved = {"rank_only": grads(model.module)}
-        for step in range(STEPS):
-            opt.zero_grad()
-            loss_fn(model(xs, seed_of(step, rank)), weights, ts).backward()
-            saved[f"grad{step}"] = grads(model.module)
-            opt.step()
-        saved["params"] = params(model.module)
-        np.savez(os.path.join(out_dir, f"rank{rank}.npz"), **saved)
-    finally:
-        dist.destroy_process_group()
+    np.savez(os.path.join(out_dir, f"rank{rank}.npz"), **train(rank))
+    # Teardown order matters on torch 2.13 (gloo). Freeing the DDP module after
+    # destroy_process_group made its reducer drop the group's last reference, and the
+    # group's destructor (holding the GIL) joined a gloo thread that was waiting for the
+    # GIL to free a finished all-reduce: a deadlock in about 1 run of 3 here, with or
+    # without diffopt's layers (seen with py-spy). So: the module is already freed (train
+    # returned), both ranks pass a barrier, then the group is destroyed, and only on
+    # success (destroying while the other rank is inside a collective can hang too).
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def reference():
