@@ -350,6 +350,29 @@ def test_imle_second_derivatives_raise(grad_backend):
             hessian(b, lambda u: ar.do("sum", op(u, rng=0) * u), t)
 
 
+@pytest.mark.parametrize("op", ["perturbed", "perturbed_max", "fenchel_young"])
+def test_learnable_sigma_second_derivatives_raise(grad_backend, op):
+    """A learnable (array) σ gives first derivatives only: a Hessian raises the second-order
+    error on every backend (JAX could otherwise differentiate the hand-written backward)."""
+    b = grad_backend
+    with b.float64():
+        t = b.asarray(THETA[None], "float64")
+        sigma = b.asarray(np.array(0.5), "float64")
+        label = b.asarray(np.eye(4)[[2]], "float64")
+        if op == "perturbed":
+            fn = diffopt.perturbed(first_max_mask, num_samples=4, sigma=sigma)
+            f = lambda u: ar.do("sum", fn(u, rng=0) * u)  # noqa: E731
+        elif op == "perturbed_max":
+            fn = diffopt.perturbed_max(first_max_mask, num_samples=4, sigma=sigma)
+            f = lambda u: ar.do("sum", fn(u, rng=0))  # noqa: E731
+        else:
+            fn = diffopt.FenchelYoungLoss(first_max_mask, num_samples=4, sigma=sigma)
+            f = lambda u: fn(u, label, rng=0)  # noqa: E731
+        b.grad(f, t)  # the first derivative works
+        with pytest.raises((NotImplementedError, RuntimeError), match="second-order"):
+            hessian(b, f, t)
+
+
 # ------------------------------------------------------- mutation survivors (tests/MUTATION.md)
 
 
