@@ -464,6 +464,68 @@ def test_fenchel_young_float32_rank_three_value_gradient_and_sigma(grad_backend)
             np.testing.assert_allclose(b.to_numpy(got), want, rtol=2e-6, atol=2e-6)
 
 
+def test_perturbed_max_float32_extra_array_and_float64_sigma(grad_backend):
+    """float32 ``[B, 2, 2]`` θ and a float32 extra solver array, a float64 learnable σ: the value
+    and θ-gradient keep float32, the σ-gradient σ's float64 (not the extra array's), all equal
+    to the float64 formula to float32 precision."""
+    b = grad_backend
+    rng = np.random.default_rng(32)
+    theta, w, shift = rng.normal(size=(B, 2, 2)), rng.normal(size=B), rng.normal(size=(2, 2)) * 0.3
+    z = rng.normal(size=(N, B, 4))
+    noise = FixedNoise(z, b, "normal")
+    s32 = float(np.float32(SIGMA))
+    th, sh = theta.astype(np.float32).astype(np.float64), shift.astype(np.float32).astype(np.float64)
+    x = th.reshape(1, B, 4) + s32 * z
+    f = np.eye(4)[(x + sh.reshape(4)).argmax(-1)]
+    value = (x * f).sum(-1).mean(0)
+    grad = w[:, None] * f.mean(0)
+    d_sigma = float(w @ (z * f).sum(-1).mean(0))
+    with b.float64():  # a float64 σ needs JAX's x64 scope
+        t, wb, shb = (b.asarray(a, "float32") for a in (theta, w, shift))
+        s = b.asarray(np.array(s32), "float64")
+
+        def weighted(u, v):
+            fmax = diffopt.perturbed_max(shifted_argmax, num_samples=N, sigma=v, noise=noise)
+            return ar.do("sum", fmax(u, shb, rng=0) * wb)
+
+        out = diffopt.perturbed_max(shifted_argmax, num_samples=N, sigma=s, noise=noise)(t, shb, rng=0)
+        g_theta, g_sigma = b.grad(lambda u: weighted(u, s), t), b.grad(lambda v: weighted(t, v), s)
+        for got, want, shape, dtype in ((out, value, (B,), "float32"), (g_theta, grad.reshape(B, 2, 2), (B, 2, 2), "float32"),
+                                        (g_sigma, d_sigma, (), "float64")):
+            assert ar.get_dtype_name(got) == dtype and tuple(got.shape) == shape
+            np.testing.assert_allclose(b.to_numpy(got), want, rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("op", ["perturbed", "perturbed_max", "fenchel_young"])
+def test_numpy_theta_with_an_autograd_sigma(grad_backend, op):
+    """A plain NumPy θ with a learnable σ traced by autograd runs on autograd (σ picks the
+    framework): the σ-gradient equals the one with θ traced too, and a Python-float σ
+    (``autograd.grad(f)(0.3)``, which autograd unboxes to a float) gives the same."""
+    b = grad_backend
+    if b.name != "autograd":
+        pytest.skip("NumPy arrays beside a traced sigma: autograd only")
+    import autograd
+
+    rng = np.random.default_rng(33)
+    theta, label, w = rng.normal(size=(B, 4)), np.eye(4)[[0, 2]], rng.normal(size=(B, 4))
+    noise = FixedNoise(rng.normal(size=(N, B, 4)), b, "normal")
+
+    def loss(t, s):
+        if op == "perturbed":
+            return ar.do("sum", diffopt.perturbed(first_max_mask, num_samples=N, sigma=s, noise=noise)(t, rng=0) * w)
+        if op == "perturbed_max":
+            return ar.do("sum", diffopt.perturbed_max(first_max_mask, num_samples=N, sigma=s, noise=noise)(t, rng=0))
+        return diffopt.FenchelYoungLoss(first_max_mask, num_samples=N, sigma=s, noise=noise)(t, label, rng=0)
+
+    sigma = np.array(SIGMA)
+    with_numpy_theta = autograd.grad(lambda s: loss(theta, s))(sigma)
+    both_traced = autograd.grad(lambda s: loss(theta + 0.0 * s, s))(sigma)
+    python_float = autograd.grad(lambda s: loss(theta, s))(SIGMA)
+    assert abs(with_numpy_theta) > 0.1
+    np.testing.assert_allclose(with_numpy_theta, both_traced, rtol=1e-12)
+    np.testing.assert_allclose(python_float, both_traced, rtol=1e-12)
+
+
 def test_perturbed_hessian_float32_rank_three(grad_backend):
     """float32 ``[B, 1, D]`` θ in each residual mode: value, gradient and Hessian keep float32 and θ's
     shape, and equal the float64 formula to float32 precision."""

@@ -35,6 +35,13 @@ def to_numpy(x):
     return np.asarray(getval(x))
 
 
+def _arrays(values):
+    """``values`` with Python numbers as 0-d arrays: autograd unboxes a traced Python float
+    (``autograd.grad(f)(0.5)``, e.g. a learnable ``sigma``) to the float itself, which the core
+    would no longer see as an array."""
+    return tuple(v if hasattr(v, "shape") else np.asarray(v) for v in values)
+
+
 @primitive
 def _first_order_only(c, *inputs):
     """``c`` (a cotangent), tied to the inputs of the op it came from; its derivative raises."""
@@ -67,11 +74,11 @@ def custom_vjp(fwd, bwd, jit=False, second_order=False):
 
     @primitive
     def f(*arrays):
-        out, store.res = fwd(*arrays)
+        out, store.res = fwd(*_arrays(arrays))
         return out
 
     def vjp_maker(argnums, ans, arrays, kwargs):
-        res = store.res
+        res, arrays = store.res, _arrays(arrays)
 
         def vjp(g):
             if spec is not None and not isinstance(g, tuple):
