@@ -131,3 +131,15 @@ def test_float32_equals_generic_jax(relaxation):
         np.testing.assert_allclose(value, want_value, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(gx, want_gx, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(gt, want_gt, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("relaxation", ["logsumexp", "cauchy", None])
+def test_rows_of_one_with_a_learnable_temperature(relaxation):
+    """n = 1 (no comparator): the value is the input, d/dx is 1 and d/dT is 0 with an array temperature."""
+    x = jnp.asarray(RNG.standard_normal((2, 1)).astype(np.float32))
+    t = jnp.asarray(np.float32(0.3))
+    value, (gx, gt) = jax.value_and_grad(lambda u, v: jnp.sum(ds.soft_sort(u, temperature=v, relaxation=relaxation)),
+                                         argnums=(0, 1))(x, t)
+    np.testing.assert_array_equal(np.asarray(value), np.asarray(x).sum())
+    np.testing.assert_array_equal(np.asarray(gx), np.ones((2, 1), np.float32))
+    assert float(gt) == 0.0
