@@ -64,6 +64,22 @@ def test_exact_sort_has_zero_temperature_gradient(grad_backend):
     assert float(b.to_numpy(g)) == 0.0
 
 
+@pytest.mark.parametrize("op", ["sort", "rank"])
+def test_autograd_python_float_temperature(grad_backend, op):
+    """``autograd.grad(f)(0.6)``: autograd hands the op the float itself; the gradient equals the
+    one of a 0-d array temperature."""
+    if grad_backend.name != "autograd":
+        pytest.skip("a traced Python float: autograd only")
+    import autograd
+
+    def loss(t):
+        return ar.do("sum", OPS[op](X, t, "logistic", False) * W)
+
+    as_float, as_array = autograd.grad(loss)(T0), autograd.grad(loss)(np.array(T0))
+    assert abs(float(as_array)) > 1e-3
+    np.testing.assert_allclose(float(as_float), float(as_array), rtol=1e-12)
+
+
 def test_temperature_gradient_with_infinities(grad_backend):
     """Entries at ±inf are compared exactly: a finite gradient, the finite outputs' FD."""
     b = grad_backend
