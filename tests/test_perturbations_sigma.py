@@ -146,3 +146,22 @@ def test_bad_learnable_sigma(grad_backend):
 
         loss = fenchel_young.FenchelYoungLoss(first_max_mask, sigma=b.asarray(np.array(0.5, dtype=np.float32)))
         loss(b.asarray(THETA[None], "float32"), b.asarray(np.eye(4)[[1]], "float32"))
+
+
+@pytest.mark.parametrize("op", ["perturbed", "perturbed_max", "fenchel_young"])
+def test_learnable_sigma_of_another_framework_than_theta(grad_backend, op):
+    """A NumPy θ with a torch/JAX/TensorFlow σ mixes frameworks: a TypeError naming both arguments."""
+    b = grad_backend
+    if b.name == "autograd":
+        pytest.skip("a NumPy theta with an autograd sigma runs on autograd (tests/test_hessians.py)")
+    theta, label = THETA[None], np.eye(4)[[1]]
+    with b.float64():
+        sigma = b.asarray(np.array(SIGMA), "float64")
+        calls = {
+            "perturbed": lambda: diffopt.perturbed(first_max_mask, num_samples=4, sigma=sigma)(theta, rng=0),
+            "perturbed_max": lambda: diffopt.perturbed_max(first_max_mask, num_samples=4, sigma=sigma)(theta, rng=0),
+            "fenchel_young": lambda: diffopt.FenchelYoungLoss(first_max_mask, num_samples=4, sigma=sigma)(
+                theta, label, rng=0),
+        }
+        with pytest.raises(TypeError, match=r"theta is a numpy array, sigma is a \w+ array"):
+            calls[op]()
