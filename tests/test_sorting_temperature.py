@@ -66,8 +66,8 @@ def test_exact_sort_has_zero_temperature_gradient(grad_backend):
 
 @pytest.mark.parametrize("op", ["sort", "rank"])
 def test_autograd_python_float_temperature(grad_backend, op):
-    """``autograd.grad(f)(0.6)``: autograd hands the op the float itself; the gradient equals the
-    one of a 0-d array temperature."""
+    """``autograd.grad(f)(0.6)`` traces a Python float (a box without an array inside): the
+    gradient equals the one of a 0-d array temperature."""
     if grad_backend.name != "autograd":
         pytest.skip("a traced Python float: autograd only")
     import autograd
