@@ -430,66 +430,37 @@ def test_fenchel_young_and_perturbed_max_replay_the_seeded_noise(grad_backend):
             assert np.abs(hessians[0]).max() > 0
 
 
-def test_fenchel_young_float32_rank_three_value_gradient_and_sigma(grad_backend):
-    """float32 ``[B, 2, 2]`` θ and label, a float64 learnable σ: the value and θ-gradient keep float32,
-    the σ-gradient σ's float64, all equal to the float64 formula to float32 precision."""
+@pytest.mark.parametrize("op", ["fenchel_young", "perturbed_max"])
+def test_max_and_fenchel_young_float32_extra_array_and_float64_sigma(grad_backend, op):
+    """float32 ``[B, 2, 2]`` θ, label and extra solver array, a float64 learnable σ: the value and
+    θ-gradient keep float32, the σ-gradient σ's float64 (not the extra array's), all equal to the
+    float64 formula to float32 precision."""
     b = grad_backend
     rng = np.random.default_rng(31)
-    theta, w = rng.normal(size=(B, 2, 2)), rng.normal(size=B)
-    y_true = np.eye(4)[[2, 0]].reshape(B, 2, 2)
-    z = rng.normal(size=(N, B, 4))
-    noise = FixedNoise(z, b, "normal")
-    s32 = float(np.float32(SIGMA))
-    th = theta.astype(np.float32).astype(np.float64)
-    x = th.reshape(1, B, 4) + s32 * z
-    f = np.eye(4)[x.argmax(-1)]
-    value = (x * f).sum(-1).mean(0) - (th.reshape(B, 4) * y_true.reshape(B, 4)).sum(-1)
-    grad = w[:, None] * (f.mean(0) - y_true.reshape(B, 4))
-    d_sigma = float(w @ (z * f).sum(-1).mean(0))
-    flat_argmax = lambda u: ar.do("reshape", first_max_mask(ar.do("reshape", u, (int(u.shape[0]), 4))),  # noqa: E731
-                                  tuple(u.shape))
-    with b.float64():  # a float64 σ needs JAX's x64 scope
-        t, wb, yb = (b.asarray(a, "float32") for a in (theta, w, y_true))
-        s = b.asarray(np.array(s32), "float64")
-
-        def weighted(u, v):
-            loss = diffopt.FenchelYoungLoss(flat_argmax, num_samples=N, sigma=v, noise=noise, reduction="none")
-            return ar.do("sum", loss(u, yb, rng=0) * wb)
-
-        out = diffopt.FenchelYoungLoss(flat_argmax, num_samples=N, sigma=s, noise=noise, reduction="none")(t, yb, rng=0)
-        g_theta, g_sigma = b.grad(lambda u: weighted(u, s), t), b.grad(lambda v: weighted(t, v), s)
-        for got, want, shape, dtype in ((out, value, (B,), "float32"), (g_theta, grad.reshape(B, 2, 2), (B, 2, 2), "float32"),
-                                        (g_sigma, d_sigma, (), "float64")):
-            assert ar.get_dtype_name(got) == dtype and tuple(got.shape) == shape
-            np.testing.assert_allclose(b.to_numpy(got), want, rtol=2e-6, atol=2e-6)
-
-
-def test_perturbed_max_float32_extra_array_and_float64_sigma(grad_backend):
-    """float32 ``[B, 2, 2]`` θ and a float32 extra solver array, a float64 learnable σ: the value
-    and θ-gradient keep float32, the σ-gradient σ's float64 (not the extra array's), all equal
-    to the float64 formula to float32 precision."""
-    b = grad_backend
-    rng = np.random.default_rng(32)
     theta, w, shift = rng.normal(size=(B, 2, 2)), rng.normal(size=B), rng.normal(size=(2, 2)) * 0.3
+    y_true = np.eye(4)[[2, 0]].reshape(B, 2, 2) if op == "fenchel_young" else np.zeros((B, 2, 2))
     z = rng.normal(size=(N, B, 4))
     noise = FixedNoise(z, b, "normal")
     s32 = float(np.float32(SIGMA))
     th, sh = theta.astype(np.float32).astype(np.float64), shift.astype(np.float32).astype(np.float64)
     x = th.reshape(1, B, 4) + s32 * z
     f = np.eye(4)[(x + sh.reshape(4)).argmax(-1)]
-    value = (x * f).sum(-1).mean(0)
-    grad = w[:, None] * f.mean(0)
+    value = (x * f).sum(-1).mean(0) - (th.reshape(B, 4) * y_true.reshape(B, 4)).sum(-1)
+    grad = w[:, None] * (f.mean(0) - y_true.reshape(B, 4))
     d_sigma = float(w @ (z * f).sum(-1).mean(0))
     with b.float64():  # a float64 σ needs JAX's x64 scope
-        t, wb, shb = (b.asarray(a, "float32") for a in (theta, w, shift))
+        t, wb, yb, shb = (b.asarray(a, "float32") for a in (theta, w, y_true, shift))
         s = b.asarray(np.array(s32), "float64")
 
-        def weighted(u, v):
-            fmax = diffopt.perturbed_max(shifted_argmax, num_samples=N, sigma=v, noise=noise)
-            return ar.do("sum", fmax(u, shb, rng=0) * wb)
+        def call(u, v):
+            if op == "perturbed_max":
+                return diffopt.perturbed_max(shifted_argmax, num_samples=N, sigma=v, noise=noise)(u, shb, rng=0)
+            loss = diffopt.FenchelYoungLoss(shifted_argmax, num_samples=N, sigma=v, noise=noise, reduction="none")
+            return loss(u, yb, shb, rng=0)
 
-        out = diffopt.perturbed_max(shifted_argmax, num_samples=N, sigma=s, noise=noise)(t, shb, rng=0)
-        g_theta, g_sigma = b.grad(lambda u: weighted(u, s), t), b.grad(lambda v: weighted(t, v), s)
+        out = call(t, s)
+        g_theta = b.grad(lambda u: ar.do("sum", call(u, s) * wb), t)
+        g_sigma = b.grad(lambda v: ar.do("sum", call(t, v) * wb), s)
         for got, want, shape, dtype in ((out, value, (B,), "float32"), (g_theta, grad.reshape(B, 2, 2), (B, 2, 2), "float32"),
                                         (g_sigma, d_sigma, (), "float64")):
             assert ar.get_dtype_name(got) == dtype and tuple(got.shape) == shape
