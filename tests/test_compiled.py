@@ -216,6 +216,44 @@ def test_jax_abstract_shapes():
     assert lowered.out_info.shape == (3, 5)
 
 
+def _program_size(backend, fn, theta, key):
+    """Lines of ``jax.make_jaxpr`` / ops of the ``tf.function`` graph of ``fn``'s value and gradient,
+    and whether the program holds a loop."""
+    if backend.name == "jax":
+        import jax
+
+        text = str(jax.make_jaxpr(lambda t: jax.value_and_grad(lambda u: fn(u, key).sum())(t))(theta))
+        return len(text.splitlines()), "scan[" in text or "while[" in text  # fori_loop: scan for static bounds
+    import tensorflow as tf
+
+    @tf.function
+    def value_and_grad(t):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = tf.reduce_sum(fn(t, key))
+        return y, tape.gradient(y, t)
+
+    ops = value_and_grad.get_concrete_function(theta).graph.get_operations()
+    return len(ops), any("While" in op.type for op in ops)
+
+
+@pytest.mark.parametrize("residual", ["auto", "recompute"])
+def test_chunk_loop_is_one_traced_body(grad_backend, residual):
+    """Under ``jax.jit`` and ``tf.function`` the middle chunks of ``perturbed`` run as one traced loop
+    body (forward, and the replay in the backward): the program does not grow with ``num_samples``."""
+    backend = grad_backend
+    if backend.name not in ("jax", "tensorflow"):
+        pytest.skip("traced loops: JAX and TensorFlow")
+    theta, key = backend.asarray(THETA), _key(backend)
+    sizes = []
+    for n in (3 * 20 + 7, 9 * 20 + 7):  # 3 and 9 chunks of 20, and a remainder
+        pert = diffopt.perturbed(diffopt.argmax_one_hot, num_samples=n, sigma=0.4, chunk_size=20, residual=residual)
+        size, has_loop = _program_size(backend, lambda t, k: pert(t, rng=k), theta, key)
+        assert has_loop
+        sizes.append(size)
+    assert sizes[0] == sizes[1], sizes
+
+
 def test_torch_compile_dynamic_batch_does_not_recompile():
     """``torch.compile(dynamic=True)`` of a Fenchel-Young loss (the perturbed engine, chunked):
     batch sizes 3, 5, 7 give eager's numbers, and no new graph is compiled for the third

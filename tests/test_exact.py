@@ -1003,6 +1003,38 @@ def test_perturbed_residual_samples_needs_one_chunk(backend):
                 close(backend, backend.grad(lambda u: ar.do("sum", fn(u, rng=0) * gb), t), want_g)
 
 
+# (batch, input size, dtype, KEEP_BUDGET, chunk rows): the samples of N = 10 take N·B·in·itemsize bytes
+KEEP_CASES = [
+    (2, 3, "float64", 480, [20]),  # 10·2·3·8 = 480 bytes <= KEEP_BUDGET: all samples in one chunk
+    (2, 3, "float64", 479, [4] * 5),  # one byte short: chunks of CHUNK_BUDGET // (B·in) = 2 samples
+    (2, 3, "float32", 240, [20]),  # 4 bytes a number
+    (2, 3, "float32", 239, [4] * 5),
+    (1, 1, "float64", 0, [10]),  # nothing kept: CHUNK_BUDGET // (B·in) = 12 >= N
+]
+
+
+@pytest.mark.parametrize("batch,size,dtype,keep_budget,rows", KEEP_CASES,
+                         ids=[f"{c[0]}x{c[1]}-{c[2]}-keep{c[3]}" for c in KEEP_CASES])
+def test_perturbed_keep_budget_boundary(backend, monkeypatch, batch, size, dtype, keep_budget, rows):
+    """Without ``chunk_size`` the samples form one chunk exactly while all of them fit in
+    ``KEEP_BUDGET`` bytes (the boundary, in the dtype's bytes), else chunks of
+    ``CHUNK_BUDGET // (B·in)`` samples; both budgets made small here."""
+    from diffopt.perturbations import _engine
+
+    monkeypatch.setattr(_engine, "CHUNK_BUDGET", 12)
+    monkeypatch.setattr(_engine, "KEEP_BUDGET", keep_budget)
+    seen = []
+
+    def mask(x):
+        seen.append(int(x.shape[0]))
+        return first_max_mask(x)
+
+    theta = np.random.default_rng(20).normal(size=(batch, size))
+    with backend.float64():
+        diffopt.perturbed(mask, num_samples=10, sigma=SIGMA)(backend.asarray(theta, dtype), rng=0)
+    assert seen == rows
+
+
 class Float64Noise(FixedNoise):
     """Fixed draws returned in float64 whatever the dtype of ``like``."""
 

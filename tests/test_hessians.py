@@ -520,3 +520,37 @@ def test_perturbed_hessian_float32_rank_three(grad_backend):
         got = hessian(b, loss, t)
         assert got.dtype == np.float32, run
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4, err_msg=str(run))
+
+
+@pytest.mark.parametrize("op", ["perturbed", "perturbed_max", "fenchel_young"])
+def test_second_derivatives_through_an_extra_array_are_zero(grad_backend, op):
+    """The solver's extra array arguments and the loss's label get no gradient (documented), so every
+    second derivative that passes through one is 0: the Hessian in ``shift`` (in ``y_true`` for the loss)
+    and the mixed ``d/dθ ∂/∂shift``. HIPS autograd then differentiates the zero cotangent of ``shift``
+    once more (the op's ``jvp``/``hvp`` get no tangent for θ)."""
+    b = grad_backend
+    if b.name == "tensorflow":
+        pytest.skip("TensorFlow's gradient in an unconnected argument is None: nothing to differentiate again")
+    rng = np.random.default_rng(31)
+    theta, w, shift = rng.normal(size=(B, 2, 2)), rng.normal(size=(B, 2, 2)), rng.normal(size=(2, 2)) * 0.3
+    y_true = np.eye(4)[[1, 3]].reshape(B, 2, 2)
+    noise = FixedNoise(rng.normal(size=(5, B, 4)), b, "normal")
+    kw = dict(num_samples=5, sigma=SIGMA, noise=noise)
+    with b.float64():
+        t, wb, sb, yb = (b.asarray(a, "float64") for a in (theta, w, shift, y_true))
+        if op == "perturbed":
+            fn = diffopt.perturbed(shifted_argmax, **kw)
+            f, arg = (lambda u, s: ar.do("sum", fn(u, s, rng=0) * wb)), sb
+        elif op == "perturbed_max":
+            fn = diffopt.perturbed_max(shifted_argmax, **kw)
+            f, arg = (lambda u, s: ar.do("sum", fn(u, s, rng=0) * wb[:, 0, 0])), sb
+        else:
+            fn = diffopt.FenchelYoungLoss(shifted_argmax, reduction="none", **kw)
+            f, arg = (lambda u, y: ar.do("sum", fn(u, y, sb, rng=0) * wb[:, 0, 0])), yb
+        got = hessian(b, lambda s: f(t, s), arg)
+        assert got.shape == (int(np.prod(arg.shape)),) * 2 and not np.any(got)
+        if b.name == "autograd":
+            import autograd
+
+            mixed = autograd.grad(lambda u: ar.do("sum", autograd.grad(lambda s: f(u, s))(arg) * arg))(t)
+            assert mixed.shape == theta.shape and not np.any(mixed)

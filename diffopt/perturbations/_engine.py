@@ -60,7 +60,7 @@ class Settings:
         new.sigma = sigma
         return new
 
-    def chunk_for(self, batch, size, keep_bytes=0):
+    def chunk_for(self, batch, size, keep_bytes):
         """Samples per chunk for ``batch`` instances of ``size`` numbers each.
 
         ``keep_bytes``: the bytes that one array of all the samples takes; when it
@@ -218,11 +218,10 @@ class Problem:
     maybe traced) on the compute-dtype ``theta``.
     """
 
-    def __init__(self, settings, func, theta, rng, key, args, kwargs, transform=None, keep=False, shim=None):
+    def __init__(self, settings, func, theta, rng, key, args, kwargs, transform, keep, shim):
         self.settings = settings
         self.func = func
         self.args, self.kwargs = args, kwargs
-        self.theta = theta
         self.dtype = ar.get_dtype_name(theta)
         self.cdtype = compute_dtype(self.dtype)
         shape = shape_of(theta)
@@ -230,7 +229,6 @@ class Problem:
         self.in_shape = check_instance_shape("theta", shape)
         self.in_size = math.prod(self.in_shape)
         self.theta_c = do("reshape", ar.astype(theta, self.cdtype), (-1, self.in_size))
-        shim = get_backend(theta) if shim is None else shim
         self.batch_size = _arrays.size(theta, 0, shim)  # an int, or a traced size
         self.rng = rng.replay(key, self.theta_c)
         self.transform = transform
@@ -352,7 +350,7 @@ def run_chunks(problem, step):
 
 def num_chunks(problem):
     """How many chunks :func:`run_chunks` processes."""
-    return -(-problem.settings.num_samples // problem.chunk)
+    return math.ceil(problem.settings.num_samples / problem.chunk)
 
 
 def check_choice_or_none(name, value, choices):
