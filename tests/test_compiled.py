@@ -216,41 +216,30 @@ def test_jax_abstract_shapes():
     assert lowered.out_info.shape == (3, 5)
 
 
-def _program_size(backend, fn, theta, key):
-    """Lines of ``jax.make_jaxpr`` / ops of the ``tf.function`` graph of ``fn``'s value and gradient,
-    and whether the program holds a loop."""
-    if backend.name == "jax":
-        import jax
+@pytest.mark.parametrize("estimator", ["perturbed", "perturbed-recompute", "fenchel_young"])
+def test_jax_chunk_loop_is_one_traced_body(estimator):
+    """Under ``jax.jit`` the middle chunks run as one traced loop body (forward, and the replay in the
+    backward): the jaxpr of value and gradient does not grow with ``num_samples`` (TensorFlow's graph:
+    ``test_perturbations.py::test_tf_graph_size_does_not_grow_with_the_number_of_chunks``)."""
+    jax = pytest.importorskip("jax")
+    from conftest import SELECTED
 
-        text = str(jax.make_jaxpr(lambda t: jax.value_and_grad(lambda u: fn(u, key).sum())(t))(theta))
-        return len(text.splitlines()), "scan[" in text or "while[" in text  # fori_loop: scan for static bounds
-    import tensorflow as tf
-
-    @tf.function
-    def value_and_grad(t):
-        with tf.GradientTape() as tape:
-            tape.watch(t)
-            y = tf.reduce_sum(fn(t, key))
-        return y, tape.gradient(y, t)
-
-    ops = value_and_grad.get_concrete_function(theta).graph.get_operations()
-    return len(ops), any("While" in op.type for op in ops)
-
-
-@pytest.mark.parametrize("residual", ["auto", "recompute"])
-def test_chunk_loop_is_one_traced_body(grad_backend, residual):
-    """Under ``jax.jit`` and ``tf.function`` the middle chunks of ``perturbed`` run as one traced loop
-    body (forward, and the replay in the backward): the program does not grow with ``num_samples``."""
-    backend = grad_backend
-    if backend.name not in ("jax", "tensorflow"):
-        pytest.skip("traced loops: JAX and TensorFlow")
-    theta, key = backend.asarray(THETA), _key(backend)
+    if "jax" not in SELECTED:
+        pytest.skip("jax is not among DIFFOPT_TEST_BACKENDS")
+    theta, key, y = jax.numpy.asarray(THETA), jax.random.key(3), jax.numpy.asarray(Y)
     sizes = []
     for n in (3 * 20 + 7, 9 * 20 + 7):  # 3 and 9 chunks of 20, and a remainder
-        pert = diffopt.perturbed(diffopt.argmax_one_hot, num_samples=n, sigma=0.4, chunk_size=20, residual=residual)
-        size, has_loop = _program_size(backend, lambda t, k: pert(t, rng=k), theta, key)
-        assert has_loop
-        sizes.append(size)
+        kw = dict(num_samples=n, sigma=0.4, chunk_size=20)
+        if estimator == "fenchel_young":
+            loss = diffopt.FenchelYoungLoss(diffopt.argmax_one_hot, **kw)
+            f = lambda t: loss(t, y, rng=key)  # noqa: E731
+        else:
+            pert = diffopt.perturbed(diffopt.argmax_one_hot, residual="recompute" if estimator.endswith("recompute") else "auto",
+                                    **kw)
+            f = lambda t: (pert(t, rng=key) * W).sum()  # noqa: E731
+        text = str(jax.make_jaxpr(jax.value_and_grad(f))(theta))
+        assert "scan[" in text or "while[" in text  # lax.fori_loop: a scan for static bounds
+        sizes.append(len(text.splitlines()))
     assert sizes[0] == sizes[1], sizes
 
 
