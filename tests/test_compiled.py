@@ -234,8 +234,8 @@ def test_jax_chunk_loop_is_one_traced_body(estimator):
             loss = diffopt.FenchelYoungLoss(diffopt.argmax_one_hot, **kw)
             f = lambda t: loss(t, y, rng=key)  # noqa: E731
         else:
-            pert = diffopt.perturbed(diffopt.argmax_one_hot, residual="recompute" if estimator.endswith("recompute") else "auto",
-                                    **kw)
+            residual = "recompute" if estimator.endswith("recompute") else "auto"
+            pert = diffopt.perturbed(diffopt.argmax_one_hot, residual=residual, **kw)
             f = lambda t: (pert(t, rng=key) * W).sum()  # noqa: E731
         text = str(jax.make_jaxpr(jax.value_and_grad(f))(theta))
         assert "scan[" in text or "while[" in text  # lax.fori_loop: a scan for static bounds
