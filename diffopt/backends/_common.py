@@ -74,6 +74,12 @@ class SecondOrder:
         one array or ``None`` per array argument. It must be symmetric (a Hessian
         estimate), so that it serves forward mode (JAX) and reverse mode alike.
 
+    ``None`` in ``ts`` is a zero tangent. The shims pass one only for an array whose
+    cotangent from ``bwd`` is ``None`` (no gradient: nothing to differentiate), and
+    HIPS autograd, which differentiates one cotangent at a time, for the arrays other
+    than that cotangent's. So an op whose backward gives a cotangent to its first
+    array alone (every diffopt op) always gets that array's tangent.
+
     Only single-output ops are supported; a derivative of these derivatives (third
     order) raises ``NotImplementedError``.
 

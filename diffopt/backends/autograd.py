@@ -82,7 +82,7 @@ def custom_vjp(fwd, bwd, jit=False, second_order=False):
 
         def vjp(g):
             if spec is not None and not isinstance(g, tuple):
-                return tuple(_backward_op(g, *arrays, index=i, spec=spec, bwd=bwd, res=res) for i in argnums)
+                return tuple(_backward_op(g, *arrays, index=i, spec=spec, bwd=bwd, res=res, none=[]) for i in argnums)
             grads = bwd(res, g)
             return tuple(
                 np.zeros_like(arrays[i]) if grads[i] is None else _first_order_only(grads[i], *arrays) for i in argnums
@@ -95,9 +95,15 @@ def custom_vjp(fwd, bwd, jit=False, second_order=False):
 
 
 @primitive
-def _backward_op(g, *arrays, index, spec, bwd, res):
-    """Cotangent ``index`` of ``bwd(res, g)``, an op of ``(g, *arrays)`` differentiable by ``spec``."""
+def _backward_op(g, *arrays, index, spec, bwd, res, none):
+    """Cotangent ``index`` of ``bwd(res, g)``, an op of ``(g, *arrays)`` differentiable by ``spec``.
+
+    A ``None`` cotangent (an argument without gradient) is a constant zero array, and ``none``
+    records that, so that its derivative is zero without asking ``spec`` (as in the other shims,
+    which leave such cotangents out of the op).
+    """
     c = bwd(res, g)[index]
+    none.append(c is None)
     return np.zeros_like(arrays[index]) if c is None else c
 
 
@@ -106,6 +112,8 @@ def _backward_op_vjp(argnums, ans, args, kwargs):
     spec, res, index = kwargs["spec"], kwargs["res"], kwargs["index"]
 
     def vjp(u):
+        if kwargs["none"][-1]:
+            return tuple(np.zeros_like(args[i]) for i in argnums)
         ts = tuple(u if j == index else None for j in range(len(arrays)))
         grads = (spec.jvp(arrays, res, ts),) + tuple(spec.hvp(arrays, res, g, ts))
         # a third derivative raises

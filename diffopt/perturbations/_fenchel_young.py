@@ -158,15 +158,11 @@ def _apply_max(settings, fn, theta, args, kwargs, rng):
 
     def jvp(arrays, res, ts):
         (ybar,) = res
-        if ts[0] is None:  # only another argument's tangent (HIPS autograd): it gets no gradient
-            return cast(do("zeros_like", ybar[:, 0]), dtype)
         t = do("reshape", cast(ts[0], ar.get_dtype_name(ybar)), (-1, math.prod(shape[1:])))
         return cast(do("sum", ybar * t, axis=-1), dtype)
 
     def hvp(arrays, res, g, ts):
         (ybar,) = res
-        if ts[0] is None:
-            return (None,) + call.nones(1)
         jt = call.jacobian_product(arrays, ybar, ts[0])
         h = cast(g, ar.get_dtype_name(jt))[:, None] * jt
         return (cast(do("reshape", h, reshape_target(shape)), dtype),) + call.nones(1)
@@ -288,14 +284,10 @@ class FenchelYoungLoss:
 
         def jvp(arrays, res, ts):  # the label is a constant: only θ's tangent counts
             diff = res[0]
-            if ts[0] is None:  # only the label's or an extra array's tangent (HIPS autograd)
-                return cast(do("zeros_like", diff[:, 0]), dtype)
             t = do("reshape", cast(ts[0], ar.get_dtype_name(diff)), (-1, math.prod(shape[1:])))
             return cast(sign * do("sum", diff * t, axis=-1), dtype)
 
         def hvp(arrays, res, g, ts):  # ∇²L = ±∇²F_σ: the perturbed max's estimate
-            if ts[0] is None:
-                return (None, None) + call.nones(2)
             jt = call.jacobian_product(arrays, res[1], ts[0])
             h = cast(g, ar.get_dtype_name(jt))[:, None] * sign * jt
             return (cast(do("reshape", h, reshape_target(shape)), dtype), None) + call.nones(2)

@@ -21,7 +21,7 @@ from diffopt.perturbations._engine import (
     sigma_scalar,
     solver_decorator,
 )
-from diffopt._arrays import reshape_target, shape_of, size
+from diffopt._arrays import reshape_target, shape_of
 from diffopt._checks import check_choice
 from diffopt._ops import do, inner_samples, nan_rows, sum_samples, where_fill
 from diffopt.backends import SecondOrder
@@ -252,9 +252,6 @@ class _Call(CallInputs):
         problem = self._replay(arrays) if mode == "recompute" else None
         dtype = problem.cdtype if problem is not None else ar.get_dtype_name(kept[0])
         out_dtype = self.theta_dtype
-        if t is None:
-            batch = size(arrays[0], 0, self.shim)
-            return do("zeros", (batch,) + tuple(out_shape), dtype=out_dtype, like=arrays[0])
         t = _flat(t, self.in_size, dtype)
         if self.opts.multiplicative:
             t = over_theta(t, problem.theta_c if problem is not None else theta_c)
@@ -283,8 +280,6 @@ class _Call(CallInputs):
         """
         t = ts[0]
         nones = (None,) * (len(arrays) - 1)
-        if t is None:
-            return (None,) + nones
         _, base, _ = self._saved(res)
         problem = self._replay(arrays)
         dtype = problem.cdtype
