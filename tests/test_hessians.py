@@ -497,16 +497,19 @@ def test_numpy_theta_with_an_autograd_sigma(grad_backend, op):
     np.testing.assert_allclose(python_float, both_traced, rtol=1e-12)
 
 
-def test_perturbed_hessian_float32_rank_three(grad_backend):
-    """float32 ``[B, 1, D]`` θ in each residual mode: value, gradient and Hessian keep float32 and θ's
-    shape, and equal the float64 formula to float32 precision."""
+@pytest.mark.parametrize("dtype,rtol,atol", [("float32", 0, 1e-4), ("float16", 1e-2, 2e-3)])
+def test_perturbed_hessian_float32_rank_three(grad_backend, dtype, rtol, atol):
+    """float32 and float16 ``[B, 1, D]`` θ in each residual mode: value, gradient and Hessian keep θ's
+    dtype and shape, and equal the float64 formula to that precision (float16 is computed in float32:
+    its tangents and cotangents are cast up, the results cast back; the framework differentiates the
+    loss's own float16 terms, a few float16 spacings, 2**-10 relative each)."""
     b = grad_backend
     rng = np.random.default_rng(32)
-    theta = rng.uniform(0.5, 2.0, size=(B, D)).astype(np.float32).astype(np.float64)
-    g = rng.normal(size=(B, D + 1)).astype(np.float32).astype(np.float64)
+    theta = rng.uniform(0.5, 2.0, size=(B, D)).astype(dtype).astype(np.float64)
+    g = rng.normal(size=(B, D + 1)).astype(dtype).astype(np.float64)
     noise = FixedNoise(rng.normal(size=(CHUNK, B, D)), b, "normal")
     want = ref_perturbed_hessian(theta, noise.draws(N), "normal", g, "mean", False)
-    t, gb = b.asarray(theta.reshape(B, 1, D), "float32"), b.asarray(g.reshape(B, 1, D + 1), "float32")
+    t, gb = b.asarray(theta.reshape(B, 1, D), dtype), b.asarray(g.reshape(B, 1, D + 1), dtype)
     for run in RUNS:
         fn = diffopt.perturbed(solver, num_samples=N, sigma=SIGMA, noise=noise, control_variate="mean", **run)
 
@@ -515,11 +518,11 @@ def test_perturbed_hessian_float32_rank_three(grad_backend):
             return ar.do("sum", y * gb) + 0.5 * QUAD * ar.do("sum", y * y)
 
         y, grad = fn(t, rng=0), b.grad(loss, t)
-        assert ar.get_dtype_name(y) == "float32" and tuple(y.shape) == (B, 1, D + 1), run
-        assert ar.get_dtype_name(grad) == "float32" and tuple(grad.shape) == (B, 1, D), run
+        assert ar.get_dtype_name(y) == dtype and tuple(y.shape) == (B, 1, D + 1), run
+        assert ar.get_dtype_name(grad) == dtype and tuple(grad.shape) == (B, 1, D), run
         got = hessian(b, loss, t)
-        assert got.dtype == np.float32, run
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4, err_msg=str(run))
+        assert got.dtype == dtype, run
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=str(run))
 
 
 @pytest.mark.parametrize("op", ["perturbed", "perturbed_max", "fenchel_young"])
@@ -554,3 +557,20 @@ def test_second_derivatives_through_an_extra_array_are_zero(grad_backend, op):
 
             mixed = autograd.grad(lambda u: ar.do("sum", autograd.grad(lambda s: f(u, s))(arg) * arg))(t)
             assert mixed.shape == theta.shape and not np.any(mixed)
+
+
+def test_perturbed_hessian_with_an_extra_array_argument(grad_backend):
+    """An extra array argument of the solver travels through the second-order op (one ``None`` per
+    extra array in the Hessian's tuple): the Hessian in θ equals the one with the array closed over."""
+    b = grad_backend
+    rng = np.random.default_rng(33)
+    theta, w, shift = rng.normal(size=(B, 2, 2)), rng.normal(size=(B, 2, 2)), rng.normal(size=(2, 2)) * 0.3
+    noise = FixedNoise(rng.normal(size=(5, B, 4)), b, "normal")
+    with b.float64():
+        t, wb, sb = (b.asarray(a, "float64") for a in (theta, w, shift))
+        passed = diffopt.perturbed(shifted_argmax, num_samples=5, sigma=SIGMA, noise=noise)
+        closed = diffopt.perturbed(lambda x: shifted_argmax(x, sb), num_samples=5, sigma=SIGMA, noise=noise)
+        got = hessian(b, lambda u: ar.do("sum", passed(u, sb, rng=0) * wb), t)
+        want = hessian(b, lambda u: ar.do("sum", closed(u, rng=0) * wb), t)
+        assert np.abs(want).max() > 0.1
+        np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
