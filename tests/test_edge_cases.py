@@ -499,6 +499,21 @@ def test_tf_function_with_unknown_batch_size(name):
     np.testing.assert_allclose(tape.gradient(lg, x).numpy(), tape.gradient(le, x).numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_perturbed_needs_a_known_instance_shape():
+    """Only the batch axis may be unknown while tracing: a ``tf.function`` signature ``[None, None]``
+    (or ``[None]`` for an unbatched loss) is a ``ValueError`` naming ``theta`` and its shape, raised
+    before any work (it was an internal ``TypeError``)."""
+    tf = pytest.importorskip("tensorflow")
+    pert = diffopt.perturbed(diffopt.argmax_one_hot, num_samples=4)
+    traced = tf.function(lambda x: pert(x, rng=0), input_signature=[tf.TensorSpec([None, None], tf.float32)])
+    with pytest.raises(ValueError, match=r"theta has shape \(None, None\): only its leading"):
+        traced(tf.constant(X, tf.float32))
+    loss = diffopt.FenchelYoungLoss(diffopt.argmax_one_hot, num_samples=4, batched=False)
+    traced = tf.function(lambda x: loss(x, x, rng=0), input_signature=[tf.TensorSpec([None], tf.float32)])
+    with pytest.raises(ValueError, match=r"theta has shape \(None,\): only its leading"):
+        traced(tf.constant(X[0], tf.float32))
+
+
 def test_make_perturbed_fun_names_a_leaf_of_unknown_size():
     tf = pytest.importorskip("tensorflow")
     fn = diffopt.make_perturbed_fun(lambda a: tf.reduce_max(a, axis=-1), num_samples=4)

@@ -102,13 +102,14 @@ def prepare_theta(theta, batched, name="theta", sigma=None):
     if batched:
         check_min_rank(name, theta, 2, " with batched=True ([B, ...]); pass batched=False for one instance")
     check_entries(name, theta, 1 if batched else 0)
+    check_instance_shape(name, shape_of(theta), 1 if batched else 0)
     return (theta, shim) if batched else (theta[None], shim)
 
 
-def check_instance_shape(name, shape):
-    """The instance shape ``shape[1:]``, which must be known (only the batch axis may be traced
+def check_instance_shape(name, shape, lead):
+    """The instance shape ``shape[lead:]``, which must be known (only the batch axis may be traced
     with an unknown size, e.g. by Keras)."""
-    inst = tuple(shape[1:])
+    inst = tuple(shape[lead:])
     if any(d is None for d in inst):
         raise ValueError(
             f"{name} has shape {tuple(shape)}: only its leading (batch) axis may have an unknown size "
@@ -226,7 +227,7 @@ class Problem:
         self.cdtype = compute_dtype(self.dtype)
         shape = shape_of(theta)
         self.batch = shape[0]  # None: unknown while tracing (a Keras batch)
-        self.in_shape = check_instance_shape("theta", shape)
+        self.in_shape = tuple(shape[1:])  # known: checked by prepare_theta
         self.in_size = math.prod(self.in_shape)
         self.theta_c = do("reshape", ar.astype(theta, self.cdtype), (-1, self.in_size))
         self.batch_size = _arrays.size(theta, 0, shim)  # an int, or a traced size
