@@ -529,8 +529,8 @@ def test_perturbed_hessian_float32_rank_three(grad_backend, dtype, rtol, atol):
 def test_second_derivatives_through_an_extra_array_are_zero(grad_backend, op):
     """The solver's extra array arguments and the loss's label get no gradient (documented), so every
     second derivative that passes through one is 0: the Hessian in ``shift`` (in ``y_true`` for the loss)
-    and the mixed ``d/dθ ∂/∂shift``. HIPS autograd then differentiates the zero cotangent of ``shift``
-    once more (the op's ``jvp``/``hvp`` get no tangent for θ)."""
+    and the mixed ``d/dθ ∂/∂shift``. HIPS autograd differentiates the zero cotangent of ``shift`` once
+    more: its shim must give zero without asking the op, which would get no tangent for θ."""
     b = grad_backend
     if b.name == "tensorflow":
         pytest.skip("TensorFlow's gradient in an unconnected argument is None: nothing to differentiate again")
