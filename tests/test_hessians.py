@@ -497,24 +497,26 @@ def test_numpy_theta_with_an_autograd_sigma(grad_backend, op):
     np.testing.assert_allclose(python_float, both_traced, rtol=1e-12)
 
 
-@pytest.mark.parametrize("dtype,rtol,atol", [("float32", 0, 1e-4), ("float16", 1e-2, 2e-3)])
+@pytest.mark.parametrize("dtype,rtol,atol", [("float32", 0, 1e-4), ("float16", 3 * 2.0**-10, 1e-3)])
 def test_perturbed_hessian_float32_rank_three(grad_backend, dtype, rtol, atol):
     """float32 and float16 ``[B, 1, D]`` θ in each residual mode: value, gradient and Hessian keep θ's
     dtype and shape, and equal the float64 formula to that precision (float16 is computed in float32:
-    its tangents and cotangents are cast up, the results cast back; the framework differentiates the
-    loss's own float16 terms, a few float16 spacings, 2**-10 relative each)."""
+    its tangents and cotangents are cast up, the results cast back). The loss itself is computed in
+    float32; the tolerance is 3 float16 spacings (2**-10 relative each): the solver's float16 output,
+    the value ``y`` and the Hessian are each rounded once. TensorFlow's nested tapes also round the
+    float16 gradient that the outer tape differentiates: 5 spacings there."""
     b = grad_backend
     rng = np.random.default_rng(32)
     theta = rng.uniform(0.5, 2.0, size=(B, D)).astype(dtype).astype(np.float64)
     g = rng.normal(size=(B, D + 1)).astype(dtype).astype(np.float64)
     noise = FixedNoise(rng.normal(size=(CHUNK, B, D)), b, "normal")
     want = ref_perturbed_hessian(theta, noise.draws(N), "normal", g, "mean", False)
-    t, gb = b.asarray(theta.reshape(B, 1, D), dtype), b.asarray(g.reshape(B, 1, D + 1), dtype)
+    t, gb = b.asarray(theta.reshape(B, 1, D), dtype), b.asarray(g.reshape(B, 1, D + 1), "float32")
     for run in RUNS:
         fn = diffopt.perturbed(solver, num_samples=N, sigma=SIGMA, noise=noise, control_variate="mean", **run)
 
         def loss(u):
-            y = fn(u, rng=0)
+            y = ar.astype(fn(u, rng=0), "float32")
             return ar.do("sum", y * gb) + 0.5 * QUAD * ar.do("sum", y * y)
 
         y, grad = fn(t, rng=0), b.grad(loss, t)
@@ -522,6 +524,8 @@ def test_perturbed_hessian_float32_rank_three(grad_backend, dtype, rtol, atol):
         assert ar.get_dtype_name(grad) == dtype and tuple(grad.shape) == (B, 1, D), run
         got = hessian(b, loss, t)
         assert got.dtype == dtype, run
+        if dtype == "float16" and b.name == "tensorflow":
+            rtol = 5 * 2.0**-10
         np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=str(run))
 
 

@@ -101,31 +101,25 @@ def prepare_theta(theta, batched, name="theta", sigma=None):
         shim = get_backend(theta, argnames=(name,))
     if batched:
         check_min_rank(name, theta, 2, " with batched=True ([B, ...]); pass batched=False for one instance")
-    check_entries(name, theta, 1 if batched else 0)
     check_instance_shape(name, shape_of(theta), 1 if batched else 0)
     return (theta, shim) if batched else (theta[None], shim)
 
 
 def check_instance_shape(name, shape, lead):
-    """The instance shape ``shape[lead:]``, which must be known (only the batch axis may be traced
-    with an unknown size, e.g. by Keras)."""
+    """The instance shape ``shape[lead:]``: known (only the batch axis may have an unknown size
+    while tracing, e.g. a Keras batch) and with at least one entry."""
     inst = tuple(shape[lead:])
     if any(d is None for d in inst):
         raise ValueError(
             f"{name} has shape {tuple(shape)}: only its leading (batch) axis may have an unknown size "
             "while tracing; the instance shape must be known"
         )
-    return inst
-
-
-def check_entries(name, theta, lead):
-    """Each instance (the axes after the first ``lead``) must have at least one entry."""
-    inst = tuple(theta.shape)[lead:]
     if any(d == 0 for d in inst):
         raise ValueError(
-            f"{name} has no entries per instance: shape {tuple(theta.shape)} (instance shape {inst}); "
+            f"{name} has no entries per instance: shape {tuple(shape)} (instance shape {inst}); "
             "a solver needs at least one value per instance"
         )
+    return inst
 
 
 class SolverWrapper:
