@@ -19,6 +19,8 @@ import numpy as np
 from diffopt import backends
 
 __all__ = [
+    "Namespace",
+    "namespace",
     "do",
     "astype",
     "kernel",
@@ -53,6 +55,49 @@ def _dispatch(name, args, like):
     elif name in _JOIN and isinstance(first, (list, tuple)) and first:
         first = first[0]
     return ar.infer_backend(first)
+
+
+class Namespace:
+    """The array functions of one framework, resolved without looking at any array.
+
+    ``xp.name`` is the shim's op ``name`` (its ``OPS`` table) where it has one,
+    else autoray's function for that backend (:func:`autoray.get_lib_fn`). A
+    public call resolves its framework once (:func:`namespace`) and passes the
+    namespace down, so the core's cost in backend look-ups does not grow with
+    the size of the problem. Nothing is written on attribute access (a write
+    while ``torch.compile`` traces the reading frame would trip its guards).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> xp = namespace(np.ones(3))
+    >>> xp.name, float(xp.sum(xp.exp(np.zeros(3))))
+    ('numpy', 3.0)
+    """
+
+    __slots__ = ("name", "_table")
+
+    def __init__(self, name, table):
+        self.name = name
+        self._table = table
+
+    def __getattr__(self, fn):
+        if fn.startswith("__"):
+            raise AttributeError(fn)
+        op = self._table.get(fn)
+        return op if op is not None else ar.get_lib_fn(self.name, fn)
+
+    def __repr__(self):
+        return f"Namespace({self.name!r})"
+
+
+def namespace(like):
+    """The :class:`Namespace` of ``like``'s framework (``like``: an array or a backend name).
+
+    One :func:`autoray.infer_backend` call for an array; none for a name.
+    """
+    name = like if isinstance(like, str) else ar.infer_backend(like)
+    return Namespace(name, backends.ops(name))
 
 
 def do(name, *args, like=None, **kwargs):
