@@ -1,6 +1,9 @@
 """Sphinx configuration: furo theme, MyST Markdown pages, numpydoc API reference.
 
-Builds offline (no intersphinx); ``tox -e docs`` runs ``sphinx-build -W`` (warnings are errors).
+Builds offline (no intersphinx) and reads offline: MathJax is copied into the site by the
+``sphinx-mathjax-offline`` extension, so no page loads a script from the internet
+(``tests/test_docs_offline.py`` checks the built HTML). ``tox -e docs`` runs ``sphinx-build -W``
+(warnings are errors).
 """
 
 import os
@@ -22,6 +25,7 @@ version = release
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # after sphinx.ext.mathjax: points mathjax_path at the bundled copy
     "numpydoc",
     "myst_parser",
 ]
