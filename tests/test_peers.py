@@ -12,6 +12,10 @@
   noise draws gives the same value, gradient and Hessian (optax differentiates
   its magic-box estimator twice with JAX; diffopt's second-order estimate is
   Stein's identity on a replay of the draws, on JAX and on torch).
+- PyEPO: every block of ``docs/switching/pyepo.md`` (SPO+, DBB, NID, DPO, PFYL,
+  I-MLE, AI-MLE's first step, regret) gives PyEPO's value and gradient on the
+  block's own inputs, with the same noise draws injected on both sides; I-MLE's
+  gradient is PyEPO's divided by the number of samples (also two-sided).
 
 Each test skips when its peer (or its framework, per ``DIFFOPT_TEST_BACKENDS``)
 is absent, so the other environments stay green.
@@ -222,3 +226,154 @@ def test_make_perturbed_fun_hessian_equals_optax(use_baseline):
 
     h_torch = torch.autograd.functional.hessian(t_loss, torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64))
     np.testing.assert_allclose(h_torch.numpy(), h_t, rtol=0, atol=1e-10)
+
+
+# --------------------------------------------------------------------------- PyEPO
+# docs/switching/pyepo.md: every mapping block runs here beside PyEPO on identical inputs (the
+# block's own costs, and for the stochastic estimators the same noise draws, injected on both
+# sides), and the block's loss and gradient equal PyEPO's. PyEPO divides by its step plus 1e-7
+# (`_EPS`), hence the relative tolerance.
+
+PYEPO_PAGE = __import__("pathlib").Path(__file__).resolve().parent.parent / "docs" / "switching" / "pyepo.md"
+PYEPO_B, PYEPO_S, PYEPO_D = 8, 10, 40
+
+
+def _pyepo_blocks():
+    import re
+
+    text = PYEPO_PAGE.read_text(encoding="utf-8")
+    out = {}
+    for section in re.split(r"^### ", text, flags=re.M)[1:]:
+        name = section.split("`")[1]
+        blocks = re.findall(r"^```python[ \t]*\n(.*?)^```", section, flags=re.M | re.S)
+        if blocks:
+            out[name] = blocks[0]
+    return out
+
+
+def _fixed_noises(torch, noise):
+    """The same draws for diffopt (its two noise conventions) and for PyEPO's ``distribution``."""
+    import diffopt
+
+    class FixedNormal(diffopt.Normal):  # diffopt's engine asks for [S, B, d]
+        def sample(self, shape, like, rng=None):
+            assert tuple(shape) == (PYEPO_S, PYEPO_B, PYEPO_D), shape
+            return torch.as_tensor(noise.transpose(1, 0, 2).copy(), dtype=like.dtype)
+
+    class FixedImle:  # diffopt's imle asks for [B·S, d], each instance's samples together
+        def sample(self, shape, like, rng=None):
+            return torch.as_tensor(noise.reshape(tuple(shape)), dtype=like.dtype)
+
+    class FixedPyepo:  # PyEPO's implicitMLE asks for size=(B, S, d)
+        def sample(self, size, device=None, dtype=None):
+            return torch.as_tensor(noise.reshape(tuple(size)), dtype=dtype)
+
+    return FixedNormal(), FixedImle(), FixedPyepo()
+
+
+PYEPO_SUBSTITUTIONS = {  # the page's noise arguments and what the test injects instead
+    "perturbedOpt": ('noise="normal"', "noise=FIXED_NORMAL"),
+    "perturbedFenchelYoung": ('noise="normal"', "noise=FIXED_NORMAL"),
+    "implicitMLE": ("SumOfGammaNoiseDistribution(k=5, nb_iterations=10)", "FIXED_IMLE"),
+    "adaptiveImplicitMLE": ("SumOfGammaNoiseDistribution(k=5, nb_iterations=10)", "FIXED_IMLE"),
+}
+
+
+def _pyepo_side(name, pf, metric, torch, model, ns, fixed_pyepo):
+    """PyEPO's value and gradient for the block ``name`` on the block's own inputs."""
+    c, w, z = ns["c"], ns["w"], ns["z"]
+    theta = ns["theta"].detach().clone().requires_grad_(True)
+
+    def regret_of(w_hat):
+        return ((w_hat * c).sum(-1) - z).mean()
+
+    if name == "regret":
+        data = torch.utils.data.TensorDataset(theta.detach(), c, w, z.reshape(-1, 1))
+        loader = torch.utils.data.DataLoader(data, batch_size=3)
+        normalized = metric.regret(lambda x: x, model, loader)
+        per_instance = metric.regret(lambda x: x, model, loader, reduction="none")
+        return (normalized, np.asarray(per_instance)), None
+    if name == "SPOPlus":
+        loss = pf.SPOPlus(model)(theta, c, w, z.reshape(-1, 1))
+    elif name == "perturbedFenchelYoung":
+        loss = pf.perturbedFenchelYoung(model, n_samples=PYEPO_S, sigma=1.0)(theta, w)
+    else:
+        layer = {"blackboxOpt": lambda: pf.blackboxOpt(model, lambd=10),
+                 "negativeIdentity": lambda: pf.negativeIdentity(model),
+                 "perturbedOpt": lambda: pf.perturbedOpt(model, n_samples=PYEPO_S, sigma=1.0),
+                 "implicitMLE": lambda: pf.implicitMLE(model, n_samples=PYEPO_S, sigma=1.0, lambd=10,
+                                                       distribution=fixed_pyepo),
+                 "adaptiveImplicitMLE": lambda: pf.adaptiveImplicitMLE(model, n_samples=PYEPO_S, sigma=1.0,
+                                                                       distribution=fixed_pyepo)}[name]()
+        loss = regret_of(layer(theta))
+    loss.backward()
+    return loss.detach(), theta.grad
+
+
+@pytest.mark.parametrize("name", ["SPOPlus", "blackboxOpt", "negativeIdentity", "perturbedOpt",
+                                  "perturbedFenchelYoung", "implicitMLE", "adaptiveImplicitMLE", "regret"])
+def test_pyepo_page_reproduces_pyepo(name, monkeypatch):
+    torch = _peer("torch", "torch")
+    pyepo = pytest.importorskip("pyepo")
+    pytest.importorskip("ortools")
+    import pyepo.func as pf
+    import pyepo.metric as metric
+    from pyepo.model import ort
+
+    blocks = _pyepo_blocks()
+    assert set(blocks) >= {"SPOPlus", "blackboxOpt", "negativeIdentity", "perturbedOpt", "perturbedFenchelYoung",
+                           "implicitMLE", "adaptiveImplicitMLE", "regret"}, sorted(blocks)
+    rng = np.random.default_rng(7)
+    normal = rng.normal(size=(PYEPO_B, PYEPO_S, PYEPO_D))
+    gamma = pf.utils.sumGammaDistribution(kappa=5).sample(size=(PYEPO_B, PYEPO_S, PYEPO_D))
+    gamma = np.asarray(gamma.numpy() if hasattr(gamma, "numpy") else gamma, dtype=np.float64)
+    noise = gamma if "MLE" in name else normal
+    fixed_normal, fixed_imle, fixed_pyepo = _fixed_noises(torch, noise)
+
+    code = blocks[name]
+    if name in PYEPO_SUBSTITUTIONS:
+        old, new = PYEPO_SUBSTITUTIONS[name]
+        assert code.count(old) == 1, f"the {name} block no longer passes {old}"
+        code = code.replace(old, new)
+    torch.manual_seed(3)
+    ns = {"__name__": "pyepo_page", "FIXED_NORMAL": fixed_normal, "FIXED_IMLE": fixed_imle}
+    exec(compile(code, f"{PYEPO_PAGE.name}: {name}", "exec"), ns)  # noqa: S102 - the page is ours
+
+    if name in ("perturbedOpt", "perturbedFenchelYoung"):  # PyEPO draws torch.randn(B, S, d)
+        monkeypatch.setattr(torch, "randn", lambda *a, **k: torch.as_tensor(normal, dtype=k.get("dtype")))
+    value, grad = _pyepo_side(name, pf, metric, torch, ort.shortestPathModel(grid=(5, 5)), ns, fixed_pyepo)
+    if name == "regret":
+        np.testing.assert_allclose(float(ns["r"]), value[0], rtol=1e-8)
+        np.testing.assert_allclose(ns["per_instance"].numpy(), value[1].reshape(-1), rtol=1e-8, atol=1e-10)
+        return
+    # OR-tools' solutions are exact, its objective is summed in another order: 1e-7
+    np.testing.assert_allclose(ns["loss"].detach().numpy(), value.numpy(), rtol=1e-7)
+    mine = (ns["grad"] if "grad" in ns else ns["theta"].grad).numpy()  # I-MLE: the block's S × grad
+    assert np.abs(grad.numpy()).max() > 0, "PyEPO's gradient is zero: the comparison would be empty"
+    np.testing.assert_allclose(mine, grad.numpy(), rtol=1e-6, atol=1e-12)
+
+
+def test_pyepo_two_sided_imle_is_symmetric_aimle_over_s():
+    torch = _peer("torch", "torch")
+    pytest.importorskip("pyepo")
+    pytest.importorskip("ortools")
+    import pyepo.func as pf
+    from pyepo.model import ort
+
+    import diffopt
+    from diffopt.imle import TargetDistribution, aimle
+
+    rng = np.random.default_rng(11)
+    noise = rng.normal(size=(PYEPO_B, PYEPO_S, PYEPO_D))
+    _, fixed_imle, fixed_pyepo = _fixed_noises(torch, noise)
+    theta_np = rng.normal(size=(PYEPO_B, PYEPO_D))
+    g = torch.as_tensor(rng.normal(size=(PYEPO_B, PYEPO_D)))
+    theirs = torch.tensor(theta_np, requires_grad=True)
+    pf.implicitMLE(ort.shortestPathModel(grid=(5, 5)), n_samples=PYEPO_S, sigma=1.0, lambd=10,
+                   distribution=fixed_pyepo, two_sides=True)(theirs).backward(g)
+    layer = aimle(diffopt.dag_shortest_path, TargetDistribution(alpha=1.0, beta=10.0 * PYEPO_S, do_gradient_scaling=True),
+                  fixed_imle, nb_samples=PYEPO_S, minimize=True, symmetric_perturbation=True)
+    mine = torch.tensor(theta_np, requires_grad=True)
+    layer(mine).reshape(PYEPO_B, PYEPO_S, PYEPO_D).mean(1).backward(g)
+    assert theirs.grad.abs().max() > 0
+    np.testing.assert_allclose(PYEPO_S * mine.grad.numpy(), theirs.grad.numpy(), rtol=1e-6, atol=1e-12)
