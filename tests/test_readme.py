@@ -16,6 +16,11 @@ Stated results are checked from the comments of assignment lines:
 
 To exclude a block on purpose, put the comment ``# readme-test: skip`` in it
 (none is excluded today).
+
+The README is a front page: at most 250 lines; its install lines name the
+distribution ``pydiffopt`` (the name ``diffopt`` on PyPI is an unrelated
+project), its test command is CI's (``.ci/run``), and every relative link
+points at a file of the repository (the detail lives in ``docs/``).
 """
 
 import pathlib
@@ -26,7 +31,8 @@ import pytest
 
 from conftest import SELECTED
 
-README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 FRAMEWORKS = ("torch", "jax", "tensorflow", "autograd")
 TOLERANCE = 0.05
 
@@ -107,3 +113,37 @@ def test_readme_block(index, tmp_path, monkeypatch):
             env.update(softmax=_softmax, np=np)
             want = np.asarray(eval(expression, env))  # noqa: S307
             np.testing.assert_allclose(value, want, rtol=0, atol=TOLERANCE, err_msg=f"{name} ≈ {expression}")
+
+
+def test_readme_is_a_front_page():
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines (at most 250: the detail belongs in docs/)"
+
+
+def test_install_lines_name_the_distribution_not_the_stranger():
+    text = README.read_text(encoding="utf-8")
+    installs = re.findall(r"pip install (?:-e )?\"([^\"]+)\"", text)
+    assert installs, "no quoted pip install line"
+    for target in installs:
+        name = target.split("[")[0]
+        assert name in (".", "pydiffopt"), f"pip install {target!r}: install from the checkout or as pydiffopt"
+    assert any(t.startswith("pydiffopt[") for t in installs)
+    commands = "\n".join(re.findall(r"^```bash[ \t]*\n(.*?)^```", text, flags=re.M | re.S))
+    assert not re.search(r"pip install \"?diffopt\b", commands), "a command installs the unrelated PyPI project"
+    assert "pip uninstall diffopt" in text  # the README says how to remove the stranger
+
+
+def test_readme_test_command_is_cis():
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8") if (ROOT / ".ci" / "run").is_file() else None
+    if ci is None:
+        pytest.skip("no .ci/run in this tree (an installed sdist without it)")
+    command = "python3 -m pip install tox && python3 -m tox -p auto"
+    assert command in README.read_text(encoding="utf-8") and command in ci
+
+
+def test_readme_links_resolve():
+    text = README.read_text(encoding="utf-8")
+    links = [t for t in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in t and not t.startswith("#")]
+    assert len(links) >= 10, links
+    missing = [t for t in links if not (ROOT / t.split("#")[0]).exists()]
+    assert not missing, missing
