@@ -19,7 +19,7 @@ def main(dist, checkout):
     tmp = tempfile.mkdtemp()
     with tarfile.open(archive) as tar:
         tar.extractall(tmp, filter="data")
-    (root,) = glob.glob(os.path.join(tmp, "diffopt-*"))
+    (root,) = glob.glob(os.path.join(tmp, "pydiffopt-*"))  # the distribution name (pyproject.toml)
     wanted = ["LICENSE", "README.md", "tox.ini", ".ci/run", ".ci/constraints.txt", "tests/conftest.py"]
     for folder in ("tests", "examples", "benchmarks", "diffopt"):
         for path in glob.glob(os.path.join(checkout, folder, "**", "*.py"), recursive=True):

@@ -66,10 +66,86 @@ def test_version_has_one_source():
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        installed = version("diffopt")
+        installed = version("pydiffopt")  # the distribution name; the import name is diffopt
     except PackageNotFoundError:
-        pytest.skip("diffopt runs from a checkout, not installed: no metadata to compare")
+        pytest.skip("diffopt runs from a checkout, not installed as pydiffopt: no metadata to compare")
     assert installed == diffopt.__version__
+
+
+def test_pyproject_names_the_distribution_pydiffopt():
+    """The index's "diffopt" is another project: ours is published as pydiffopt, imported as diffopt."""
+    import tomllib
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, "pyproject.toml")
+    if not os.path.isfile(path):
+        pytest.skip("no pyproject.toml beside the tests (an installed copy of the tests)")
+    with open(path, "rb") as f:
+        project = tomllib.load(f)["project"]
+    from diffopt._demo import runner
+
+    assert project["name"] == runner.DISTRIBUTION == "pydiffopt"
+    assert project["description"].startswith(runner.SUMMARY_START)
+
+
+class _Dist:
+    def __init__(self, name, version, summary):
+        self.metadata = {"Name": name, "Summary": summary}
+        self.version = version
+
+
+def _fake_metadata(monkeypatch, dists, mapping):
+    """``importlib.metadata`` seeing only ``dists`` (name -> _Dist) and ``packages_distributions`` = mapping."""
+    import importlib.metadata as md
+
+    def distribution(name):
+        if name not in dists:
+            raise md.PackageNotFoundError(name)
+        return dists[name]
+
+    monkeypatch.setattr(md, "distribution", distribution)
+    monkeypatch.setattr(md, "packages_distributions", lambda: mapping)
+
+
+OURS = _Dist("pydiffopt", "0.1.0", "Differentiable discrete solvers and sorting for NumPy, PyTorch, JAX, ...")
+OTHER = _Dist("diffopt", "2.0.0", "Parallelization and optimization of Jax models")
+
+
+def test_info_names_the_distribution(monkeypatch):
+    from diffopt._demo import runner
+
+    _fake_metadata(monkeypatch, {"pydiffopt": OURS}, {"diffopt": ["pydiffopt"]})
+    assert runner.distribution_lines() == ["distribution: pydiffopt 0.1.0"]
+    assert runner.info_lines(list_devices=False)[1] == "distribution: pydiffopt 0.1.0"
+
+
+def test_info_warns_about_the_unrelated_diffopt(monkeypatch):
+    from diffopt._demo import runner
+
+    _fake_metadata(monkeypatch, {"pydiffopt": OURS, "diffopt": OTHER}, {"diffopt": ["pydiffopt", "diffopt"]})
+    first, warning = runner.distribution_lines()
+    assert first == "distribution: pydiffopt 0.1.0"
+    assert warning.startswith("WARNING: the distribution 'diffopt' 2.0.0 is installed too: an unrelated project")
+    assert "pip uninstall diffopt pydiffopt; pip install pydiffopt" in warning
+    # found by name even when packages_distributions does not map the import name to it
+    _fake_metadata(monkeypatch, {"pydiffopt": OURS, "diffopt": OTHER}, {"diffopt": ["pydiffopt"]})
+    assert len(runner.distribution_lines()) == 2
+    # the unrelated project alone: no distribution of ours, and the warning
+    _fake_metadata(monkeypatch, {"diffopt": OTHER}, {"diffopt": ["diffopt"]})
+    first, warning = runner.distribution_lines()
+    assert first.startswith("distribution: none (pydiffopt is not installed") and "WARNING" in warning
+
+
+def test_info_from_a_checkout_and_under_the_former_name(monkeypatch):
+    from diffopt._demo import runner
+
+    _fake_metadata(monkeypatch, {}, {})
+    (line,) = runner.distribution_lines()
+    assert line == f"distribution: none (pydiffopt is not installed; diffopt imported from {PACKAGE})"
+    former = _Dist("diffopt", "0.1.0", OURS.metadata["Summary"])
+    _fake_metadata(monkeypatch, {"diffopt": former}, {"diffopt": ["diffopt"]})
+    assert runner.distribution_lines() == [
+        "distribution: diffopt 0.1.0 (this project's former name: reinstall as pydiffopt)"]
 
 
 

@@ -7,7 +7,7 @@ import time
 
 from diffopt._demo import checks, frameworks
 
-__all__ = ["run_demo", "format_table", "info_lines", "versions", "devices"]
+__all__ = ["run_demo", "format_table", "info_lines", "distribution_lines", "providers", "versions", "devices"]
 
 
 def _progress(enabled):
@@ -203,6 +203,64 @@ def _cupy_devices():  # pragma: no cover gpu
 _DEVICES = {"torch": _torch_devices, "jax": _jax_devices, "tensorflow": _tf_devices, "cupy": _cupy_devices}
 
 
+#: This project's distribution name (pyproject.toml); its import name is ``diffopt``.
+DISTRIBUTION = "pydiffopt"
+#: How this project's summary starts: a distribution named ``diffopt`` with it is this project
+#: installed under its former distribution name, any other is the unrelated project of that name.
+SUMMARY_START = "Differentiable discrete solvers"
+
+
+def _normalise(name):
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def providers():
+    """The installed distributions that provide the import name ``diffopt``.
+
+    Those that :func:`importlib.metadata.packages_distributions` maps ``diffopt`` to, plus
+    any distribution named ``pydiffopt`` or ``diffopt`` (an editable install may list no files).
+
+    Returns
+    -------
+    list of tuple
+        ``(name, version, ours)`` sorted by name; ``ours`` is False for another project.
+    """
+    names = set(importlib.metadata.packages_distributions().get("diffopt", []))
+    found = {}
+    for name in sorted(names | {DISTRIBUTION, "diffopt"}):
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        real = _normalise(dist.metadata["Name"] or name)
+        summary = dist.metadata["Summary"] or ""
+        found[real] = (real, dist.version, real == DISTRIBUTION or summary.startswith(SUMMARY_START))
+    return sorted(found.values())
+
+
+def distribution_lines():
+    """``info``'s lines on the distribution behind ``import diffopt``, with a warning for a clash.
+
+    Returns
+    -------
+    list of str
+    """
+    import diffopt
+
+    found = providers()
+    ours = [f"{n} {v}" + ("" if n == DISTRIBUTION else f" (this project's former name: reinstall as {DISTRIBUTION})")
+            for n, v, mine in found if mine]
+    where = os.path.dirname(diffopt.__file__)
+    lines = [f"distribution: {', '.join(ours)}" if ours else f"distribution: none ({DISTRIBUTION} is not installed; "
+             f"diffopt imported from {where})"]
+    for name, version, mine in found:
+        if not mine:
+            lines.append(f"WARNING: the distribution {name!r} {version} is installed too: an unrelated project that "
+                         f"also installs the import name 'diffopt', so the two overwrite each other's files. Fix: "
+                         f"pip uninstall {name} {DISTRIBUTION}; pip install {DISTRIBUTION}")
+    return lines
+
+
 def info_lines(list_devices=True):
     """Lines of ``diffopt info``: diffopt, each installed framework (version, devices), tools.
 
@@ -221,7 +279,7 @@ def info_lines(list_devices=True):
     installed = backends.available()
     if list_devices:
         frameworks.prepare(installed)
-    lines = [f"diffopt {diffopt.__version__}  (python {sys.version.split()[0]})", "frameworks:"]
+    lines = [f"diffopt {diffopt.__version__}  (python {sys.version.split()[0]})", *distribution_lines(), "frameworks:"]
     for name, dists in DISTRIBUTIONS.items():
         if name not in installed:
             lines.append(f"  {name:<11} not installed")
