@@ -6,6 +6,8 @@ import os
 import re
 import typing
 
+import autoray as ar
+import numpy as np
 import pytest
 
 import diffopt
@@ -232,3 +234,61 @@ def test_backends_import_nothing_above_them_but_leaves():
           for m, targets in graph.items() if m.startswith("diffopt.backends")}
     assert any(up.values())  # the scan sees e.g. diffopt.backends._rng -> diffopt._dtypes
     assert {m: [t for t in ts if graph[t]] for m, ts in up.items() if any(graph[t] for t in ts)} == {}
+
+
+# ----------------------------------------------------------------------------- top-level names
+
+SORTING_NAMES = ("soft_sort", "soft_rank", "soft_topk", "soft_permutation", "soft_argsort")
+
+
+def test_soft_sorting_is_at_the_top_level():
+    from diffopt import sorting
+
+    for name in SORTING_NAMES:
+        assert getattr(diffopt, name) is getattr(sorting, name), name
+        assert name in diffopt.__all__ and name in sorting.__all__, name
+
+
+def test_imle_package_is_callable_and_keeps_its_attributes():
+    import types
+
+    import diffopt.imle.aimle  # noqa: F401  (importing the drop-in submodules changes nothing)
+    import diffopt.imle.imle  # noqa: F401
+    from diffopt.imle import wrapper
+
+    assert isinstance(diffopt.imle, types.ModuleType) and callable(diffopt.imle)
+    assert diffopt.imle.imle is wrapper.imle and diffopt.imle.aimle is wrapper.aimle
+    assert diffopt.imle.ste is wrapper.ste
+    assert type(diffopt.sorting) is types.ModuleType  # only diffopt.imle's class changed
+    import pickle
+
+    assert pickle.loads(pickle.dumps(diffopt.imle.imle)) is wrapper.imle
+
+
+THETA = np.array([[0.5, 2.0, -1.0, 1.0], [1.5, -0.5, 0.25, 0.75]])
+WEIGHTS = np.array([1.0, -2.0, 0.5, 3.0])
+
+
+def test_calling_diffopt_imle_is_diffopt_imle_imle(grad_backend):
+    """Same values and gradients, as a call and as a decorator, with the same seeded noise."""
+    from diffopt.imle import SumOfGammaNoiseDistribution, TargetDistribution
+
+    def top2(t):
+        return diffopt.top_k_mask(t, 2)
+
+    options = dict(target_distribution=TargetDistribution(alpha=1.0, beta=10.0), nb_samples=4,
+                   noise_distribution=SumOfGammaNoiseDistribution(k=2, nb_iterations=10))
+    weights = grad_backend.asarray(np.tile(WEIGHTS, (8, 1)), "float32")
+    theta = grad_backend.asarray(THETA, "float32")
+    made = [diffopt.imle(top2, **options), diffopt.imle.imle(top2, **options), diffopt.imle(**options)(top2)]
+
+    def loss(solver):
+        return lambda t: ar.do("sum", solver(t, rng=3) * weights)
+
+    values = [grad_backend.to_numpy(solver(theta, rng=3)) for solver in made]
+    grads = [grad_backend.to_numpy(grad_backend.grad(loss(solver), theta)) for solver in made]
+    assert values[0].shape == (8, 4) and np.all(values[0].sum(-1) == 2)
+    assert np.any(grads[0] != 0)  # the comparison below compares real gradients
+    for value, g in zip(values[1:], grads[1:]):
+        np.testing.assert_array_equal(value, values[0])
+        np.testing.assert_array_equal(g, grads[0])
