@@ -148,6 +148,12 @@ def test_info_from_a_checkout_and_under_the_former_name(monkeypatch):
     _fake_metadata(monkeypatch, {"diffopt": former}, {"diffopt": ["diffopt"]})
     assert runner.distribution_lines() == [
         "distribution: diffopt 0.1.0 (this project's former name: reinstall as pydiffopt)"]
+    _fake_metadata(monkeypatch, {"diffopt": former, "pydiffopt": OURS}, {"diffopt": ["diffopt", "pydiffopt"]})
+    first, warning = runner.distribution_lines()
+    assert first == ("distribution: pydiffopt 0.1.0, diffopt 0.1.0 (this project's former name: reinstall as "
+                     "pydiffopt)")
+    assert warning == ("WARNING: this project is installed twice, as pydiffopt and diffopt, into the one folder "
+                       "diffopt/; keep one: pip uninstall diffopt")
 
 
 
