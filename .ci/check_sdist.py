@@ -20,7 +20,8 @@ def main(dist, checkout):
     with tarfile.open(archive) as tar:
         tar.extractall(tmp, filter="data")
     (root,) = glob.glob(os.path.join(tmp, "pydiffopt-*"))  # the distribution name (pyproject.toml)
-    wanted = ["LICENSE", "README.md", "tox.ini", ".ci/run", ".ci/constraints.txt", "tests/conftest.py"]
+    wanted = ["LICENSE", "README.md", "tox.ini", ".ci/run", ".ci/constraints.txt", ".ci/check_bare.py",
+              "tests/conftest.py"]
     for folder in ("tests", "examples", "benchmarks", "diffopt"):
         for path in glob.glob(os.path.join(checkout, folder, "**", "*.py"), recursive=True):
             wanted.append(os.path.relpath(path, checkout))
