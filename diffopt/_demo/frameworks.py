@@ -151,7 +151,10 @@ def load_quietly(names):
     prepare(names)
     with _native_stderr_silenced():
         for name in (n for n in ("torch", "jax", "tensorflow") if n in names):
-            _initialise(name)
+            try:
+                _initialise(name)
+            except Exception:  # a broken install: the checks import it again and report the error
+                pass
 
 
 def has_grad(name):
