@@ -19,8 +19,9 @@ def main(dist, checkout):
     tmp = tempfile.mkdtemp()
     with tarfile.open(archive) as tar:
         tar.extractall(tmp, filter="data")
-    (root,) = glob.glob(os.path.join(tmp, "diffopt-*"))
-    wanted = ["LICENSE", "README.md", "tox.ini", ".ci/run", ".ci/constraints.txt", "tests/conftest.py"]
+    (root,) = glob.glob(os.path.join(tmp, "pydiffopt-*"))  # the distribution name (pyproject.toml)
+    wanted = ["LICENSE", "README.md", "tox.ini", ".ci/run", ".ci/constraints.txt", ".ci/check_bare.py",
+              "tests/conftest.py"]
     for folder in ("tests", "examples", "benchmarks", "diffopt"):
         for path in glob.glob(os.path.join(checkout, folder, "**", "*.py"), recursive=True):
             wanted.append(os.path.relpath(path, checkout))

@@ -44,8 +44,13 @@ from diffopt.perturbations import FenchelYoungLoss, make_perturbed_fun, perturbe
 
 __all__ += ["perturbed", "perturbed_max", "FenchelYoungLoss", "make_perturbed_fun"]
 
-from diffopt import dfl, imle, sorting  # noqa: E402  (modules: diffopt.imle.imle, diffopt.sorting.soft_sort, ...)
+# diffopt.imle is a module that can be called: diffopt.imle(...) is diffopt.imle.imle(...)
+from diffopt import dfl, imle, sorting  # noqa: E402  (modules: diffopt.imle.aimle, diffopt.sorting.diff_sort, ...)
 from diffopt.dfl import blackbox, negative_identity, normalized_regret, regret, spo_plus_loss  # noqa: E402
 
 __all__ += ["imle", "sorting", "dfl", "spo_plus_loss", "blackbox", "negative_identity", "regret",
             "normalized_regret"]
+
+from diffopt.sorting import soft_argsort, soft_permutation, soft_rank, soft_sort, soft_topk  # noqa: E402
+
+__all__ += ["soft_sort", "soft_rank", "soft_topk", "soft_permutation", "soft_argsort"]

@@ -15,7 +15,7 @@ from typing import Any
 
 from diffopt._typing import Array, RngLike
 from diffopt.backends import get_backend
-from diffopt.backends._rng import Rng, SeededRng, sample_dtype
+from diffopt.backends._rng import Rng, SeededRng, rng_type_error, sample_dtype
 
 __all__ = ["Rng", "SeededRng", "make_rng", "sample_dtype"]
 
@@ -43,6 +43,7 @@ def make_rng(rng: RngLike, like: Array, shim: Any = None) -> Rng:
     """
     if isinstance(rng, Rng):
         return rng
-    if isinstance(rng, bool) or (rng is not None and isinstance(rng, float)):
-        raise TypeError(f"rng must be None, an int seed, or a generator/key, got {rng!r}")
-    return (get_backend(like) if shim is None else shim).make_rng(rng, like)
+    shim = get_backend(like) if shim is None else shim
+    if isinstance(rng, bool) or (rng is not None and isinstance(rng, float)):  # not an int seed: True == 1
+        raise rng_type_error(shim.NAME, rng)
+    return shim.make_rng(rng, like)

@@ -78,3 +78,22 @@ def test_prepare_quiets_tensorflow(monkeypatch):
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
     fw.prepare(["tensorflow"])
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"  # a user's setting is kept
+
+
+def test_load_quietly_hides_start_up_lines_and_survives_a_broken_framework(monkeypatch, capfd):
+    """Lines written to file descriptor 2 while a framework starts are dropped; stderr works afterwards,
+    and a framework that fails to start is left for the checks to report (no crash here)."""
+    started = []
+
+    def noisy(name):
+        started.append(name)
+        os.write(2, b"I0000 00:00:1 port.cc:153] oneDNN custom operations are on\n")
+        raise ImportError(f"{name} is broken")
+
+    monkeypatch.setattr(fw, "_initialise", noisy)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")  # restored after the test (prepare keeps a user's value)
+    fw.load_quietly(["numpy", "tensorflow", "jax"])
+    os.write(2, b"after\n")
+    err = capfd.readouterr().err
+    assert started == ["jax", "tensorflow"]  # the frameworks named, in a safe order, numpy needs no start
+    assert "oneDNN" not in err and "after" in err

@@ -6,6 +6,8 @@ import os
 import re
 import typing
 
+import autoray as ar
+import numpy as np
 import pytest
 
 import diffopt
@@ -66,10 +68,92 @@ def test_version_has_one_source():
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        installed = version("diffopt")
+        installed = version("pydiffopt")  # the distribution name; the import name is diffopt
     except PackageNotFoundError:
-        pytest.skip("diffopt runs from a checkout, not installed: no metadata to compare")
+        pytest.skip("diffopt runs from a checkout, not installed as pydiffopt: no metadata to compare")
     assert installed == diffopt.__version__
+
+
+def test_pyproject_names_the_distribution_pydiffopt():
+    """The index's "diffopt" is another project: ours is published as pydiffopt, imported as diffopt."""
+    import tomllib
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, "pyproject.toml")
+    if not os.path.isfile(path):
+        pytest.skip("no pyproject.toml beside the tests (an installed copy of the tests)")
+    with open(path, "rb") as f:
+        project = tomllib.load(f)["project"]
+    from diffopt._demo import runner
+
+    assert project["name"] == runner.DISTRIBUTION == "pydiffopt"
+    assert project["description"].startswith(runner.SUMMARY_START)
+
+
+class _Dist:
+    def __init__(self, name, version, summary):
+        self.metadata = {"Name": name, "Summary": summary}
+        self.version = version
+
+
+def _fake_metadata(monkeypatch, dists, mapping):
+    """``importlib.metadata`` seeing only ``dists`` (name -> _Dist) and ``packages_distributions`` = mapping."""
+    import importlib.metadata as md
+
+    def distribution(name):
+        if name not in dists:
+            raise md.PackageNotFoundError(name)
+        return dists[name]
+
+    monkeypatch.setattr(md, "distribution", distribution)
+    monkeypatch.setattr(md, "packages_distributions", lambda: mapping)
+
+
+OURS = _Dist("pydiffopt", "0.1.0", "Differentiable discrete solvers and sorting for NumPy, PyTorch, JAX, ...")
+OTHER = _Dist("diffopt", "2.0.0", "Parallelization and optimization of Jax models")
+
+
+def test_info_names_the_distribution(monkeypatch):
+    from diffopt._demo import runner
+
+    _fake_metadata(monkeypatch, {"pydiffopt": OURS}, {"diffopt": ["pydiffopt"]})
+    assert runner.distribution_lines() == ["distribution: pydiffopt 0.1.0"]
+    assert runner.info_lines(list_devices=False)[1] == "distribution: pydiffopt 0.1.0"
+
+
+def test_info_warns_about_the_unrelated_diffopt(monkeypatch):
+    from diffopt._demo import runner
+
+    _fake_metadata(monkeypatch, {"pydiffopt": OURS, "diffopt": OTHER}, {"diffopt": ["pydiffopt", "diffopt"]})
+    first, warning = runner.distribution_lines()
+    assert first == "distribution: pydiffopt 0.1.0"
+    assert warning.startswith("WARNING: the distribution 'diffopt' 2.0.0 is installed too: an unrelated project")
+    assert "pip uninstall diffopt pydiffopt; pip install pydiffopt" in warning
+    # found by name even when packages_distributions does not map the import name to it
+    _fake_metadata(monkeypatch, {"pydiffopt": OURS, "diffopt": OTHER}, {"diffopt": ["pydiffopt"]})
+    assert len(runner.distribution_lines()) == 2
+    # the unrelated project alone: no distribution of ours, and the warning
+    _fake_metadata(monkeypatch, {"diffopt": OTHER}, {"diffopt": ["diffopt"]})
+    first, warning = runner.distribution_lines()
+    assert first.startswith("distribution: none (pydiffopt is not installed") and "WARNING" in warning
+
+
+def test_info_from_a_checkout_and_under_the_former_name(monkeypatch):
+    from diffopt._demo import runner
+
+    _fake_metadata(monkeypatch, {}, {})
+    (line,) = runner.distribution_lines()
+    assert line == f"distribution: none (pydiffopt is not installed; diffopt imported from {PACKAGE})"
+    former = _Dist("diffopt", "0.1.0", OURS.metadata["Summary"])
+    _fake_metadata(monkeypatch, {"diffopt": former}, {"diffopt": ["diffopt"]})
+    assert runner.distribution_lines() == [
+        "distribution: diffopt 0.1.0 (this project's former name: reinstall as pydiffopt)"]
+    _fake_metadata(monkeypatch, {"diffopt": former, "pydiffopt": OURS}, {"diffopt": ["diffopt", "pydiffopt"]})
+    first, warning = runner.distribution_lines()
+    assert first == ("distribution: pydiffopt 0.1.0, diffopt 0.1.0 (this project's former name: reinstall as "
+                     "pydiffopt)")
+    assert warning == ("WARNING: this project is installed twice, as pydiffopt and diffopt, into the one folder "
+                       "diffopt/; keep one: pip uninstall diffopt")
 
 
 
@@ -156,3 +240,61 @@ def test_backends_import_nothing_above_them_but_leaves():
           for m, targets in graph.items() if m.startswith("diffopt.backends")}
     assert any(up.values())  # the scan sees e.g. diffopt.backends._rng -> diffopt._dtypes
     assert {m: [t for t in ts if graph[t]] for m, ts in up.items() if any(graph[t] for t in ts)} == {}
+
+
+# ----------------------------------------------------------------------------- top-level names
+
+SORTING_NAMES = ("soft_sort", "soft_rank", "soft_topk", "soft_permutation", "soft_argsort")
+
+
+def test_soft_sorting_is_at_the_top_level():
+    from diffopt import sorting
+
+    for name in SORTING_NAMES:
+        assert getattr(diffopt, name) is getattr(sorting, name), name
+        assert name in diffopt.__all__ and name in sorting.__all__, name
+
+
+def test_imle_package_is_callable_and_keeps_its_attributes():
+    import types
+
+    import diffopt.imle.aimle  # noqa: F401  (importing the drop-in submodules changes nothing)
+    import diffopt.imle.imle  # noqa: F401
+    from diffopt.imle import wrapper
+
+    assert isinstance(diffopt.imle, types.ModuleType) and callable(diffopt.imle)
+    assert diffopt.imle.imle is wrapper.imle and diffopt.imle.aimle is wrapper.aimle
+    assert diffopt.imle.ste is wrapper.ste
+    assert type(diffopt.sorting) is types.ModuleType  # only diffopt.imle's class changed
+    import pickle
+
+    assert pickle.loads(pickle.dumps(diffopt.imle.imle)) is wrapper.imle
+
+
+THETA = np.array([[0.5, 2.0, -1.0, 1.0], [1.5, -0.5, 0.25, 0.75]])
+WEIGHTS = np.array([1.0, -2.0, 0.5, 3.0])
+
+
+def test_calling_diffopt_imle_is_diffopt_imle_imle(grad_backend):
+    """Same values and gradients, as a call and as a decorator, with the same seeded noise."""
+    from diffopt.imle import SumOfGammaNoiseDistribution, TargetDistribution
+
+    def top2(t):
+        return diffopt.top_k_mask(t, 2)
+
+    options = dict(target_distribution=TargetDistribution(alpha=1.0, beta=10.0), nb_samples=4,
+                   noise_distribution=SumOfGammaNoiseDistribution(k=2, nb_iterations=10))
+    weights = grad_backend.asarray(np.tile(WEIGHTS, (8, 1)), "float32")
+    theta = grad_backend.asarray(THETA, "float32")
+    made = [diffopt.imle(top2, **options), diffopt.imle.imle(top2, **options), diffopt.imle(**options)(top2)]
+
+    def loss(solver):
+        return lambda t: ar.do("sum", solver(t, rng=3) * weights)
+
+    values = [grad_backend.to_numpy(solver(theta, rng=3)) for solver in made]
+    grads = [grad_backend.to_numpy(grad_backend.grad(loss(solver), theta)) for solver in made]
+    assert values[0].shape == (8, 4) and np.all(values[0].sum(-1) == 2)
+    assert np.any(grads[0] != 0)  # the comparison below compares real gradients
+    for value, g in zip(values[1:], grads[1:]):
+        np.testing.assert_array_equal(value, values[0])
+        np.testing.assert_array_equal(g, grads[0])

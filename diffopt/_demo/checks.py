@@ -5,11 +5,18 @@ returns a :class:`Result`: table rows ``(backend, check, value, passed)``
 plus the arrays the figures draw. References are closed forms
 (softmax(θ/σ) for the Gumbel-perturbed argmax, 1 − 2 exp(−Σ e^{θ/σ}) for the
 Gumbel-perturbed OR), the numbers printed in the ``differentiable_sorting``
-README, or a threshold on a learning curve. Monte-Carlo tolerances are
+README, a brute-force search (the SPO+ loss and regret over every path of
+the demo graph), or a threshold on a learning curve. Monte-Carlo tolerances are
 :func:`z_score` standard errors, the standard error bounded from the sample
 count.
+
+A check that needs an optional package which is not installed (autograd for
+NumPy gradients, SciPy for the grid shortest path, ...) gives a *skipped* row
+naming the package and the ``pip install "pydiffopt[...]"`` line that adds it,
+never a failure.
 """
 
+import importlib.util
 import math
 from dataclasses import dataclass, field
 
@@ -20,9 +27,9 @@ import diffopt
 from diffopt._demo import frameworks as fw
 from diffopt._demo import graph, terrain
 
-__all__ = ["Row", "Result", "Settings", "CHECKS", "run_check",
-           "check_argmax", "check_or", "check_shortest_path", "check_imle", "check_sorting",
-           "perturbed_or_closed_form", "hard_or"]
+__all__ = ["Row", "Result", "Settings", "CHECKS", "NEEDS", "TITLES", "EXTRAS", "run_check", "skipped", "install_hint",
+           "check_argmax", "check_or", "check_shortest_path", "check_imle", "check_sorting", "check_dfl",
+           "perturbed_or_closed_form", "hard_or", "spo_plus_brute_force", "spo_fit"]
 
 #: Chance that a correct estimator fails a Monte-Carlo comparison.
 FALSE_ALARM = 1e-3
@@ -47,12 +54,45 @@ def z_score(m):
 
 @dataclass
 class Row:
-    """One line of the demo table."""
+    """One line of the demo table.
+
+    ``skip`` is empty for a check that ran; for a skipped one it is the extra of
+    ``pydiffopt`` that installs what the check needs (then ``passed`` is False).
+    """
 
     backend: str
     check: str
     value: str
     passed: bool
+    skip: str = ""
+
+    @property
+    def status(self):
+        """``'PASS'``, ``'FAIL'`` or ``'SKIP'``."""
+        return "SKIP" if self.skip else ("PASS" if self.passed else "FAIL")
+
+
+#: Optional module → the extra of ``pydiffopt`` that installs it.
+EXTRAS = {"autograd": "autograd", "scipy": "scipy", "matplotlib": "examples", "tqdm": "examples",
+          "torch": "torch", "jax": "jax", "jaxlib": "jax", "tensorflow": "tensorflow"}
+
+
+def install_hint(extras):
+    """The pip line that installs ``extras`` (names of ``pydiffopt``'s extras).
+
+    Examples
+    --------
+    >>> from diffopt._demo.checks import install_hint
+    >>> install_hint(["scipy", "autograd", "scipy"])
+    'pip install "pydiffopt[autograd,scipy]"'
+    """
+    return f'pip install "pydiffopt[{",".join(sorted(set(extras)))}]"'
+
+
+def skipped(backend, check, module):
+    """The row of a check skipped because the optional ``module`` is not installed."""
+    extra = EXTRAS[module]
+    return Row(backend, check, f"skipped: needs {module} ({install_hint([extra])})", False, skip=extra)
 
 
 @dataclass
@@ -75,6 +115,8 @@ class Settings:
         Gradient-ascent steps on the corner edge costs.
     imle_steps : int
         Gradient steps of the I-MLE cost-map fit.
+    dfl_steps : int
+        Adam steps of the SPO+ training.
     seed : int
     progress : callable or None
         Wraps step ranges (``tqdm``), or ``None``.
@@ -85,6 +127,7 @@ class Settings:
     path_samples: int = 20_000
     path_steps: int = 30
     imle_steps: int = 40
+    dfl_steps: int = 40
     seed: int = 0
     progress: object = None
 
@@ -105,7 +148,7 @@ def _compare(backend, check, got, want, tol):
 
 
 def _skip_grad(backend, check):
-    return Row(backend, check, "skipped (install autograd)", True)
+    return skipped(backend, check, "autograd")
 
 
 # ------------------------------------------------------------ perturbed argmax
@@ -392,6 +435,113 @@ def check_sorting(backend, settings):
     return Result(rows, dict(data, grad=g))
 
 
+# ------------------------------------------------- decision-focused learning (SPO+)
+
+#: Features of the synthetic shortest-path data (a constant feature is appended).
+DFL_FEATURES = 5
+DFL_TRAIN, DFL_TEST = 100, 200
+DFL_LR = 0.05
+#: The test regret after training must be below this and below a third of the starting one.
+DFL_TARGET = 0.1
+
+
+def dfl_data(n, seed=0):
+    """Features ``x [n, 6]`` and edge costs ``c [n, 14]`` of the demo graph (float32).
+
+    The costs are a quadratic function of the features times multiplicative noise
+    (a fixed random 0/1 map ``[5, 14]``, as in PyEPO's shortest-path data), so a
+    linear model can rank the paths well but not fit the costs exactly.
+    """
+    rng = np.random.default_rng(seed)
+    mix = np.random.default_rng(1234).binomial(1, 0.5, (DFL_FEATURES, len(graph.EDGES)))
+    x = rng.normal(size=(n, DFL_FEATURES))
+    c = ((x @ mix) / math.sqrt(DFL_FEATURES) + 3.0) ** 2 / 3.5**2 + 0.5
+    c = c * rng.uniform(0.8, 1.2, c.shape)
+    return np.concatenate([x, np.ones((n, 1))], axis=1).astype(np.float32), c.astype(np.float32)
+
+
+def spo_plus_brute_force(theta, c):
+    """SPO+ loss, its subgradient and the regret of a minimisation over every 0→8 path.
+
+    ``ℓ = −min_w⟨2θ − c, w⟩ + 2⟨θ, w*⟩ − z*`` with ``w* = argmin_w⟨c, w⟩``, ``z* = ⟨c, w*⟩``;
+    the subgradient is ``2(w* − w(2θ − c))`` and the regret ``⟨c, w(θ)⟩ − z*``, each min and
+    argmin taken over the rows of :func:`graph.all_paths`.
+
+    Returns
+    -------
+    loss, regret : numpy.ndarray, shape [B]
+    grad : numpy.ndarray, shape [B, 14]
+    """
+    paths = graph.all_paths()
+    theta, c = np.asarray(theta, np.float64), np.asarray(c, np.float64)
+
+    def best(costs):
+        return paths[np.argmin(costs @ paths.T, axis=1)]
+
+    w_star, w_spo, w_hat = best(c), best(2 * theta - c), best(theta)
+    z = np.sum(c * w_star, -1)
+    loss = -np.sum((2 * theta - c) * w_spo, -1) + 2 * np.sum(theta * w_star, -1) - z
+    return loss, 2 * (w_star - w_spo), np.sum(c * w_hat, -1) - z
+
+
+def spo_fit(backend, steps, seed=0, progress=None):
+    """Train a linear model ``θ̂ = xW`` with the SPO+ loss (Adam) on :func:`dfl_data`.
+
+    Returns
+    -------
+    dict
+        ``regret`` (normalised test regret before each step and after the last), ``losses``.
+    """
+    from diffopt._demo.optim import Adam
+
+    x, c = dfl_data(DFL_TRAIN, seed)
+    x_test, c_test = dfl_data(DFL_TEST, seed + 1)
+    loss = diffopt.spo_plus_loss(graph.dag_shortest_path, minimize=True)
+    data = [fw.to_backend(a, backend) for a in (x, c, graph.dag_shortest_path(c))]
+    w = (np.random.default_rng(seed).normal(size=(x.shape[1], c.shape[1])) * 0.01).astype(np.float32)
+    opt, regrets, losses = Adam([w], lr=DFL_LR), [], []
+
+    def test_regret(w):
+        return float(diffopt.normalized_regret(graph.dag_shortest_path, x_test @ w, c_test, minimize=True))
+
+    for _ in (progress or iter)(range(steps)):
+        regrets.append(test_regret(w))
+        value, (g,) = fw.value_and_grad(lambda w_: loss(data[0] @ w_, data[1], data[2]), [w], backend)
+        losses.append(value)
+        (w,) = opt.step([w], [g])
+    return {"regret": np.array(regrets + [test_regret(w)]), "losses": np.array(losses)}
+
+
+def check_dfl(backend, settings):
+    """SPO+ loss, regret and gradient against a search over all 15 paths; SPO+ training lowers the regret.
+
+    Tolerances: the loss and regret are sums of 14 float32 products of size ≲ 5 (1e-4);
+    the gradient takes the values 0 and ±2 exactly (1e-6).
+    """
+    x, c = dfl_data(4, settings.seed + 2)
+    theta = (x @ np.random.default_rng(settings.seed).normal(size=(x.shape[1], c.shape[1]))).astype(np.float32)
+    want_loss, want_grad, want_regret = spo_plus_brute_force(theta, c)
+    w_star = graph.dag_shortest_path(c)
+    loss = diffopt.spo_plus_loss(graph.dag_shortest_path, minimize=True, reduction="none")
+    args = [fw.to_backend(a, backend) for a in (theta, c, w_star)]
+    got_loss = fw.to_numpy(loss(*args))
+    got_regret = fw.to_numpy(diffopt.regret(graph.dag_shortest_path, args[0], args[1], minimize=True))
+    regret_row = _compare(backend, "regret = brute force, ≤ SPO+", got_regret, want_regret, 1e-4)
+    regret_row.passed = regret_row.passed and bool(np.all(got_regret <= got_loss + 1e-4))
+    rows = [_compare(backend, "SPO+ loss = brute force over 15 paths", got_loss, want_loss, 1e-4), regret_row]
+    check = "∇ SPO+ = 2(w* − w(2θ̂ − c))"
+    if not fw.has_grad(backend):
+        return Result(rows + [_skip_grad(backend, check), _skip_grad(backend, "SPO+ training")])
+    g = fw.grad(lambda t: ar.do("sum", loss(t, args[1], args[2])), theta, backend)
+    rows.append(_compare(backend, check, g, want_grad, 1e-6))
+    out = spo_fit(backend, settings.dfl_steps, settings.seed, settings.progress)
+    first, last = out["regret"][0], out["regret"][-1]
+    bound = min(DFL_TARGET, first / 3)
+    rows.append(Row(backend, f"SPO+ training: test regret, {settings.dfl_steps} steps",
+                    f"{first:.3f} → {last:.3f} (< {bound:.3f})", bool(last < bound)))
+    return Result(rows, out)
+
+
 #: Check name → function, in the order the demo runs them.
 CHECKS = {
     "argmax": check_argmax,
@@ -399,17 +549,37 @@ CHECKS = {
     "shortest_path": check_shortest_path,
     "imle": check_imle,
     "sorting": check_sorting,
+    "dfl": check_dfl,
 }
+
+#: Check name → the optional modules it needs (checked before it runs).
+NEEDS = {"imle": ("scipy",)}
+#: Check name → its label in a row that stands for the whole check (skipped, or an error).
+TITLES = {"argmax": "perturbed argmax", "or": "perturbed OR", "shortest_path": "shortest path",
+          "imle": "I-MLE", "sorting": "sorting", "dfl": "SPO+ (decision-focused learning)"}
 
 
 def run_check(name, backend, settings):
-    """Run one check; an exception becomes a failed row rather than a crash.
+    """Run one check; a missing optional package skips it, an exception becomes a failed row.
 
     Returns
     -------
     Result
     """
+    title = TITLES.get(name, name)
+    missing = [m for m in NEEDS.get(name, ()) if importlib.util.find_spec(m) is None]
+    if missing:
+        return Result([skipped(backend, title, missing[0])])
     try:
         return CHECKS[name](backend, settings)
+    except ModuleNotFoundError as exc:
+        module = (exc.name or "").partition(".")[0]
+        if module in EXTRAS:
+            return Result([skipped(backend, title, module)])
+        return _error_result(backend, title, exc)
     except Exception as exc:  # report, keep going, exit non-zero at the end
-        return Result([Row(backend, name, f"ERROR {type(exc).__name__}: {exc}"[:200], False)])
+        return _error_result(backend, title, exc)
+
+
+def _error_result(backend, title, exc):
+    return Result([Row(backend, title, f"ERROR {type(exc).__name__}: {exc}"[:200], False)])

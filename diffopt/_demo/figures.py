@@ -135,6 +135,14 @@ def _sorting_panel(ax, data):
     ax.legend(fontsize=7)
 
 
+def _dfl_panel(ax, data):
+    ax.plot(data["regret"], marker=".")
+    ax.set_xlabel("Adam step", fontsize=8)
+    ax.set_ylabel("normalised test regret", fontsize=8)
+    ax.set_ylim(0, None)
+    ax.set_title("SPO+: learning to route", fontsize=9)
+
+
 def demo_figure(backend, results, path):
     """One PNG with a panel per demo check that produced data.
 
@@ -151,11 +159,13 @@ def demo_figure(backend, results, path):
         The path written.
     """
     plt = pyplot()
-    fig, axes = plt.subplots(2, 3, figsize=(12, 7.5))
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7.5))
     panels = [("argmax", _argmax_panel), ("or", _or_panel), ("shortest_path", _ascent_panel),
               ("shortest_path", lambda ax, d: draw_graph(ax, d["paths_after"], title="6→8 lifted (after ascent)")),
-              ("imle", _imle_panel), ("sorting", _sorting_panel)]
-    for ax, (name, draw) in zip(axes.ravel(), panels):
+              ("imle", _imle_panel), ("sorting", _sorting_panel), ("dfl", _dfl_panel)]
+    axes = axes.ravel()
+    axes[-1].axis("off")
+    for ax, (name, draw) in zip(axes, panels):
         data = results.get(name).data if name in results else {}
         if data:
             draw(ax, data)

@@ -5,7 +5,10 @@ module imports none. ``'numpy'`` computes values with NumPy arrays and
 gradients with HIPS autograd (whose traced arrays are NumPy arrays too).
 """
 
+import contextlib
 import importlib.util
+import os
+import sys
 
 import numpy as np
 
@@ -15,6 +18,7 @@ __all__ = [
     "installed_backends",
     "resolve_backends",
     "prepare",
+    "load_quietly",
     "to_backend",
     "to_numpy",
     "value_and_grad",
@@ -76,7 +80,8 @@ def resolve_backends(spec):
         raise ValueError(f"unknown backend(s) {unknown or spec!r}; choose from {', '.join(BACKENDS)} or 'all'")
     missing = [n for n in names if not installed(n)]
     if missing:
-        raise ValueError(f"backend(s) {', '.join(missing)} not installed here; installed: {installed_backends()}")
+        raise ValueError(f"backend(s) {', '.join(missing)} not installed here; installed: {installed_backends()} "
+                         f'(add: pip install "pydiffopt[{",".join(missing)}]")')
     return [n for n in BACKENDS if n in names]
 
 
@@ -93,6 +98,63 @@ def prepare(names):
         import os
 
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """The process's file descriptor 2 on ``os.devnull`` for the block (Python's ``sys.stderr`` too).
+
+    TensorFlow ≥ 2.19 logs from C++ (absl) before ``TF_CPP_MIN_LOG_LEVEL`` is read
+    ("oneDNN custom operations are on", "Could not find cuda drivers", "failed call to
+    cuInit"), so only the descriptor itself can hide those lines. Exceptions still
+    propagate; their traceback is printed after the descriptor is restored.
+    """
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def _initialise(name):
+    """Import ``name`` and create its CPU/GPU platforms (where the start-up messages are logged)."""
+    if name == "jax":
+        import jax
+
+        jax.devices()
+    elif name == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+        tf.constant(0.0) + 1.0
+    elif name == "torch":
+        import torch  # noqa: F401
+
+
+def load_quietly(names):
+    """Import and start the frameworks in ``names`` without their start-up log lines.
+
+    For the ``diffopt`` command's own process only (it changes the process's
+    stderr for the duration of the imports, and ``TF_CPP_MIN_LOG_LEVEL``
+    through :func:`prepare`); library code never calls it.
+
+    Parameters
+    ----------
+    names : list of str
+        Installed names of :data:`BACKENDS`.
+    """
+    prepare(names)
+    with _native_stderr_silenced():
+        for name in (n for n in ("torch", "jax", "tensorflow") if n in names):
+            try:
+                _initialise(name)
+            except Exception:  # a broken install: the checks import it again and report the error
+                pass
 
 
 def has_grad(name):

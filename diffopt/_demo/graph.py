@@ -20,6 +20,7 @@ __all__ = [
     "EDGE_6_8",
     "edge_costs_to_weights",
     "dag_shortest_path",
+    "all_paths",
     "corner_weight_fn",
     "gradient_ascent",
 ]
@@ -99,6 +100,26 @@ def _backtrack(best):
         path[rows[live], edge] = 1.0
         node[live] = EDGES[edge, 0]
     return path
+
+
+def all_paths():
+    """Every 0→8 path of the graph, by depth-first search (the brute-force reference of the solver).
+
+    Returns
+    -------
+    numpy.ndarray, shape [P, 14]
+        0/1 edge indicators, one row per path.
+    """
+    found = []
+
+    def walk(node, edges):
+        if node == NUM_NODES - 1:
+            found.append(np.isin(np.arange(len(EDGES)), edges).astype(float))
+        for e in np.flatnonzero(EDGES[:, 0] == node):
+            walk(EDGES[e, 1], edges + [e])
+
+    walk(0, [])
+    return np.array(found)
 
 
 def corner_weight_fn(perturbed_path, fixed):

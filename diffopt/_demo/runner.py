@@ -1,18 +1,23 @@
 """``diffopt demo`` and ``diffopt info``: run the checks, print the table, list the frameworks."""
 
 import importlib.metadata
+import importlib.util
 import os
 import sys
 import time
 
 from diffopt._demo import checks, frameworks
 
-__all__ = ["run_demo", "format_table", "info_lines", "versions", "devices"]
+__all__ = ["run_demo", "format_table", "summary", "info_lines", "distribution_lines", "providers", "versions", "devices"]
 
 
 def _progress(enabled):
-    """A ``tqdm`` wrapper for step loops (identity when disabled or tqdm is missing)."""
-    if not enabled:
+    """A ``tqdm`` wrapper for step loops, or ``None`` (disabled, tqdm missing, or stderr not a terminal).
+
+    The bars (one per backend, one per step loop below it) go to stderr; in a log
+    file their cursor-up escapes would be noise, so they are drawn on a terminal only.
+    """
+    if not (enabled and sys.stderr.isatty()):
         return None
     try:
         from tqdm.auto import tqdm
@@ -53,14 +58,14 @@ def format_table(rows):
     str
     """
     head = ("backend", "check", "value", "pass")
-    cells = [head] + [(r.backend, r.check, r.value, "PASS" if r.passed else "FAIL") for r in rows]
+    cells = [head] + [(r.backend, r.check, r.value, r.status) for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(4)]
     lines = ["  ".join(c[i].ljust(widths[i]) for i in range(4)).rstrip() for c in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-def run_demo(backend="all", out=None, quick=False, progress=True, figures=True, stream=None):
+def run_demo(backend="all", out=None, quick=False, progress=True, figures=True, stream=None, quiet=False):
     """Run the demo: checks on each backend, the table, one figure per backend.
 
     Parameters
@@ -77,15 +82,18 @@ def run_demo(backend="all", out=None, quick=False, progress=True, figures=True, 
         Write the PNGs.
     stream : file, optional
         Where the table goes (default stdout).
+    quiet : bool
+        Start the frameworks without their start-up log lines
+        (:func:`frameworks.load_quietly`: the ``diffopt`` command's own process only).
 
     Returns
     -------
     int
-        0 if every check passed, 1 otherwise.
+        0 if every check that ran passed (skipped ones aside), 1 otherwise.
     """
     stream = stream or sys.stdout
     names = frameworks.resolve_backends(backend)
-    frameworks.prepare(names)
+    (frameworks.load_quietly if quiet else frameworks.prepare)(names)
     wrap = _progress(progress)
     settings = (checks.Settings.quick if quick else checks.Settings)(progress=_step_progress(wrap))
     out = out or os.path.join(os.getcwd(), "diffopt-demo")
@@ -96,13 +104,34 @@ def run_demo(backend="all", out=None, quick=False, progress=True, figures=True, 
         rows += [row for r in results.values() for row in r.rows]
         if figures:
             written.append(_figure(name, results, out, rows))
+    if backend == "all":
+        rows += [checks.skipped(n, "all checks", n) for n in frameworks.BACKENDS if n not in names]
     print(format_table(rows), file=stream)
     print("time: " + ", ".join(f"{n} {t:.1f}s" for n, t in timings.items()), file=stream)
     for path in filter(None, written):
         print(f"figure: {path}", file=stream)
-    failed = [r for r in rows if not r.passed]
-    print(f"{len(rows) - len(failed)}/{len(rows)} checks passed", file=stream)
-    return 1 if failed else 0
+    print(summary(rows), file=stream)
+    return 1 if any(r.status == "FAIL" for r in rows) else 0
+
+
+def summary(rows):
+    """The last lines of the demo: passed/ran, and what to install for the skipped checks.
+
+    Parameters
+    ----------
+    rows : list of checks.Row
+
+    Returns
+    -------
+    str
+    """
+    ran = [r for r in rows if not r.skip]
+    line = f"{sum(r.passed for r in ran)}/{len(ran)} checks passed"
+    extras = [r.skip for r in rows if r.skip]
+    if extras:
+        line += (f", {len(extras)} skipped (optional packages not installed)\n"
+                 f"to run the skipped checks: {checks.install_hint(extras)}")
+    return line
 
 
 def _step_progress(wrap):
@@ -112,7 +141,10 @@ def _step_progress(wrap):
 
 
 def _figure(name, results, out, rows):
-    """Draw the backend's figure; a plotting problem becomes a failed row."""
+    """Draw the backend's figure; without matplotlib a skipped row, a plotting problem a failed one."""
+    if importlib.util.find_spec("matplotlib") is None:
+        rows.append(checks.skipped(name, "figure", "matplotlib"))
+        return None
     try:
         from diffopt._demo import figures
 
@@ -203,13 +235,76 @@ def _cupy_devices():  # pragma: no cover gpu
 _DEVICES = {"torch": _torch_devices, "jax": _jax_devices, "tensorflow": _tf_devices, "cupy": _cupy_devices}
 
 
-def info_lines(list_devices=True):
+#: This project's distribution name (pyproject.toml); its import name is ``diffopt``.
+DISTRIBUTION = "pydiffopt"
+#: How this project's summary starts: a distribution named ``diffopt`` with it is this project
+#: installed under its former distribution name, any other is the unrelated project of that name.
+SUMMARY_START = "Differentiable discrete solvers"
+
+
+def _normalise(name):
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def providers():
+    """The installed distributions that provide the import name ``diffopt``.
+
+    Those that :func:`importlib.metadata.packages_distributions` maps ``diffopt`` to, plus
+    any distribution named ``pydiffopt`` or ``diffopt`` (an editable install may list no files).
+
+    Returns
+    -------
+    list of tuple
+        ``(name, version, ours)``, ``pydiffopt`` first; ``ours`` is False for another project.
+    """
+    names = set(importlib.metadata.packages_distributions().get("diffopt", []))
+    found = {}
+    for name in sorted(names | {DISTRIBUTION, "diffopt"}):
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        real = _normalise(dist.metadata["Name"] or name)
+        summary = dist.metadata["Summary"] or ""
+        found[real] = (real, dist.version, real == DISTRIBUTION or summary.startswith(SUMMARY_START))
+    return sorted(found.values(), key=lambda d: (d[0] != DISTRIBUTION, d[0]))
+
+
+def distribution_lines():
+    """``info``'s lines on the distribution behind ``import diffopt``, with a warning for a clash.
+
+    Returns
+    -------
+    list of str
+    """
+    import diffopt
+
+    found = providers()
+    ours = [f"{n} {v}" + ("" if n == DISTRIBUTION else f" (this project's former name: reinstall as {DISTRIBUTION})")
+            for n, v, mine in found if mine]
+    where = os.path.dirname(diffopt.__file__)
+    lines = [f"distribution: {', '.join(ours)}" if ours else f"distribution: none ({DISTRIBUTION} is not installed; "
+             f"diffopt imported from {where})"]
+    for name, version, mine in found:
+        if not mine:
+            lines.append(f"WARNING: the distribution {name!r} {version} is installed too: an unrelated project that "
+                         f"also installs the import name 'diffopt', so the two overwrite each other's files. Fix: "
+                         f"pip uninstall {name} {DISTRIBUTION}; pip install {DISTRIBUTION}")
+    if len(ours) > 1:
+        lines.append(f"WARNING: this project is installed twice, as {' and '.join(n for n, _, m in found if m)}, "
+                     f"into the one folder diffopt/; keep one: pip uninstall diffopt")
+    return lines
+
+
+def info_lines(list_devices=True, quiet=False):
     """Lines of ``diffopt info``: diffopt, each installed framework (version, devices), tools.
 
     Parameters
     ----------
     list_devices : bool
         Import each installed framework to list its devices.
+    quiet : bool
+        Start them without their start-up log lines (the ``diffopt`` command's process only).
 
     Returns
     -------
@@ -220,8 +315,8 @@ def info_lines(list_devices=True):
 
     installed = backends.available()
     if list_devices:
-        frameworks.prepare(installed)
-    lines = [f"diffopt {diffopt.__version__}  (python {sys.version.split()[0]})", "frameworks:"]
+        (frameworks.load_quietly if quiet else frameworks.prepare)(installed)
+    lines = [f"diffopt {diffopt.__version__}  (python {sys.version.split()[0]})", *distribution_lines(), "frameworks:"]
     for name, dists in DISTRIBUTIONS.items():
         if name not in installed:
             lines.append(f"  {name:<11} not installed")

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from diffopt.backends._rng import seed_from_numpy
+from diffopt.backends._rng import rng_type_error, seed_from_numpy
 
 _SEED_BOUND = 2**63 - 1
 
@@ -30,12 +30,6 @@ def check_int_seed(rng):
     return int(rng)
 
 
-def type_label(obj):
-    """``module.Class`` of ``obj``, for messages about a generator of the wrong framework."""
-    cls = type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
 def numpy_seed(rng, framework):
     """A Python seed from ``None`` (NumPy's global state), an int or a NumPy generator."""
     if rng is None:
@@ -44,10 +38,7 @@ def numpy_seed(rng, framework):
         return check_int_seed(rng)
     if isinstance(rng, (np.random.Generator, np.random.RandomState)):
         return seed_from_numpy(rng)
-    raise TypeError(
-        f"rng for {framework} arrays must be None, an int seed or a numpy.random.Generator, "
-        f"got {type_label(rng)}"
-    )
+    raise rng_type_error(framework, rng)
 
 
 SECOND_ORDER_MESSAGE = (

@@ -6,7 +6,7 @@ pair ``(fwd, bwd)`` for ``custom_vjp`` (the whole network in one compiled
 loop, :mod:`diffopt.backends._numba_sorting`), or ``None`` where it does not
 apply, and ``soft_sort`` then runs its generic loops as before.
 
-It is on when numba can be imported (``pip install diffopt[numba]``) and the
+It is on when numba can be imported (``pip install "pydiffopt[numba]"``) and the
 environment variable ``DIFFOPT_NUMBA`` is not ``0``/``false``/``off``/``no``
 (read at every call, so it may be switched while a program runs).
 """

@@ -24,7 +24,8 @@ import autoray
 from diffopt._typing import Array, RngLike, Shape
 from diffopt._dtypes import compute_dtype
 
-__all__ = ["Rng", "SeededRng", "GeneratorRng", "sample_dtype", "child_seed", "seed_from_numpy"]
+__all__ = ["Rng", "SeededRng", "GeneratorRng", "sample_dtype", "child_seed", "seed_from_numpy",
+           "accepted_rng_types", "rng_type_error", "describe"]
 
 _SEED_BOUND = 2**63 - 1
 
@@ -159,6 +160,82 @@ def seed_from_numpy(generator):
     if isinstance(generator, np.random.Generator):
         return int(generator.integers(_SEED_BOUND))
     return int(generator.randint(_SEED_BOUND))
+
+
+#: What every shim's ``make_rng`` takes for ``rng=`` (:func:`diffopt.random.make_rng` also an :class:`Rng`).
+COMMON_RNG_TYPES = ("None", "an int seed in [0, 2**63)", "a numpy.random.Generator or RandomState")
+#: What each of diffopt's shims takes besides :data:`COMMON_RNG_TYPES`: the messages list exactly these.
+OWN_RNG_TYPES = {
+    "torch": ("a torch.Generator",),
+    "jax": ("a key from jax.random.key (or jax.random.PRNGKey)",),
+    "tensorflow": ("a tf.random.Generator", "an integer seed tensor of shape [2]"),
+    "cupy": ("a cupy.random.Generator",),
+}
+#: The framework a generator or key of another one belongs to, by its type's top-level module.
+_FRAMEWORK_OF_MODULE = {"torch": "torch", "jax": "jax", "jaxlib": "jax", "tensorflow": "tensorflow",
+                        "keras": "tensorflow", "cupy": "cupy"}
+
+
+def accepted_rng_types(framework):
+    """Everything ``rng=`` may be for arrays of ``framework``, as the error messages list it.
+
+    Examples
+    --------
+    >>> from diffopt.backends._rng import accepted_rng_types
+    >>> accepted_rng_types("torch")[-2:]
+    ('a torch.Generator', 'an Rng from diffopt.make_rng')
+    """
+    return (*COMMON_RNG_TYPES, *OWN_RNG_TYPES.get(framework, ()), "an Rng from diffopt.make_rng")
+
+
+def describe(obj):
+    """``obj``'s type for a message, with its value (a scalar) or its dtype and shape (an array).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.backends._rng import describe
+    >>> describe(1.5), describe(np.zeros((2,), "int32"))
+    ('float 1.5', 'numpy.ndarray of dtype int32 and shape (2,)')
+    """
+    cls = type(obj)
+    label = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    if isinstance(obj, (bool, float, complex, str, bytes)):
+        return f"{label} {obj!r}"
+    dtype, shape = getattr(obj, "dtype", None), getattr(obj, "shape", None)
+    if dtype is not None and shape is not None:
+        return f"{label} of dtype {getattr(dtype, 'name', dtype)} and shape {tuple(shape)}"
+    return label
+
+
+def _hint(framework, obj):
+    """Why ``obj`` is not a seed, where a common mistake explains it."""
+    other = _FRAMEWORK_OF_MODULE.get(type(obj).__module__.split(".")[0])
+    if isinstance(obj, bool):
+        return ": a bool is not a seed"
+    if isinstance(obj, float):
+        return ": a seed is an int, not a float"
+    if other is not None and other != framework:
+        return f": a {other} generator or key seeds only {other} arrays"
+    if "int" in str(getattr(obj, "dtype", "")):
+        return ": an integer array is not a seed, pass a Python int"
+    return ""
+
+
+def rng_type_error(framework, rng):
+    """The ``TypeError`` for an ``rng`` that arrays of ``framework`` do not take.
+
+    It lists every accepted type (:func:`accepted_rng_types`) and says what was received.
+
+    Examples
+    --------
+    >>> from diffopt.backends._rng import rng_type_error
+    >>> print(rng_type_error("torch", 1.5))  # doctest: +ELLIPSIS
+    rng for torch arrays must be None, an int seed ..., a torch.Generator or an Rng ...; got float 1.5: a seed is ...
+    """
+    accepted = accepted_rng_types(framework)
+    return TypeError(f"rng for {framework} arrays must be {', '.join(accepted[:-1])} or {accepted[-1]}; "
+                     f"got {describe(rng)}{_hint(framework, rng)}")
 
 
 class SeededRng(Rng):

@@ -9,7 +9,7 @@ import numpy as np
 
 from diffopt.backends import _common, _jax_sorting
 from diffopt.backends._common import SECOND_ORDER_MESSAGE, SecondOrder, check_int_seed, numpy_seed
-from diffopt.backends._rng import Rng
+from diffopt.backends._rng import Rng, rng_type_error
 
 NAME = "jax"
 OPS = {
@@ -261,11 +261,14 @@ def make_rng(rng, like):
         key = rng
     elif isinstance(rng, (np.random.Generator, np.random.RandomState)):
         key = jax.random.key(numpy_seed(rng, NAME))
-    else:
+    elif isinstance(rng, jax.core.Tracer):
         raise TypeError(
-            "rng for jax arrays must be None, an int seed or a key from jax.random.key, "
-            f"got {_common.type_label(rng)}"
+            f"rng is a traced value ({rng.aval.str_short()} under jax.jit or another JAX transformation), "
+            "not a key: a seed cannot be read from a traced value; pass a key, rng=jax.random.key(seed) "
+            "(a new one per step, e.g. from jax.random.split), or a Python int that is not traced"
         )
+    else:
+        raise rng_type_error(NAME, rng)
     return JaxRng(key, like)
 
 

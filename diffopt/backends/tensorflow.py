@@ -7,9 +7,9 @@ import tensorflow as tf
 
 from diffopt.backends import _common
 from diffopt.backends._common import (
-    SECOND_ORDER_MESSAGE, type_label, as_tuple, check_int_seed, numpy_seed, second_order_spec,
+    SECOND_ORDER_MESSAGE, as_tuple, check_int_seed, numpy_seed, second_order_spec,
 )
-from diffopt.backends._rng import Rng
+from diffopt.backends._rng import Rng, rng_type_error
 
 NAME = "tensorflow"
 OPS = {}
@@ -116,10 +116,7 @@ def make_rng(rng, like):
     elif isinstance(rng, (np.random.Generator, np.random.RandomState)):
         key = tf.constant([numpy_seed(rng, NAME), 0], dtype=tf.int64)
     else:
-        raise TypeError(
-            "rng for tensorflow tensors must be None, an int seed, a tf.random.Generator "
-            f"or an int seed tensor of shape [2], got {type_label(rng)}"
-        )
+        raise rng_type_error(NAME, rng)
     return TfRng(key, like)
 
 
