@@ -1,5 +1,5 @@
 """Edge cases on every backend: non-finite parameters, NaN rows, empty and degenerate inputs,
-dtypes, threads, pickling, seeds, executors (README "Edge cases")."""
+dtypes, threads, pickling, seeds, executors (docs/design.md, "Edge cases")."""
 
 import math
 

@@ -133,6 +133,22 @@ def test_install_lines_name_the_distribution_not_the_stranger():
     assert "pip uninstall diffopt" in text  # the README says how to remove the stranger
 
 
+def test_install_lines_name_pyprojects_distribution_and_its_extras():
+    pyproject = ROOT / "pyproject.toml"
+    if not pyproject.is_file():
+        pytest.skip("no pyproject.toml in this tree")
+    import tomllib
+
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    extras = set(project["optional-dependencies"])
+    text = README.read_text(encoding="utf-8")
+    for target in re.findall(r"pip install (?:-e )?\"([^\"]+)\"", text):
+        name, _, rest = target.partition("[")
+        assert name in (".", project["name"]), f"pip install {target!r} names neither the checkout nor {project['name']}"
+        for extra in filter(None, rest.rstrip("]").split(",")):
+            assert extra.strip() in extras, f"pip install {target!r}: no extra {extra!r} in pyproject.toml"
+
+
 def test_readme_test_command_is_cis():
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8") if (ROOT / ".ci" / "run").is_file() else None
     if ci is None:
