@@ -21,8 +21,9 @@ import numpy as np
 
 from diffopt._typing import Array
 from diffopt._checks import check_positive
-from diffopt._ops import do, kernel, logaddexp, sigmoid
+from diffopt._ops import do, logaddexp, namespace, sigmoid
 from diffopt._ops import softmax as _row_softmax
+from diffopt.sorting._kernels import kernel
 from diffopt.sorting._network import check_power_of_two
 
 __all__ = [
@@ -50,7 +51,7 @@ def _asfloat(x):
         return np.asarray(x, dtype=float)
     if not ar.get_dtype_name(x).startswith(("float", "bfloat", "complex")):
         # a shim whose astype loses the gradient (HIPS autograd) promotes its own way
-        promote = kernel("promote_float", x)
+        promote = kernel("promote_float", namespace(x))
         return ar.astype(x, "float64") if promote is None else promote(x)
     return x
 
