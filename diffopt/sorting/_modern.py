@@ -226,9 +226,26 @@ def _transport_rows(backend, kind, axis, descending, relaxation, k, x, temperatu
         columns, transpose = (np.arange(big_n) < k).astype(float)[:, None], True
     else:
         columns, transpose = np.eye(big_n, n), False
-    out = transport(rows, columns, relaxation, _scalar_like(temperature, rows, xp), transpose, xp)
-    out = nan_rows_in(xp, rows, out if kind == "perm" else out[:, :, 0])
+    t = _scalar_like(temperature, rows, xp)
+    out = transport(rows, columns, relaxation, t, transpose, xp)
+    out = out if kind == "perm" else out[:, :, 0]
+    if relaxation is None or n == 1:  # a constant of x (and T): keep it in the graph, with a zero gradient
+        out = out + _zero_link(rows, t, xp, out)
+    out = nan_rows_in(xp, rows, out)
     return _downcast(undo(out, matrix=kind == "perm"), x, xp)
+
+
+def _zero_link(rows, temperature, xp, out):
+    """Zeros shaped to broadcast against ``out`` that depend on ``rows`` and ``temperature``.
+
+    Exact ranks, masks and permutations (and any of one element) do not depend on the
+    data: added to them, this keeps the result in the framework's graph, so its gradient
+    is zero, as for ``round``, rather than missing (torch: "does not require grad";
+    TensorFlow: ``None``). Infinities and NaN are replaced first (``0 * inf`` is NaN).
+    """
+    finite = xp.where(xp.isfinite(rows), rows, xp.zeros_like(rows))
+    link = finite * 0.0 + temperature * 0.0
+    return link[:, None, :] if len(out.shape) == 3 else link
 
 
 def _transport(kind, x, axis, temperature, relaxation, descending, shim, k=None):

@@ -528,8 +528,16 @@ def transport(rows, columns, relaxation, temperature, transpose, xp):
     (:func:`push`), ``M`` the mixing matrix of the network on the padded rows
     (:func:`network_transport`; ``temperature`` a number or a 0-d array, which
     gets the framework's gradient); the first ``n`` positions, ``(B, n, c)``.
+
+    Rows whose length is not a power of two are padded with ``+inf``, and their
+    own ``+inf`` become the dtype's largest finite value first, so that they sort
+    before the padding (a tie of two equal infinities keeps its order, so an
+    ``+inf`` could otherwise end past the row's end: a rank of ``n``). Two such
+    values tie as equal finite values do.
     """
     big_n, n = next_pow2(rows.shape[1]), rows.shape[1]
+    if big_n != n:  # the user's +inf sorts before the +inf padding: the largest finite value instead
+        rows = where_fill_in(xp, rows == float("inf"), finite_range(rows)[0], rows)
     padded = pad(rows, big_n, xp)
     state = xp.zeros_like(padded)[:, :, None] + constant_in(xp, np.asarray(columns), rows)
     return network_transport(padded, state, relaxation, temperature, transpose, xp)[:, :n, :]
