@@ -1,8 +1,8 @@
 """The shim contract as code: what every shim module (``diffopt.backends.<framework>``) exposes.
 
-This module is the one statement of the contract: the docs page
-``docs/backends.md`` holds a section generated from it (``python -m
-diffopt.backends._contract`` prints it; a test checks the page is current).
+This module is the one statement of the contract: the "Shim contract" section
+of the docs page ``docs/backends.md`` is generated from it (:func:`update_page`;
+a test checks that the page is current).
 
 :class:`Shim` lists the names (a :class:`typing.Protocol` a shim *module*
 satisfies); :func:`check_shim` checks a loaded module against it, and
@@ -25,6 +25,8 @@ Adding a backend
 
 import ast
 import inspect
+import re
+import sys
 from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 __all__ = ["Shim", "OptionalNames", "REQUIRED", "OPTIONAL", "declared_kernels", "check_shim", "check_source"]
@@ -235,3 +237,72 @@ def check_source(source):
         if want is not None and attr in params and params[attr][: len(want)] != want:
             problems.append(f"{attr}{tuple(params[attr])} does not take {tuple(want)}")
     return problems
+
+
+# --------------------------------------------------------- the docs page, generated from the above
+
+#: The lines around the generated section of ``docs/backends.md``.
+DOC_BEGIN = "<!-- generated from diffopt/backends/_contract.py by its update_page(): do not edit by hand -->"
+DOC_END = "<!-- end of the generated section -->"
+
+
+def _plain(text):
+    """Docstring text as Markdown: reST roles and double backticks become inline code, one line per paragraph."""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"`\1`", text).replace("``", "`")
+    return [" ".join(paragraph.split()) for paragraph in text.split("\n\n")]
+
+
+def _entries(cls, names):
+    """Markdown list items ``signature: docstring`` for ``names`` of the protocol ``cls``."""
+    docs = _attribute_docs(cls)
+    lines = []
+    for name in names:
+        value = getattr(cls, name, None)
+        first, *rest = _plain(inspect.getdoc(value) if callable(value) else docs[name])
+        label = f"{name}({', '.join(_parameters(value))})" if callable(value) else name
+        lines.append(f"- `{label}`: {first}")
+        lines += [f"  {paragraph}" for paragraph in rest]
+    return lines
+
+
+def _attribute_docs(cls):
+    """The docstrings written under the annotated attributes of ``cls`` (read from its source)."""
+    tree = ast.parse(inspect.getsource(cls)).body[0]
+    docs = {}
+    for node, after in zip(tree.body, tree.body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            docs[node.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
+def markdown():
+    """The "Shim contract" section of ``docs/backends.md``, generated from this module and the
+    families' kernel declarations (between :data:`DOC_BEGIN` and :data:`DOC_END`)."""
+    from diffopt import _kernels as samples
+    from diffopt.sorting import _kernels as sorting
+
+    required = ["NAME", "OPS", *[n for n in REQUIRED if n not in ("NAME", "OPS")]]
+    lines = [DOC_BEGIN, "", "## Shim contract", "", *_plain(inspect.getdoc(Shim))[1:], "",
+             "Every shim module (`diffopt.backends.<framework>`) defines:", "", *_entries(Shim, required), "",
+             "and may define:", "", *_entries(OptionalNames, ["KERNELS", *OPTIONAL]), ""]
+    for protocol in (sorting.SortingKernels, samples.SampleKernels):
+        names = sorted(n for n in vars(protocol) if not n.startswith("_"))
+        summary = _plain(inspect.getdoc(protocol))[0].rstrip(".")
+        lines += [f"{summary}, declared by `{protocol.__module__}.{protocol.__name__}`:", "",
+                  *_entries(protocol, names), ""]
+    adding = inspect.getdoc(sys.modules[__name__]).split("Adding a backend\n----------------\n")[1]
+    lines += ["Adding a backend:", "", *_plain(re.sub(r"\n(?=\d\. )", "\n\n", adding)), "", DOC_END]
+    return "\n".join(lines)
+
+
+def update_page(path):
+    """Rewrite the generated section of the Markdown page ``path`` (``docs/backends.md``); whether it changed."""
+    with open(path, encoding="utf-8") as f:
+        page = f.read()
+    head, rest = page.split(DOC_BEGIN)
+    new = head + markdown() + rest.split(DOC_END, 1)[1]
+    if new != page:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(new)
+    return new != page
