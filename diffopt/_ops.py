@@ -107,8 +107,8 @@ def do(name, *args, like=None, **kwargs):
     The backend is inferred from the first argument (the first element of a
     joined sequence; ``where``'s first data operand) or given by ``like``. The
     shim of that framework is asked first (its ``OPS`` table: translations
-    that ``torch.compile`` accepts, kernels the core looks up by name); any
-    other name goes to :func:`autoray.do` unchanged.
+    that autoray lacks or ``torch.compile`` rejects; kernels are in ``KERNELS``,
+    see :func:`kernel`); any other name goes to :func:`autoray.do` unchanged.
     """
     backend = _dispatch(name, args, like)
     fn = backends.ops(backend).get(name)
