@@ -139,7 +139,8 @@ def soft_sort(x: Array, axis: int = -1, *, temperature: float | Array = 1.0, des
         Sharpness of the relaxation, in the units of ``x``: pairs much further apart
         than ``temperature`` are swapped (almost) exactly. A scalar array of ``x``'s
         framework is learnable: the result is differentiable in it (every framework;
-        traced under ``jax.jit`` without a recompile per value).
+        traced under ``jax.jit`` without a recompile per value). A NumPy scalar
+        (``np.float64(0.5)``) is a number, on every framework.
     descending : bool
         Sort largest first.
     relaxation : str or None
@@ -270,7 +271,9 @@ def soft_rank(x: Array, axis: int = -1, *, temperature: float | Array = 1.0, des
     -------
     array
         Ranks in ``[0, n - 1]``, same shape as ``x``; exact integers for
-        ``relaxation=None``. Each row sums to ``n (n - 1) / 2``.
+        ``relaxation=None``. Each row sums to ``n (n - 1) / 2`` (``+inf`` ranks last,
+        inside the row, at any length). Exact ranks (``relaxation=None``, or ``n = 1``)
+        have a zero gradient, as ``round`` does.
 
     Examples
     --------
