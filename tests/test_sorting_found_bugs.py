@@ -130,3 +130,33 @@ def test_dropin_refuses_complex_input(backend, fn, name):
     for value in (zb, list(z)):
         with pytest.raises(TypeError, match=rf"^{name} must be real"):
             fn(value)
+
+
+def test_rank_topk_permutation_invariants_hold_for_any_row(backend):
+    """Property-based (hypothesis): rows of any length 1..9 with infinities and ties, every
+    relaxation and temperature: ranks lie in ``[0, n - 1]`` and sum to ``n (n - 1) / 2``, top-k masks
+    sum to ``k``, permutation matrices are doubly stochastic."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    values = st.one_of(st.floats(-1e3, 1e3), st.sampled_from([INF, -INF, 0.0, 1.0]))
+
+    @hypothesis.settings(max_examples=40, deadline=None, derandomize=True,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(row=st.lists(values, min_size=1, max_size=9),
+                      relaxation=st.sampled_from(["logsumexp", "logistic", "cauchy", "reciprocal", "optimal", None]),
+                      temperature=st.sampled_from([0.05, 0.5, 3.0]), k=st.integers(1, 9))
+    def check(row, relaxation, temperature, k):
+        n, k = len(row), min(k, len(row))
+        with backend.float64():
+            x = backend.asarray(np.array([row]), "float64")
+            kw = dict(temperature=temperature, relaxation=relaxation)
+            ranks = backend.to_numpy(sorting.soft_rank(x, **kw))[0]
+            mask = backend.to_numpy(sorting.soft_topk(x, k, **kw))[0]
+            p = backend.to_numpy(sorting.soft_permutation(x, **kw))[0]
+        assert ranks.min() >= -1e-9 and ranks.max() <= n - 1 + 1e-9, ranks
+        assert np.isclose(ranks.sum(), n * (n - 1) / 2), ranks
+        assert np.isclose(mask.sum(), k), mask
+        np.testing.assert_allclose(p.sum(axis=0), 1.0, atol=1e-9)
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-9)
+
+    check()
