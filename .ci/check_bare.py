@@ -28,7 +28,8 @@ def check_import():
     assert providers == ["pydiffopt"], f"the import name diffopt comes from {providers}"
     assert md.version("pydiffopt") == diffopt.__version__
     names = {str(f).replace(chr(92), "/") for f in md.files("pydiffopt")}
-    need = {"diffopt/py.typed", "diffopt/backends/torch.py", "diffopt/backends/jax.py"}
+    need = {"diffopt/py.typed", "diffopt/backends/torch/__init__.py", "diffopt/backends/torch/_sorting.py",
+            "diffopt/backends/jax/__init__.py", "diffopt/backends/numpy/_numba_sorting.py"}
     assert need <= names, f"the wheel lacks {need - names}"
     assert any(n.endswith("licenses/LICENSE") for n in names), "no LICENSE in the wheel"
     return diffopt.__version__

@@ -66,8 +66,8 @@ def _child(op, n, generic, first_only=False):
     from diffopt.backends import jax as shim
 
     if generic:
-        shim.OPS.pop("sorting_transport", None)
-        shim.OPS.pop("jit", None)
+        shim.KERNELS.pop("sorting_transport", None)
+        shim.KERNELS.pop("jit", None)
     compiles = [0]
 
     def listener(event, *args, **kwargs):

@@ -16,7 +16,7 @@ import math
 import autoray as ar
 import numpy as np
 
-from diffopt import backends
+from diffopt import _kernels, backends
 
 __all__ = [
     "Namespace",
@@ -27,6 +27,7 @@ __all__ = [
     "logsumexp", "softmax", "sigmoid", "softplus", "logaddexp", "first_max_mask",
     "fori_loop", "map_leading", "nan_rows", "where_fill", "quiet_numpy", "constant",
     "sum_samples", "inner_samples", "add_scaled",
+    "shim_in", "astype_in", "constant_in", "where_fill_in", "quiet_numpy_in", "nan_rows_in",
 ]
 
 
@@ -106,8 +107,8 @@ def do(name, *args, like=None, **kwargs):
     The backend is inferred from the first argument (the first element of a
     joined sequence; ``where``'s first data operand) or given by ``like``. The
     shim of that framework is asked first (its ``OPS`` table: translations
-    that ``torch.compile`` accepts, kernels the core looks up by name); any
-    other name goes to :func:`autoray.do` unchanged.
+    that autoray lacks or ``torch.compile`` rejects; kernels are in ``KERNELS``,
+    see :func:`kernel`); any other name goes to :func:`autoray.do` unchanged.
     """
     backend = _dispatch(name, args, like)
     fn = backends.ops(backend).get(name)
@@ -131,11 +132,17 @@ def astype(x, dtype_name):
 def kernel(name, like):
     """The shim kernel ``name`` for ``like``'s framework, or ``None`` if it has none.
 
-    Kernels are entries of a shim's op table that have no autoray equivalent
-    (e.g. ``sorting_lse_network``, eager torch's in-place sorting network); the
-    core calls its generic code where this is ``None``.
+    Kernels are entries of a shim's ``KERNELS`` table under the names a family
+    declares; this is the look-up of the core's sample helpers
+    (:class:`diffopt._kernels.SampleKernels`: ``sum_samples``, ``add_scaled``), and
+    an undeclared name is a ``ValueError`` (the sorting family asks through
+    :func:`diffopt.sorting._kernels.kernel`). The core calls its generic code
+    where this is ``None``.
     """
-    return backends.ops(ar.infer_backend(like)).get(name)
+    if name not in _kernels.NAMES:
+        raise ValueError(f"{name!r} is not a kernel declared by diffopt._kernels.SampleKernels "
+                         f"(declared: {', '.join(sorted(_kernels.NAMES))})")
+    return backends.kernels(ar.infer_backend(like)).get(name)
 
 
 def sum_samples(x):
@@ -285,3 +292,51 @@ def map_leading(fn, leaves, size, like):
     (``fn`` then need not be vectorisable).
     """
     return backends.get_backend(like).map_leading(fn, tuple(leaves), size)
+
+
+# --- forms taking a namespace resolved once (:func:`namespace`): no array is inspected ------
+
+
+def shim_in(xp):
+    """The shim module of the namespace ``xp``'s framework (see :mod:`diffopt.backends`)."""
+    return backends.load(backends.shim_name(xp.name))
+
+
+def astype_in(xp, x, dtype_name):
+    """:func:`astype` in the namespace ``xp``: ``x`` cast to the dtype named ``dtype_name``.
+
+    The shim's ``astype`` where it has one, else autoray's for ``xp``'s backend, given
+    that backend's dtype (autoray's generic ``astype`` would infer it from ``x`` again).
+    """
+    fn = xp.astype
+    if fn is ar.astype:
+        return x.astype(ar.to_backend_dtype(dtype_name, like=xp.name))
+    return fn(x, dtype_name)
+
+
+def constant_in(xp, a, like):
+    """:func:`constant` in the namespace ``xp``: the NumPy ``a`` on ``like``'s device, in its dtype."""
+    return astype_in(xp, shim_in(xp).from_numpy(a, like), ar.get_dtype_name(like))
+
+
+def where_fill_in(xp, cond, value, x):
+    """:func:`where_fill` in the namespace ``xp``: ``where(cond, value, x)`` in ``x``'s dtype."""
+    return xp.where(cond, xp.full_like(x, value), x)
+
+
+def quiet_numpy_in(xp, like):
+    """:func:`quiet_numpy` in the namespace ``xp``."""
+    if shim_in(xp).is_symbolic(like):
+        return contextlib.nullcontext()
+    return np.errstate(invalid="ignore", over="ignore", divide="ignore")
+
+
+def nan_rows_in(xp, x, out):
+    """:func:`nan_rows` in the namespace ``xp``: rows of ``out`` NaN where ``x``'s row holds a NaN."""
+    size = math.prod([int(d) for d in x.shape[1:]])  # a list: torch.compile does not pass a generator to prod
+    if size == 0:
+        return out
+    flat = xp.reshape(x, (-1, size))
+    flags = astype_in(xp, flat != flat, "float32")  # not isnan: TF's NumPy isnan fails on bfloat16
+    bad = xp.reshape(xp.max(flags, axis=1) > 0, (-1,) + (1,) * (len(out.shape) - 1))
+    return where_fill_in(xp, bad, float("nan"), out)

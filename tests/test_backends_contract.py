@@ -16,10 +16,17 @@ from diffopt.backends import _contract
 SHIM_DIR = pathlib.Path(backends.__file__).parent
 
 
+def _shim_source(name):
+    """A shim's source, read without importing it: ``<name>.py``, or ``<name>/__init__.py``
+    for a framework whose shim is a package (its kernels beside it)."""
+    single = SHIM_DIR / f"{name}.py"
+    return (single if single.exists() else SHIM_DIR / name / "__init__.py").read_text()
+
+
 @pytest.mark.parametrize("name", list(backends.SHIMS))
 def test_every_shim_satisfies_the_contract(name):
     # the module itself, imported directly (autograd's is not NumPy's); statically when absent
-    source = (SHIM_DIR / f"{name}.py").read_text()
+    source = _shim_source(name)
     assert _contract.check_source(source) == []
     if importlib.util.find_spec(name) is None:
         pytest.skip(f"{name} is not installed: checked statically")
@@ -33,7 +40,7 @@ def test_every_shim_satisfies_the_contract(name):
 
 
 def test_contract_catches_missing_and_misshapen_names():
-    source = (SHIM_DIR / "numpy.py").read_text()
+    source = _shim_source("numpy")
     broken = source.replace("def to_numpy(x):", "def to_numpy_(x):").replace(
         "def host_call(fn, x, out_shape, out_dtype):", "def host_call(fn, x):")
     problems = _contract.check_source(broken)

@@ -405,7 +405,7 @@ def test_imle_draws_its_noise_from_rng(backend):
 
 def _kernel_tables(backend):
     """The op tables ``backend``'s arrays read (HIPS autograd runs on the NumPy shim's)."""
-    return [backends.ops(name) for name in ({backend.name, "numpy"} if backend.name == "autograd" else {backend.name})]
+    return [backends.kernels(name) for name in ({backend.name, "numpy"} if backend.name == "autograd" else {backend.name})]
 
 
 def _without_fused_kernels(backend, monkeypatch):

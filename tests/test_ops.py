@@ -155,7 +155,7 @@ _COMPILE = textwrap.dedent(
     def fresh():
         # diffopt as before its first call: no shim loaded (torch stays imported, being slow to)
         backends._SHIMS.clear()
-        shims = {"diffopt.backends._torch_sorting", *backends.SHIMS.values()}
+        shims = {"diffopt.backends.torch._sorting", *backends.SHIMS.values()}
         for name in [m for m in sys.modules if m in shims]:
             del sys.modules[name]
         torch._dynamo.reset()

@@ -1,6 +1,6 @@
 """The eager CPU torch kernels of the perturbed engine equal the generic ops.
 
-``diffopt.backends._torch_samples``: ``sum_samples`` (``1ᵀ X``) and
+``diffopt.backends.torch._samples``: ``sum_samples`` (``1ᵀ X``) and
 ``add_scaled`` (the perturbed rows written contiguous), looked up by
 ``diffopt._ops.sum_samples`` / ``add_scaled``; and a perturbed argmax that
 runs them gives the forward and gradient of the generic path.
@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 import diffopt  # noqa: E402
 from diffopt import _ops  # noqa: E402
-from diffopt.backends import _torch_samples as ts  # noqa: E402
+from diffopt.backends.torch import _samples as ts  # noqa: E402
 from diffopt.backends import torch as torch_shim  # noqa: E402
 
 
@@ -71,19 +71,19 @@ def test_perturbed_gradient_equals_generic_path(monkeypatch, batch):
         return y.detach().numpy(), th.grad.numpy()
 
     for name in names:
-        kernel = torch_shim.OPS[name]
+        kernel = torch_shim.KERNELS[name]
 
         def spy(*a, _k=kernel, _n=name):
             out = _k(*a)
             calls.append((_n, out is not None))
             return out
 
-        monkeypatch.setitem(torch_shim.OPS, name, spy)
+        monkeypatch.setitem(torch_shim.KERNELS, name, spy)
     y_fast, grad_fast = run()
     assert ("add_scaled", True) in calls
     assert (("sum_samples", True) in calls) == (batch == 1)
     for name in names:
-        monkeypatch.delitem(torch_shim.OPS, name)
+        monkeypatch.delitem(torch_shim.KERNELS, name)
     y_ref, grad_ref = run()
     np.testing.assert_allclose(y_fast, y_ref, rtol=0, atol=1e-12)
     np.testing.assert_allclose(grad_fast, grad_ref, rtol=1e-10, atol=1e-12)

@@ -540,11 +540,12 @@ def test_torch_vmap():
 def test_torch_loops_match_generic_loops(shape, reverse, temperature, special):
     # eager torch runs soft_sort's forward and backward with in-place kernels of its own
     torch = pytest.importorskip("torch")
-    from diffopt.backends import _torch_sorting, load
+    from diffopt.backends import load
+    from diffopt.backends.torch import _sorting as _torch_sorting
     from diffopt.sorting import _soft
     from diffopt.sorting._network import schedule
 
-    assert load("torch").OPS["sorting_lse_network"] is _torch_sorting.lse_network  # what soft_sort looks up
+    assert load("torch").KERNELS["sorting_lse_network"] is _torch_sorting.lse_network  # what soft_sort looks up
 
     rs = np.random.RandomState(19)
     x, t = torch.from_numpy(rs.randn(*shape) * 3), torch.from_numpy(rs.randn(*shape))

@@ -2,7 +2,7 @@
 
 ``soft_sort`` (forward, hand-written backward, temperature gradient) and the
 transports (``soft_rank``, ``soft_topk``, ``soft_permutation``) trace one layer
-body inside a ``lax.scan`` (:mod:`diffopt.backends._jax_sorting`). The lowered
+body inside a ``lax.scan`` (:mod:`diffopt.backends.jax._sorting`). The lowered
 program of the value and its gradients at ``n = 2**5`` and ``n = 2**10`` (15 and
 55 layers) differs by at most a few lines (the generic loop unrolled every layer:
 thousands of lines), and the numbers are the generic path's: float64 against
@@ -117,7 +117,7 @@ def test_float32_equals_generic_jax(relaxation):
     looped = {c: _jax_case(c[0], relaxation, data[c], np.float32(0.3)) for c in cases}
     with pytest.MonkeyPatch.context() as mp:
         for name in ("sorting_network", "sorting_network_pull"):
-            mp.delitem(shim.OPS, name)
+            mp.delitem(shim.KERNELS, name)
         try:
             _soft.sorter.cache_clear()
             _modern._compiled.cache_clear()

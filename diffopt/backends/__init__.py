@@ -1,66 +1,13 @@
 """Per-framework shims, found lazily from the arrays a call receives.
 
 Every shim module (``numpy``, ``autograd``, ``torch``, ``jax``, ``tensorflow``,
-``cupy``; :data:`SHIMS` is the one list of them) exposes the same names,
-checked as code by :mod:`diffopt.backends._contract` (its docstring says how
-to add a backend: one module plus :func:`register`):
-
-``NAME``
-    The backend name, as :func:`autoray.infer_backend` spells it.
-``OPS``
-    The shim's private op table, ``name -> function``, consulted by
-    :func:`diffopt._ops.do` before autoray: translations autoray lacks or that
-    a compiler rejects, and kernels the core looks up by name
-    (:func:`diffopt._ops.kernel`, e.g. eager torch's sorting network).
-``custom_vjp(fwd, bwd, jit=False, second_order=False)``
-    Turn a pure pair into a natively differentiable function ``f(*arrays)``.
-    ``jit=True`` asks for compilation where eager execution is slow (JAX);
-    use it for a function built once and reused (e.g. cached per configuration).
-    Differentiating ``f``'s gradient again raises ``NotImplementedError`` (torch,
-    TF, autograd: the cotangents are tied to the inputs by an op whose derivative
-    raises; JAX: ``fwd``'s inputs pass through such an op, and JAX differentiates
-    ``fwd`` only then), because it would silently miss the residuals' dependence
-    on the inputs, unless ``second_order`` says how: ``True`` (JAX only)
-    differentiates ``fwd`` and ``bwd`` with JAX's autodiff (correct when both are
-    smooth, as for the sorting network); a :class:`SecondOrder` (every framework,
-    one-output ops) makes the backward an op of ``(g, arrays)`` whose own
-    derivative is the given JVP and symmetric Hessian-vector product (the
-    perturbed estimators' Monte-Carlo second-order estimates).
-    ``fwd(*arrays) -> (out, residuals)`` with ``out`` an array or a tuple of
-    arrays and ``residuals`` a tuple of arrays; ``bwd(residuals, cotangent)``
-    returns one input cotangent (or ``None`` for zero) per array argument.
-    Every array must be an argument of ``f``: ``fwd``/``bwd`` may close over
-    Python constants only (JAX tracers must not be captured).
-``host_call(fn, x, out_shape, out_dtype)``
-    Run the NumPy function ``fn`` on ``x`` outside the framework's graph and
-    return its result as an array of ``x``'s framework and device.
-    ``out_shape``/``out_dtype`` describe the result where the framework needs
-    them before running (``jax.pure_callback``, ``tf.numpy_function``).
-``make_rng(rng, like)``
-    Normalise ``rng=`` (``None``, an ``int``, the framework's own generator or
-    key, or a :class:`diffopt.random.Rng`) into a :class:`diffopt.random.Rng`.
-``is_symbolic(x)``
-    Whether ``x`` is being traced (``jax.jit``, ``tf.function``), i.e. its
-    values are unknown to Python.
-``to_numpy(x)``
-    A NumPy copy of a concrete array.
-``fori_loop(lower, upper, body, carry)``
-    ``carry = body(i, carry)`` over ``range(lower, upper)`` (``lax.fori_loop``
-    for traced JAX values, ``tf.while_loop`` inside ``tf.function``, a Python
-    loop elsewhere): a traced program does not grow with the number of iterations.
-``map_leading(fn, leaves, size)``
-    ``fn`` on each leading-axis slice of the tuple ``leaves``, stacked
-    (``jax.vmap``, ``tf.vectorized_map``, a Python loop elsewhere).
-``from_numpy(a, like)``
-    The NumPy array ``a`` as an array of ``like``'s framework, on its device.
-``on_device(x)`` (optional)
-    Whether the concrete array ``x`` lies off the host (a GPU): the core then
-    does not read its value (argument checks that would synchronise are skipped).
-    Absent: the arrays are on the host.
-``dynamic_size(x, axis)`` (optional)
-    The run-time size of an axis whose size is unknown while tracing
-    (TensorFlow: ``tf.shape(x)[axis]``, for a Keras batch); see
-    ``diffopt._arrays.size``.
+``cupy``; :data:`SHIMS` is the one list of them) exposes the same names. The
+contract is written once, as code: :mod:`diffopt.backends._contract` (the
+``Shim`` protocol, what each name means, and how to add a backend: one module
+plus :func:`register`); the "Shim contract" section of the docs page
+``docs/backends.md`` is generated from it. A framework with more than one
+file is a package (``torch/``: the shim in ``__init__``, its kernels beside
+it; ``jax/``; ``numpy/`` with the numba kernels); the others are one module.
 
 The core never imports a framework: a shim module is imported only when an
 array of its framework reaches :func:`get_backend`.
@@ -68,7 +15,7 @@ array of its framework reaches :func:`get_backend`.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 from types import ModuleType
 
 import importlib
@@ -79,7 +26,7 @@ import autoray
 from diffopt.backends._common import SecondOrder
 from diffopt.backends._contract import check_shim
 
-__all__ = ["SHIMS", "available", "register", "get_backend", "backend_name", "load", "ops", "is_array",
+__all__ = ["SHIMS", "available", "register", "get_backend", "backend_name", "load", "ops", "kernels", "is_array",
            "same_framework", "SecondOrder"]
 
 #: The one list of frameworks: autoray backend name -> shim module (imported on first use).
@@ -206,6 +153,33 @@ def ops(backend: str) -> dict[str, Any]:
     return (shim if shim is not None else load(name)).OPS
 
 
+def shim_name(backend: str) -> str:
+    """The key of :data:`SHIMS` serving autoray backend name ``backend`` (``"jaxlib"`` is ``"jax"``)."""
+    return _SHIM_OF.get(backend, backend)
+
+
+def kernels(backend: str) -> Mapping[str, Any]:
+    """The kernel table (``KERNELS``) of the shim for autoray backend name ``backend``.
+
+    ``name -> function`` under the names the families declare
+    (:func:`diffopt.backends._contract.declared_kernels`); empty for a shim without
+    kernels or a framework without a shim. Families ask it through their own
+    look-up (e.g. :func:`diffopt.sorting._kernels.kernel`), which rejects an
+    undeclared name.
+
+    Examples
+    --------
+    >>> from diffopt.backends import kernels
+    >>> sorted(kernels("numpy")), kernels("builtins")
+    (['sorting_fused'], {})
+    """
+    name = _SHIM_OF.get(backend, backend)
+    if name not in SHIMS:
+        return _NO_OPS
+    shim = _SHIMS.get(name)
+    return getattr(shim if shim is not None else load(name), "KERNELS", _NO_OPS)
+
+
 def _infer(x):
     if x is None or isinstance(x, (bool, int, float, complex, str)):
         return None
@@ -319,9 +293,8 @@ def same_framework(a: Any, shim: ModuleType) -> bool:
 def get_backend(*arrays: Any, argnames: Sequence[str] | None = None) -> ModuleType:
     """The shim module for the framework of ``arrays``, imported on first use.
 
-    The shim holds the framework-specific pieces that the core calls:
-    ``custom_vjp``, ``host_call``, ``make_rng``, ``is_symbolic``, ``to_numpy``,
-    ``fori_loop``, ``map_leading`` and its ``NAME``.
+    The shim holds the framework-specific pieces that the core calls (see
+    :class:`diffopt.backends._contract.Shim`).
 
     Parameters
     ----------

@@ -1,4 +1,8 @@
-"""The shim contract as code: what every ``diffopt/backends/<framework>.py`` exposes.
+"""The shim contract as code: what every shim module (``diffopt.backends.<framework>``) exposes.
+
+This module is the one statement of the contract: the "Shim contract" section
+of the docs page ``docs/backends.md`` is generated from it (:func:`update_page`;
+a test checks that the page is current).
 
 :class:`Shim` lists the names (a :class:`typing.Protocol` a shim *module*
 satisfies); :func:`check_shim` checks a loaded module against it, and
@@ -21,29 +25,63 @@ Adding a backend
 
 import ast
 import inspect
+import re
+import sys
 from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
-__all__ = ["Shim", "REQUIRED", "OPTIONAL", "check_shim", "check_source"]
+__all__ = ["Shim", "OptionalNames", "REQUIRED", "OPTIONAL", "declared_kernels", "check_shim", "check_source"]
 
 
 @runtime_checkable
 class Shim(Protocol):
-    """The names a shim module defines (see :mod:`diffopt.backends` for their meaning)."""
+    """The names a shim module defines.
+
+    The core never imports a framework: a shim module is imported only when an
+    array of its framework reaches :func:`diffopt.backends.get_backend`.
+    """
 
     NAME: str
+    """The backend name, as :func:`autoray.infer_backend` spells it."""
+
     OPS: Mapping[str, Callable[..., Any]]
+    """Translations, ``name -> function``: array functions that autoray lacks or that a
+    compiler rejects (e.g. torch's positional reductions for ``torch.compile``).
+    :func:`diffopt._ops.do` and :class:`diffopt._ops.Namespace` ask it before autoray.
+    Kernels (faster paths of one family) are not translations: they go in ``KERNELS``."""
 
     def custom_vjp(self, fwd, bwd, jit=False, second_order=False):
-        """A natively differentiable ``f(*arrays)`` from the pure pair ``fwd``/``bwd``."""
+        """Turn a pure pair into a natively differentiable function ``f(*arrays)``.
+
+        ``fwd(*arrays) -> (out, residuals)`` with ``out`` an array or a tuple of
+        arrays and ``residuals`` a tuple of arrays; ``bwd(residuals, cotangent)``
+        returns one input cotangent (or ``None`` for zero) per array argument.
+        Every array must be an argument of ``f``: ``fwd``/``bwd`` may close over
+        Python constants only (JAX tracers must not be captured). ``jit=True`` asks
+        for compilation where eager execution is slow (JAX), for a function built
+        once and reused. Differentiating ``f``'s gradient again raises
+        ``NotImplementedError`` (it would silently miss the residuals' dependence on
+        the inputs), unless ``second_order`` says how: ``True`` (JAX only)
+        differentiates ``fwd`` and ``bwd`` with JAX's autodiff (correct when both
+        are smooth, as for the sorting network); a :class:`~diffopt.backends.SecondOrder`
+        (every framework, one-output ops) makes the backward an op of
+        ``(g, arrays)`` whose own derivative is the given JVP and symmetric
+        Hessian-vector product.
+        """
 
     def host_call(self, fn, x, out_shape, out_dtype):
-        """``fn`` (NumPy) on ``x`` outside the graph; the result in ``x``'s framework and device."""
+        """Run the NumPy function ``fn`` on ``x`` outside the framework's graph.
+
+        The result is an array of ``x``'s framework and device; ``out_shape`` and
+        ``out_dtype`` describe it where the framework needs them before running
+        (``jax.pure_callback``, ``tf.numpy_function``).
+        """
 
     def make_rng(self, rng, like):
-        """``rng=`` normalised into a :class:`diffopt.random.Rng` for ``like``."""
+        """Normalise ``rng=`` (``None``, an ``int``, the framework's own generator or key,
+        or a :class:`diffopt.random.Rng`) into a :class:`diffopt.random.Rng`."""
 
     def is_symbolic(self, x):
-        """Whether ``x`` is being traced (values unknown to Python)."""
+        """Whether ``x`` is being traced (``jax.jit``, ``tf.function``): its values are unknown to Python."""
 
     def to_numpy(self, x):
         """A NumPy copy of a concrete array."""
@@ -52,10 +90,44 @@ class Shim(Protocol):
         """The NumPy array ``a`` as an array of ``like``'s framework, on its device."""
 
     def fori_loop(self, lower, upper, body, carry):
-        """``carry = body(i, carry)`` over ``range(lower, upper)``."""
+        """``carry = body(i, carry)`` over ``range(lower, upper)``.
+
+        ``lax.fori_loop`` for traced JAX values, ``tf.while_loop`` inside
+        ``tf.function``, a Python loop elsewhere: a traced program does not grow
+        with the number of iterations.
+        """
 
     def map_leading(self, fn, leaves, size):
-        """``fn`` on each leading-axis slice of the tuple ``leaves``, results stacked."""
+        """``fn`` on each leading-axis slice of the tuple ``leaves``, results stacked
+        (``jax.vmap``, ``tf.vectorized_map``, a Python loop elsewhere)."""
+
+
+class OptionalNames(Protocol):
+    """Names a shim may define; the core checks for them."""
+
+    KERNELS: Mapping[str, Callable[..., Any]]
+    """Kernels, ``name -> function``: faster paths that a family declares it may use
+    (:class:`diffopt.sorting._kernels.SortingKernels`,
+    :class:`diffopt._kernels.SampleKernels`), under the declared names and parameters.
+    Each returns ``None`` where it does not apply (the family's generic code runs)."""
+
+    def on_device(self, x):
+        """Whether the concrete array ``x`` lies off the host (a GPU): the core then does
+        not read its value (argument checks that would synchronise are skipped).
+        Absent: the arrays are on the host."""
+
+    def dynamic_size(self, x, axis):
+        """The run-time size of an axis whose size is unknown while tracing
+        (TensorFlow: ``tf.shape(x)[axis]``, for a Keras batch)."""
+
+    def draw_with_key(self, kind, key, shape, dtype):
+        """A draw of the distribution ``kind`` from a framework key (JAX: optax-style noise objects)."""
+
+    def score_from_log_prob(self, log_prob, z):
+        """``-∇ log_prob(z)`` for an elementwise log-density (JAX: optax-style noise objects)."""
+
+    def score_derivative_from_log_prob(self, log_prob, z):
+        """``-∂² log_prob(z)/∂z²`` elementwise (JAX: optax-style noise objects)."""
 
 
 def _parameters(fn):
@@ -70,16 +142,42 @@ REQUIRED = {
         "custom_vjp", "host_call", "make_rng", "is_symbolic", "to_numpy", "from_numpy", "fori_loop", "map_leading")},
 }
 
-#: Names a shim may define; the core checks for them (JAX: optax-style noise objects;
-#: TensorFlow: ``dynamic_size(x, axis)``, the run-time size of an axis unknown while tracing;
-#: ``on_device(x)``: the array is off the host, so the core does not read its value).
-OPTIONAL = {
-    "draw_with_key": ["kind", "key", "shape", "dtype"],
-    "dynamic_size": ["x", "axis"],
-    "on_device": ["x"],
-    "score_from_log_prob": ["log_prob", "z"],
-    "score_derivative_from_log_prob": ["log_prob", "z"],
-}
+#: Optional names (:class:`OptionalNames`): the parameter names of the functions.
+OPTIONAL = {name: _parameters(getattr(OptionalNames, name)) for name in (
+    "draw_with_key", "dynamic_size", "on_device", "score_from_log_prob", "score_derivative_from_log_prob")}
+
+
+def declared_kernels():
+    """``name -> parameter names`` of every kernel a family declares.
+
+    The declarations live next to their families (:mod:`diffopt.sorting._kernels`,
+    :mod:`diffopt._kernels`); they are read when a shim is checked, not when this
+    module is imported (the families import the backends).
+    """
+    from diffopt import _kernels as samples
+    from diffopt.sorting import _kernels as sorting
+
+    return {name: _parameters(getattr(protocol, name))
+            for protocol in (sorting.SortingKernels, samples.SampleKernels) for name in sorted(vars(protocol))
+            if not name.startswith("_")}
+
+
+def _check_kernels(module):
+    """Problems of ``module.KERNELS`` against :func:`declared_kernels`."""
+    table = getattr(module, "KERNELS", None)
+    if table is None:
+        return []
+    if not isinstance(table, Mapping):
+        return ["KERNELS is not a mapping"]
+    declared, problems = declared_kernels(), []
+    for key, fn in table.items():
+        if key not in declared:
+            problems.append(f"KERNELS[{key!r}] is not a declared kernel (declared: {', '.join(sorted(declared))})")
+        elif not callable(fn):
+            problems.append(f"KERNELS[{key!r}] is not callable")
+        elif _parameters(fn)[: len(declared[key])] != declared[key]:
+            problems.append(f"KERNELS[{key!r}]{tuple(_parameters(fn))} does not take {tuple(declared[key])}")
+    return problems
 
 
 def check_shim(module, name=None):
@@ -111,6 +209,7 @@ def check_shim(module, name=None):
         problems.append("OPS is not a mapping")
     else:
         problems += [f"OPS[{k!r}] is not callable" for k, v in module.OPS.items() if not callable(v)]
+    problems += _check_kernels(module)
     if not problems and not isinstance(module, Shim):
         problems.append("does not satisfy the Shim protocol")
     return problems
@@ -138,3 +237,72 @@ def check_source(source):
         if want is not None and attr in params and params[attr][: len(want)] != want:
             problems.append(f"{attr}{tuple(params[attr])} does not take {tuple(want)}")
     return problems
+
+
+# --------------------------------------------------------- the docs page, generated from the above
+
+#: The lines around the generated section of ``docs/backends.md``.
+DOC_BEGIN = "<!-- generated from diffopt/backends/_contract.py by its update_page(): do not edit by hand -->"
+DOC_END = "<!-- end of the generated section -->"
+
+
+def _plain(text):
+    """Docstring text as Markdown: reST roles and double backticks become inline code, one line per paragraph."""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"`\1`", text).replace("``", "`")
+    return [" ".join(paragraph.split()) for paragraph in text.split("\n\n")]
+
+
+def _entries(cls, names):
+    """Markdown list items ``signature: docstring`` for ``names`` of the protocol ``cls``."""
+    docs = _attribute_docs(cls)
+    lines = []
+    for name in names:
+        value = getattr(cls, name, None)
+        first, *rest = _plain(inspect.getdoc(value) if callable(value) else docs[name])
+        label = f"{name}({', '.join(_parameters(value))})" if callable(value) else name
+        lines.append(f"- `{label}`: {first}")
+        lines += [f"  {paragraph}" for paragraph in rest]
+    return lines
+
+
+def _attribute_docs(cls):
+    """The docstrings written under the annotated attributes of ``cls`` (read from its source)."""
+    tree = ast.parse(inspect.getsource(cls)).body[0]
+    docs = {}
+    for node, after in zip(tree.body, tree.body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            docs[node.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
+def markdown():
+    """The "Shim contract" section of ``docs/backends.md``, generated from this module and the
+    families' kernel declarations (between :data:`DOC_BEGIN` and :data:`DOC_END`)."""
+    from diffopt import _kernels as samples
+    from diffopt.sorting import _kernels as sorting
+
+    required = ["NAME", "OPS", *[n for n in REQUIRED if n not in ("NAME", "OPS")]]
+    lines = [DOC_BEGIN, "", "## Shim contract", "", *_plain(inspect.getdoc(Shim))[1:], "",
+             "Every shim module (`diffopt.backends.<framework>`) defines:", "", *_entries(Shim, required), "",
+             "and may define:", "", *_entries(OptionalNames, ["KERNELS", *OPTIONAL]), ""]
+    for protocol in (sorting.SortingKernels, samples.SampleKernels):
+        names = sorted(n for n in vars(protocol) if not n.startswith("_"))
+        summary = _plain(inspect.getdoc(protocol))[0].rstrip(".")
+        lines += [f"{summary}, declared by `{protocol.__module__}.{protocol.__name__}`:", "",
+                  *_entries(protocol, names), ""]
+    adding = inspect.getdoc(sys.modules[__name__]).split("Adding a backend\n----------------\n")[1]
+    lines += ["Adding a backend:", "", *_plain(re.sub(r"\n(?=\d\. )", "\n\n", adding)), "", DOC_END]
+    return "\n".join(lines)
+
+
+def update_page(path):
+    """Rewrite the generated section of the Markdown page ``path`` (``docs/backends.md``); whether it changed."""
+    with open(path, encoding="utf-8") as f:
+        page = f.read()
+    head, rest = page.split(DOC_BEGIN)
+    new = head + markdown() + rest.split(DOC_END, 1)[1]
+    if new != page:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(new)
+    return new != page

@@ -7,7 +7,7 @@ from autograd.extend import defvjp_argnums, primitive
 from autograd.tracer import getval
 
 from diffopt.backends import numpy as _np_shim
-from diffopt.backends import _fused
+from diffopt.backends.numpy import _fused
 from diffopt.backends._common import SECOND_ORDER_MESSAGE, second_order_spec
 
 NAME = "autograd"
@@ -19,9 +19,10 @@ def _promote_float(x):
     return x * 1.0
 
 
-# kernels the core looks up (diffopt._ops.kernel): the fused sort, and the promotion
-# :func:`diffopt.sorting._dropin` asks for before ``astype``
-OPS = {"sorting_fused": _fused.numpy_fused, "promote_float": _promote_float}
+OPS = {}  # autoray's autograd translations serve as they are
+# kernels declared by diffopt.sorting._kernels: the fused sort, and the promotion
+# :mod:`diffopt.sorting._dropin` asks for before ``astype``
+KERNELS = {"sorting_fused": _fused.numpy_fused, "promote_float": _promote_float}
 
 make_rng = _np_shim.make_rng
 is_symbolic = _np_shim.is_symbolic

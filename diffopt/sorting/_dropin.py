@@ -3,9 +3,17 @@
 Same names, defaults and numbers, for arrays of every framework (the fixed
 network matrices are NumPy and are moved to the input's framework, dtype and
 device on use). Differences: lengths that are not powers of two raise
-``ValueError`` instead of mis-sorting, and ``softmax`` (log-sum-exp),
-``smoothmax`` and the ranking kernel are computed stably, so large inputs give
-finite results instead of overflowing.
+``ValueError`` instead of mis-sorting, complex input raises ``TypeError``, and
+``softmax`` (log-sum-exp), ``smoothmax`` and the ranking kernel are computed
+stably, so large inputs give finite results instead of overflowing.
+
+Names: the original's ``softmax(a, b)`` is not the row softmax of
+:func:`diffopt._ops.softmax` but a smooth *maximum* of two numbers; its clear
+name here is :func:`logsumexp_max`, and ``softmax`` is kept as an alias of it
+(the drop-in's public name, and the default ``softmax=`` argument of the networks).
+
+Each public function resolves the framework of its input once
+(:func:`diffopt._ops.namespace`) and runs every layer in that namespace ``xp``.
 """
 
 from __future__ import annotations
@@ -21,11 +29,13 @@ import numpy as np
 
 from diffopt._typing import Array
 from diffopt._checks import check_positive
-from diffopt._ops import do, kernel, logaddexp, sigmoid
-from diffopt._ops import softmax as _row_softmax
+from diffopt._ops import astype_in, constant_in, namespace, shim_in
+from diffopt.sorting._kernels import kernel
 from diffopt.sorting._network import check_power_of_two
+from diffopt.sorting._relax import _sigmoid
 
 __all__ = [
+    "logsumexp_max",
     "softmax",
     "smoothmax",
     "softmax_smooth",
@@ -44,34 +54,51 @@ __all__ = [
 # ------------------------------------------------------------------ helpers
 
 
-def _asfloat(x):
-    """``x`` as an array; lists and integer arrays become float64 (as ``matrix @ x`` would)."""
+def _asfloat(x, name="x"):
+    """``x`` as an array and its namespace; lists and integer arrays become float64 (as
+    ``matrix @ x`` would). Complex input is a ``TypeError`` naming ``name``."""
     if not hasattr(x, "shape"):
-        return np.asarray(x, dtype=float)
-    if not ar.get_dtype_name(x).startswith(("float", "bfloat", "complex")):
+        x = np.asarray(x)
+    dtype = ar.get_dtype_name(x)
+    if dtype.startswith("complex"):
+        raise TypeError(f"{name} must be real (floating or integer), got an array of dtype {dtype}: "
+                        "sorting orders real numbers")
+    if isinstance(x, np.ndarray) and not dtype.startswith(("float", "bfloat")):
+        return np.asarray(x, dtype=float), namespace("numpy")
+    xp = namespace(x)
+    if not dtype.startswith(("float", "bfloat")):
         # a shim whose astype loses the gradient (HIPS autograd) promotes its own way
-        promote = kernel("promote_float", x)
-        return ar.astype(x, "float64") if promote is None else promote(x)
-    return x
+        promote = kernel("promote_float", xp)
+        return (astype_in(xp, x, "float64") if promote is None else promote(x)), xp
+    return x, xp
 
 
-def _lift(m, like):
-    """The fixed array ``m`` in ``like``'s framework, dtype and device."""
-    if ar.infer_backend(m) == ar.infer_backend(like) and ar.get_dtype_name(m) == ar.get_dtype_name(like):
+_CLASS_BACKEND = {}
+
+
+def _backend_of(m):
+    """The autoray backend of ``m``, looked up once per class (a warm call makes no look-up)."""
+    name = _CLASS_BACKEND.get(type(m))
+    if name is None:
+        name = _CLASS_BACKEND[type(m)] = ar.infer_backend(m)
+    return name
+
+
+def _lift(m, like, xp):
+    """The fixed array ``m`` in ``like``'s framework (namespace ``xp``), dtype and device."""
+    if _backend_of(m) == xp.name and ar.get_dtype_name(m) == ar.get_dtype_name(like):
         return m
-    if not isinstance(m, np.ndarray):
-        m = ar.to_numpy(m)
-    return do("from_numpy", m, like=like)
+    return constant_in(xp, m if isinstance(m, np.ndarray) else ar.to_numpy(m), like)
 
 
-def _index(idx, like):
-    """Integer index vector ``idx`` on ``like``'s framework and device."""
-    return do("from_numpy", np.asarray(idx), like=like, dtype="int64")
+def _index(idx, like, xp):
+    """Integer index vector ``idx`` on ``like``'s framework (namespace ``xp``) and device."""
+    return shim_in(xp).from_numpy(np.asarray(idx, dtype=np.int64), like)
 
 
-def _mm(m, x):
+def _mm(m, x, xp):
     """``m @ x`` for a fixed matrix ``m`` and ``x`` of shape ``[n, ...]``."""
-    return do("tensordot", _lift(m, x), x, axes=1)
+    return xp.tensordot(_lift(m, x, xp), x, axes=1)
 
 
 def _check_length(x, n_net, what):
@@ -81,16 +108,32 @@ def _check_length(x, n_net, what):
         raise ValueError(f"len(x)={n} does not match the {what}, built for n={n_net}")
 
 
-def _column(w, like):
+def _column(w, like, xp):
     """Broadcast per-comparator weights ``w`` (``[n/2]``) against ``like`` (``[n/2, ...]``)."""
-    return do("reshape", w, tuple(w.shape) + (1,) * (like.ndim - w.ndim))
+    return xp.reshape(w, tuple(w.shape) + (1,) * (like.ndim - w.ndim))
+
+
+def _logaddexp(a, b, xp):
+    """``log(exp(a) + exp(b))``, stable (as :func:`diffopt._ops.logaddexp`)."""
+    d = -xp.abs(a - b)
+    return xp.maximum(a, b) + (xp.maximum(d, 0.0 * d) + xp.log1p(xp.exp(-xp.abs(d))))
+
+
+def _maximum_in(softmax, xp):
+    """The two-argument maximum ``softmax`` of a network, bound to ``xp`` when it is the default."""
+    if softmax is logsumexp_max:
+        return lambda a, b: _logsumexp_max(a, b, 1, 0, xp)
+    return softmax
 
 
 # ------------------------------------------------------------- soft maxima
 
 
-def softmax(a: Array, b: Array, alpha: float = 1, normalize: float = 0) -> tuple[Array, Array]:
-    """Soft maximum ``log(exp(alpha a) + exp(alpha b) - normalize) / alpha``, computed stably.
+def logsumexp_max(a: Array, b: Array, alpha: float = 1, normalize: float = 0) -> tuple[Array, Array]:
+    """Smooth maximum of two numbers ``log(exp(alpha a) + exp(alpha b) - normalize) / alpha``, computed stably.
+
+    ``differentiable_sorting`` calls it ``softmax``; :func:`softmax` is this function
+    (an alias kept for the drop-in). It is not the row softmax ``exp(x) / sum(exp(x))``.
 
     Parameters
     ----------
@@ -110,18 +153,27 @@ def softmax(a: Array, b: Array, alpha: float = 1, normalize: float = 0) -> tuple
     Examples
     --------
     >>> import numpy as np
-    >>> from diffopt.sorting import softmax
-    >>> float(np.round(softmax(np.array(1.0), np.array(1.0)), 3))  # 1 + log 2
+    >>> from diffopt.sorting import logsumexp_max, softmax
+    >>> float(np.round(logsumexp_max(np.array(1.0), np.array(1.0)), 3))  # 1 + log 2
     1.693
-    >>> float(np.round(softmax(np.array(0.0), np.array(10.0), alpha=100.0), 3))
+    >>> float(np.round(softmax(np.array(0.0), np.array(10.0), alpha=100.0), 3))  # the drop-in's name
     10.0
     """
+    return _logsumexp_max(a, b, alpha, normalize, namespace(a))
+
+
+def _logsumexp_max(a, b, alpha, normalize, xp):
     sa, sb = a * alpha, b * alpha
     if isinstance(normalize, numbers.Number) and normalize == 0:
-        return logaddexp(sa, sb) / alpha
-    top = do("maximum", sa, sb)
-    inner = do("exp", sa - top) + do("exp", sb - top) - normalize * do("exp", -top)
-    return (top + do("log", inner)) / alpha
+        return _logaddexp(sa, sb, xp) / alpha
+    top = xp.maximum(sa, sb)
+    inner = xp.exp(sa - top) + xp.exp(sb - top) - normalize * xp.exp(-top)
+    return (top + xp.log(inner)) / alpha
+
+
+#: The ``differentiable_sorting`` name of :func:`logsumexp_max` (a smooth maximum of two
+#: numbers, not a row softmax), kept for the drop-in.
+softmax = logsumexp_max
 
 
 def smoothmax(a: Array, b: Array, alpha: float = 1) -> tuple[Array, Array]:
@@ -148,7 +200,7 @@ def smoothmax(a: Array, b: Array, alpha: float = 1) -> tuple[Array, Array]:
     >>> float(np.round(smoothmax(np.array(2.0), np.array(4.0), alpha=100.0), 3))
     4.0
     """
-    return b + sigmoid(alpha * (a - b)) * (a - b)
+    return b + _sigmoid(alpha * (a - b), namespace(a)) * (a - b)
 
 
 def softmax_smooth(a: Array, b: Array, smooth: float = 0) -> tuple[Array, Array]:
@@ -174,7 +226,7 @@ def softmax_smooth(a: Array, b: Array, smooth: float = 0) -> tuple[Array, Array]
     3.0
     """
     t = smooth / 2.0
-    return logaddexp((1 - t) * a + t * b, (1 - t) * b + t * a) - math.log1p(smooth)
+    return _logaddexp((1 - t) * a + t * b, (1 - t) * b + t * a, namespace(a)) - math.log1p(smooth)
 
 
 # ---------------------------------------------------------------- networks
@@ -211,12 +263,13 @@ def diff_sort(matrices: list[Array], x: Array, softmax: Callable[..., Array] = s
     >>> bool(np.all(np.diff(y) > 0)), bool(np.isclose(y.sum(), 20.0))
     (True, True)
     """
-    x = _asfloat(x)
+    x, xp = _asfloat(x)
     _check_length(x, matrices[0][0].shape[1] if matrices else 1, "bitonic matrices")
+    maximum = _maximum_in(softmax, xp)
     for l, r, map_l, map_r in matrices:
-        a, b = _mm(l, x), _mm(r, x)
-        mx = softmax(a, b)
-        x = _mm(map_l, a + b - mx) + _mm(map_r, mx)
+        a, b = _mm(l, x, xp), _mm(r, x, xp)
+        mx = maximum(a, b)
+        x = _mm(map_l, a + b - mx, xp) + _mm(map_r, mx, xp)
     return x
 
 
@@ -239,14 +292,15 @@ def diff_sort_indexed(indices: list[Array], x: Array, softmax: Callable[..., Arr
     >>> bool(np.allclose(y, diff_sort(bitonic_matrices(4), x)))
     True
     """
-    x = _asfloat(x)
+    x, xp = _asfloat(x)
     _check_length(x, len(indices[0][0]) if indices else 1, "bitonic indices")
+    maximum = _maximum_in(softmax, xp)
     half = x.shape[0] // 2
     for weave, unweave in indices:
-        woven = do("take", x, _index(weave, x), axis=0)
+        woven = xp.take(x, _index(weave, x, xp), axis=0)
         a, b = woven[:half], woven[half:]
-        mx = softmax(a, b)
-        x = do("take", do("concatenate", (a + b - mx, mx), axis=0), _index(unweave, x), axis=0)
+        mx = maximum(a, b)
+        x = xp.take(xp.concatenate((a + b - mx, mx), axis=0), _index(unweave, x, xp), axis=0)
     return x
 
 
@@ -276,35 +330,36 @@ def diff_sort_weave(fused: list[Array], x: Array, softmax: Callable[..., Array] 
     >>> bool(np.allclose(diff_sort_weave(bitonic_woven_matrices(4), x), diff_sort(bitonic_matrices(4), x)))
     True
     """
-    x = _asfloat(x)
+    x, xp = _asfloat(x)
     _check_length(x, fused[0].shape[1], "woven matrices")
+    maximum = _maximum_in(softmax, xp)
     eye = np.eye(x.shape[0])
 
     def step(mat, v):
-        mat = _lift(mat, v)
+        mat = _lift(mat, v, xp)
         if beta != 0:
-            mat = beta * _lift(eye, v) + (1 - beta) * mat
-        return do("tensordot", mat, v, axes=1)
+            mat = beta * _lift(eye, v, xp) + (1 - beta) * mat
+        return xp.tensordot(mat, v, axes=1)
 
     half = x.shape[0] // 2
     x = step(fused[0], x)
     for mat in fused[1:]:
         a, b = x[:half], x[half:]
-        mx = softmax(a, b)
-        x = step(mat, do("concatenate", (a + b - mx, mx), axis=0))
+        mx = maximum(a, b)
+        x = step(mat, xp.concatenate((a + b - mx, mx), axis=0))
     return x
 
 
-def _weighted_network(matrices, x, weight_fn):
-    """Descending network where ``weight_fn(a_rows, b_rows)`` is the weight of ``a`` in the max."""
-    x = _asfloat(x)
+def _weighted_network(matrices, x, weight_fn, name):
+    """Descending network where ``weight_fn(a_rows, b_rows, xp)`` is the weight of ``a`` in the max."""
+    x, xp = _asfloat(x, name)
     _check_length(x, matrices[0][0].shape[1] if matrices else 1, "bitonic matrices")
     for l, r, map_l, map_r in matrices:
-        a, b = _mm(l, x), _mm(r, x)
-        w = weight_fn(a, b)
-        w = _column(w, a) if w.ndim < a.ndim else w
+        a, b = _mm(l, x, xp), _mm(r, x, xp)
+        w = weight_fn(a, b, xp)
+        w = _column(w, a, xp) if w.ndim < a.ndim else w
         w_max = b + w * (a - b)
-        x = _mm(map_l, w_max) + _mm(map_r, a + b - w_max)
+        x = _mm(map_l, w_max, xp) + _mm(map_r, a + b - w_max, xp)
     return x
 
 
@@ -337,7 +392,7 @@ def vector_sort(matrices: list[Array], X: Array, key: Callable[..., Array], alph
     >>> np.round(Y[:, 0], 3)  # rows by descending first column
     array([4., 3., 2., 1.])
     """
-    return _weighted_network(matrices, X, lambda a, b: sigmoid(alpha * (key(a) - key(b))))
+    return _weighted_network(matrices, X, lambda a, b, xp: _sigmoid(alpha * (key(a) - key(b)), xp), "X")
 
 
 def comparison_sort(
@@ -376,7 +431,7 @@ def comparison_sort(
     >>> np.round(y, 3)
     array([4., 3., 2., 1.])
     """
-    return _weighted_network(matrices, x, lambda a, b: sigmoid((alpha * scale) * compare_fn(a, b)))
+    return _weighted_network(matrices, x, lambda a, b, xp: _sigmoid((alpha * scale) * compare_fn(a, b), xp), "x")
 
 
 # ----------------------------------------------------------------- ranking
@@ -412,9 +467,17 @@ def order_matrix(original: Array, sortd: Array, sigma: float | Array = 0.1) -> A
     """
     if isinstance(sigma, numbers.Real):  # an array sigma is the caller's business
         check_positive("sigma", sigma)
-    original, sortd = _asfloat(original), _asfloat(sortd)
-    diff = do("reshape", original, (-1, 1)) - do("reshape", sortd, (1, -1))
-    return _row_softmax(-(diff**2) / (2 * sigma**2), axis=1)
+    (original, _), (sortd, xp) = _asfloat(original, "original"), _asfloat(sortd, "sortd")
+    return _order_matrix(original, sortd, sigma, xp)
+
+
+def _order_matrix(original, sortd, sigma, xp):
+    diff = xp.reshape(original, (-1, 1)) - xp.reshape(sortd, (1, -1))
+    z = -(diff**2) / (2 * sigma**2)
+    # the row softmax of diffopt._ops.softmax (a stable log-sum-exp), in xp
+    m = xp.max(z, axis=1, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    return xp.exp(z - (xp.log(xp.sum(xp.exp(z - m), axis=1, keepdims=True)) + m))
 
 
 def dargsort(original: Array, sortd: Array, sigma: float | Array, transpose: bool = False) -> Array:
@@ -441,11 +504,18 @@ def dargsort(original: Array, sortd: Array, sigma: float | Array, transpose: boo
     >>> np.round(dargsort(x, np.sort(x), sigma=0.1), 3)  # 0-based ranks
     array([2., 0., 1.])
     """
-    order = order_matrix(original, sortd, sigma=sigma)
+    if isinstance(sigma, numbers.Real):  # an array sigma is the caller's business
+        check_positive("sigma", sigma)
+    (original, _), (sortd, xp) = _asfloat(original, "original"), _asfloat(sortd, "sortd")
+    return _dargsort(original, sortd, sigma, transpose, xp)
+
+
+def _dargsort(original, sortd, sigma, transpose, xp):
+    order = _order_matrix(original, sortd, sigma, xp)
     if transpose:
-        order = do("transpose", order)
-    pos = _lift(np.arange(order.shape[1], dtype=float), order)
-    return do("sum", order * pos, axis=1)
+        order = xp.transpose(order)
+    pos = _lift(np.arange(order.shape[1], dtype=float), order, xp)
+    return xp.sum(order * pos, axis=1)
 
 
 def diff_argsort(
@@ -483,8 +553,10 @@ def diff_argsort(
     >>> np.round(diff_argsort(bitonic_matrices(4), x, sigma=1.0), 3)  # ranks [3, 0, 2, 1]
     array([3., 0., 2., 1.])
     """
-    x = _asfloat(x)
-    return dargsort(x, diff_sort(matrices, x, softmax), sigma, transpose)
+    if isinstance(sigma, numbers.Real):
+        check_positive("sigma", sigma)
+    x, xp = _asfloat(x)
+    return _dargsort(x, diff_sort(matrices, x, softmax), sigma, transpose, xp)
 
 
 def diff_argsort_indexed(indices: list[Array], x: Array, sigma: float | Array = 0.1,
@@ -506,8 +578,10 @@ def diff_argsort_indexed(indices: list[Array], x: Array, sigma: float | Array = 
     >>> np.round(diff_argsort_indexed(bitonic_indices(4), x, sigma=1.0), 3)
     array([3., 0., 2., 1.])
     """
-    x = _asfloat(x)
-    return dargsort(x, diff_sort_indexed(indices, x, softmax), sigma, transpose)
+    if isinstance(sigma, numbers.Real):
+        check_positive("sigma", sigma)
+    x, xp = _asfloat(x)
+    return _dargsort(x, diff_sort_indexed(indices, x, softmax), sigma, transpose, xp)
 
 
 # ------------------------------------------------------ per-framework variants of the drop-in

@@ -8,6 +8,10 @@ power of two, the network's layout, the network and its transports) is
 comparator (``n/2`` per layer); ranks, top-k masks and permutation matrices
 are linear transports with the same weights and are differentiated by the
 framework's own autodiff.
+
+A call resolves its framework once (:func:`_prepare`: the shim and the namespace
+``xp`` of :func:`diffopt._ops.namespace`) and passes ``xp`` down to the network,
+so its cost in backend look-ups does not grow with ``n``.
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ import numpy as np
 from diffopt._typing import Array
 from diffopt._checks import check_floating, check_scale
 from diffopt._dtypes import compute_dtype
-from diffopt._ops import astype, do, nan_rows
-from diffopt.backends import get_backend, ops
+from diffopt._ops import astype_in, namespace, nan_rows_in
+from diffopt.backends import get_backend
+from diffopt.sorting._kernels import kernel
 from diffopt.sorting._relax import check_relaxation
 from diffopt._arrays import reshape_target
-from diffopt.sorting._soft import fused_sorter, next_pow2, sorter, transport
+from diffopt.sorting._soft import next_pow2, soft_sort_function, transport
 
 __all__ = ["soft_sort", "soft_rank", "soft_argsort", "soft_permutation", "soft_topk"]
 
@@ -37,21 +42,25 @@ __all__ = ["soft_sort", "soft_rank", "soft_argsort", "soft_permutation", "soft_t
 def _prepare(x, axis, temperature, relaxation):
     """Validate arguments (before any work) and return ``x`` as an array, its axis and the shim.
 
-    ``temperature`` is a number > 0 or a scalar array > 0 of ``x``'s framework
-    (learnable: it gets a gradient).
+    ``temperature`` is a number > 0 (a NumPy scalar or a ``float`` subclass is a
+    number: every framework reads it as a Python float) or a scalar array > 0 of
+    ``x``'s framework (learnable: it gets a gradient). Returns ``x``, the axis,
+    the shim and the temperature.
     """
     if not hasattr(x, "shape"):
         x = np.asarray(x, dtype=float)
     check_floating("x", x)
     check_relaxation(relaxation)
-    check_scale("temperature", temperature)
+    if isinstance(temperature, numbers.Real) and not isinstance(temperature, bool):
+        temperature = float(temperature)
+    temperature = check_scale("temperature", temperature)
     shim = get_backend(x, temperature, argnames=("x", "temperature"))
     ndim = len(x.shape)
     if ndim == 0:
         raise ValueError("x must have at least one dimension to sort along, got a 0-d array")
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -ndim <= axis < ndim:
         raise ValueError(f"axis must be an integer in [-{ndim}, {ndim}) for x of shape {tuple(x.shape)}, got axis={axis!r}")
-    return x, int(axis) % ndim, shim
+    return x, int(axis) % ndim, shim, temperature
 
 
 def _is_empty(x):
@@ -65,39 +74,39 @@ def _check_k(k, n):
     return int(k)
 
 
-def _upcast(x):
+def _upcast(x, xp):
     """Half-precision data runs through the network in float32 (see :mod:`diffopt._dtypes`)."""
     dtype = ar.get_dtype_name(x)
-    return x if compute_dtype(dtype) == dtype else astype(x, compute_dtype(dtype))
+    return x if compute_dtype(dtype) == dtype else astype_in(xp, x, compute_dtype(dtype))
 
 
-def _downcast(out, x):
+def _downcast(out, x, xp):
     """``out`` in ``x``'s dtype."""
     dtype = ar.get_dtype_name(x)
-    return out if ar.get_dtype_name(out) == dtype else astype(out, dtype)
+    return out if ar.get_dtype_name(out) == dtype else astype_in(xp, out, dtype)
 
 
 # ------------------------------------------------------------ row reshaping
 
 
-def _to_rows(x, axis):
+def _to_rows(x, axis, xp):
     """``x`` as ``(B, n)`` rows along ``axis``, and a function undoing it."""
     ndim = len(x.shape)
     perm = [i for i in range(ndim) if i != axis] + [axis]
-    xm = x if axis == ndim - 1 else do("transpose", x, perm)
+    xm = x if axis == ndim - 1 else xp.transpose(x, perm)
     moved = tuple(xm.shape)
     lead = moved[:-1]
     # Python ints, not NumPy: torch.compile would trace NumPy as tensor ops (and a graph break)
     count = -1 if any(d is None for d in lead) else math.prod(lead)
-    rows = do("reshape", xm, (count, moved[-1]))  # not -1: a (2, 0) array has no inferable rows
+    rows = xp.reshape(xm, (count, moved[-1]))  # not -1: a (2, 0) array has no inferable rows
     inverse = sorted(range(ndim), key=perm.__getitem__)
 
     def undo(y, matrix=False):
         extra = tuple(y.shape[2:])
-        y = do("reshape", y, reshape_target(moved + extra))
+        y = xp.reshape(y, reshape_target(moved + extra))
         if axis == ndim - 1 or matrix:
             return y
-        return do("transpose", y, inverse + list(range(ndim, ndim + len(extra))))
+        return xp.transpose(y, inverse + list(range(ndim, ndim + len(extra))))
 
     return rows, undo
 
@@ -105,15 +114,15 @@ def _to_rows(x, axis):
 # ------------------------------------------------------------------ soft_sort
 
 
-def _scalar_like(value, rows):
+def _scalar_like(value, rows, xp):
     """``value`` (a number or a scalar array) as a 0-d array of ``rows``' framework, dtype and device.
 
     A number makes no host copy; an array is cast to ``rows``' dtype (its gradient flows).
     """
     if hasattr(value, "shape"):
         dtype = ar.get_dtype_name(rows)
-        return value if ar.get_dtype_name(value) == dtype else astype(value, dtype)
-    return do("sum", do("zeros_like", rows[:, :1])) + float(value)  # no slice of the batch axis (sharded)
+        return value if ar.get_dtype_name(value) == dtype else astype_in(xp, value, dtype)
+    return xp.sum(xp.zeros_like(rows[:, :1])) + float(value)  # no slice of the batch axis (sharded)
 
 
 def soft_sort(x: Array, axis: int = -1, *, temperature: float | Array = 1.0, descending: bool = False,
@@ -130,7 +139,8 @@ def soft_sort(x: Array, axis: int = -1, *, temperature: float | Array = 1.0, des
         Sharpness of the relaxation, in the units of ``x``: pairs much further apart
         than ``temperature`` are swapped (almost) exactly. A scalar array of ``x``'s
         framework is learnable: the result is differentiable in it (every framework;
-        traced under ``jax.jit`` without a recompile per value).
+        traced under ``jax.jit`` without a recompile per value). A NumPy scalar
+        (``np.float64(0.5)``) is a number, on every framework.
     descending : bool
         Sort largest first.
     relaxation : str or None
@@ -170,7 +180,7 @@ def soft_sort(x: Array, axis: int = -1, *, temperature: float | Array = 1.0, des
     >>> bool(np.isclose(soft_sort(x, temperature=1.0).sum(), x.sum()))   # sums are kept exactly
     True
     """
-    x, axis, shim = _prepare(x, axis, temperature, relaxation)
+    x, axis, shim, temperature = _prepare(x, axis, temperature, relaxation)
     if _is_empty(x):
         return x
     body = _compiled(_soft_sort_rows, shim.NAME, shim, axis, descending, relaxation, hasattr(temperature, "shape"))
@@ -179,12 +189,12 @@ def soft_sort(x: Array, axis: int = -1, *, temperature: float | Array = 1.0, des
 
 def _soft_sort_rows(shim, axis, descending, relaxation, learnable, x, temperature):
     """:func:`soft_sort` of checked arguments (run compiled on JAX, see :func:`_compiled`)."""
-    xc = _upcast(x)
-    rows, undo = _to_rows(-xc if descending else xc, axis)
-    fused = None if learnable else fused_sorter(shim, rows, temperature, relaxation)  # no temperature gradient
-    f = fused or sorter(shim, rows.shape[1], relaxation, learnable)
-    out = undo(f(rows, _scalar_like(temperature, rows)))
-    return _downcast(-out if descending else out, x)
+    xp = namespace(shim.NAME)
+    xc = _upcast(x, xp)
+    rows, undo = _to_rows(-xc if descending else xc, axis, xp)
+    f = soft_sort_function(shim, xp, rows, temperature, relaxation, learnable)
+    out = undo(f(rows, _scalar_like(temperature, rows, xp)))
+    return _downcast(-out if descending else out, x, xp)
 
 
 @functools.lru_cache(maxsize=512)
@@ -194,20 +204,21 @@ def _compiled(body, backend, *static):
     temperature becomes a traced input, so a new value compiles nothing, and no eager
     op runs outside the compiled function)."""
     fn = functools.partial(body, *static)
-    compile_ = ops(backend).get("jit")
+    compile_ = kernel("jit", namespace(backend))
     return fn if compile_ is None else compile_(fn)
 
 
 # ------------------------------------------------------------- transports
 
 
-def _transport_rows(kind, axis, descending, relaxation, k, x, temperature):
+def _transport_rows(backend, kind, axis, descending, relaxation, k, x, temperature):
     """Ranks, top-``k`` mask or permutation (``kind``) of checked arguments (compiled on JAX).
 
     Differentiated by the framework's own autodiff (the temperature too).
     """
-    xc = _upcast(x)
-    rows, undo = _to_rows(-xc if descending else xc, axis)
+    xp = namespace(backend)
+    xc = _upcast(x, xp)
+    rows, undo = _to_rows(-xc if descending else xc, axis, xp)
     n = rows.shape[1]
     big_n = next_pow2(n)
     if kind == "rank":
@@ -216,14 +227,31 @@ def _transport_rows(kind, axis, descending, relaxation, k, x, temperature):
         columns, transpose = (np.arange(big_n) < k).astype(float)[:, None], True
     else:
         columns, transpose = np.eye(big_n, n), False
-    out = transport(rows, columns, relaxation, _scalar_like(temperature, rows), transpose)
-    out = nan_rows(rows, out if kind == "perm" else out[:, :, 0])
-    return _downcast(undo(out, matrix=kind == "perm"), x)
+    t = _scalar_like(temperature, rows, xp)
+    out = transport(rows, columns, relaxation, t, transpose, xp)
+    out = out if kind == "perm" else out[:, :, 0]
+    if relaxation is None or n == 1:  # a constant of x (and T): keep it in the graph, with a zero gradient
+        out = out + _zero_link(rows, t, xp, out)
+    out = nan_rows_in(xp, rows, out)
+    return _downcast(undo(out, matrix=kind == "perm"), x, xp)
+
+
+def _zero_link(rows, temperature, xp, out):
+    """Zeros shaped to broadcast against ``out`` that depend on ``rows`` and ``temperature``.
+
+    Exact ranks, masks and permutations (and any of one element) do not depend on the
+    data: added to them, this keeps the result in the framework's graph, so its gradient
+    is zero, as for ``round``, rather than missing (torch: "does not require grad";
+    TensorFlow: ``None``). Infinities and NaN are replaced first (``0 * inf`` is NaN).
+    """
+    finite = xp.where(xp.isfinite(rows), rows, xp.zeros_like(rows))
+    link = finite * 0.0 + temperature * 0.0
+    return link[:, None, :] if len(out.shape) == 3 else link
 
 
 def _transport(kind, x, axis, temperature, relaxation, descending, shim, k=None):
     """Run :func:`_transport_rows` (compiled once per configuration on JAX)."""
-    return _compiled(_transport_rows, shim.NAME, kind, axis, descending, relaxation, k)(x, temperature)
+    return _compiled(_transport_rows, shim.NAME, shim.NAME, kind, axis, descending, relaxation, k)(x, temperature)
 
 
 def soft_rank(x: Array, axis: int = -1, *, temperature: float | Array = 1.0, descending: bool = False,
@@ -243,7 +271,9 @@ def soft_rank(x: Array, axis: int = -1, *, temperature: float | Array = 1.0, des
     -------
     array
         Ranks in ``[0, n - 1]``, same shape as ``x``; exact integers for
-        ``relaxation=None``. Each row sums to ``n (n - 1) / 2``.
+        ``relaxation=None``. Each row sums to ``n (n - 1) / 2`` (``+inf`` ranks last,
+        inside the row, at any length). Exact ranks (``relaxation=None``, or ``n = 1``)
+        have a zero gradient, as ``round`` does.
 
     Examples
     --------
@@ -252,7 +282,7 @@ def soft_rank(x: Array, axis: int = -1, *, temperature: float | Array = 1.0, des
     >>> np.round(soft_rank(np.array([0.3, -1.0, 2.0, 0.5]), temperature=0.001), 6)
     array([1., 0., 3., 2.])
     """
-    x, axis, shim = _prepare(x, axis, temperature, relaxation)
+    x, axis, shim, temperature = _prepare(x, axis, temperature, relaxation)
     if _is_empty(x):
         return x * 0.0
     return _transport("rank", x, axis, temperature, relaxation, descending, shim)
@@ -292,7 +322,7 @@ def soft_topk(x: Array, k: int, axis: int = -1, *, temperature: float | Array = 
     >>> np.round(soft_topk(np.array([0.3, -1.0, 2.0, 0.5]), k=2, temperature=0.001), 6)
     array([0., 0., 1., 1.])
     """
-    x, axis, shim = _prepare(x, axis, temperature, relaxation)
+    x, axis, shim, temperature = _prepare(x, axis, temperature, relaxation)
     n = x.shape[axis]
     k = _check_k(k, n)
     if _is_empty(x):
@@ -326,9 +356,9 @@ def soft_permutation(x: Array, axis: int = -1, *, temperature: float | Array = 1
     >>> np.round(p @ x, 6)                                   # P applied to x sorts it
     array([0., 1., 2.])
     """
-    x, axis, shim = _prepare(x, axis, temperature, relaxation)
+    x, axis, shim, temperature = _prepare(x, axis, temperature, relaxation)
     if _is_empty(x):
-        rows, undo = _to_rows(x, axis)
+        rows, undo = _to_rows(x, axis, namespace(shim.NAME))
         return undo(rows[:, :, None] * rows[:, None, :] * 0.0, matrix=True)
     return _transport("perm", x, axis, temperature, relaxation, descending, shim)
 

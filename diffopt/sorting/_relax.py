@@ -36,35 +36,44 @@ Gaps that are not finite (a comparator with ``+-inf``, e.g. the padding of
 
 import math
 
-from diffopt._ops import do, sigmoid
+from diffopt._ops import namespace
+
+# Every function below takes the namespace ``xp`` of its arrays' framework
+# (:func:`diffopt._ops.namespace`), resolved once per call by the caller.
 
 __all__ = ["RELAXATIONS", "check_relaxation", "relax_terms", "logsumexp_slope", "spread_derivative"]
 
 
-def _logsumexp(v):
-    e = do("exp", -v)
+def _sigmoid(v, xp):
+    """Logistic function, stable for large ``|v|`` (as :func:`diffopt._ops.sigmoid`)."""
+    e = xp.exp(-xp.abs(v))
+    return xp.where(v >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _logsumexp(v, xp):
+    e = xp.exp(-v)
     leak = e / (1.0 + e)
-    return -do("log1p", e), leak, leak
+    return -xp.log1p(e), leak, leak
 
 
-def _logistic(v):
-    leak = sigmoid(-v)
+def _logistic(v, xp):
+    leak = _sigmoid(-v, xp)
     return v * leak, leak - v * leak * (1.0 - leak), leak
 
 
-def _cauchy(v):
-    leak = do("arctan2", do("ones_like", v), v) / math.pi
+def _cauchy(v, xp):
+    leak = xp.arctan2(xp.ones_like(v), v) / math.pi
     return v * leak, leak - v / (math.pi * (1.0 + v * v)), leak
 
 
-def _reciprocal(v):
+def _reciprocal(v, xp):
     leak = 0.5 / (1.0 + v)
     return v * leak, 2.0 * leak * leak, leak
 
 
-def _optimal(v):
-    c = do("minimum", v, 0.25 + 0.0 * v)
-    leak = do("where", v <= 0.25, 0.5 - v, 1.0 / (16.0 * do("maximum", v, 0.25 + 0.0 * v)))
+def _optimal(v, xp):
+    c = xp.minimum(v, 0.25 + 0.0 * v)
+    leak = xp.where(v <= 0.25, 0.5 - v, 1.0 / (16.0 * xp.maximum(v, 0.25 + 0.0 * v)))
     return 0.0625 - (c - 0.25) ** 2, 0.5 - 2.0 * c, leak
 
 
@@ -92,7 +101,7 @@ def check_relaxation(relaxation):
     return relaxation
 
 
-def relax_terms(a, b, lo, hi, relaxation, temperature, want=None):
+def relax_terms(a, b, lo, hi, relaxation, temperature, want=None, xp=None):
     """Spread and oriented weight of every comparator ``(a, b)``.
 
     Parameters
@@ -111,6 +120,8 @@ def relax_terms(a, b, lo, hi, relaxation, temperature, want=None):
         ``'slope_dt'`` the pair ``(slope, d spread / d T)``, the second the
         temperature derivative of the spread at fixed inputs, ``v slope(v) - shift(v)``
         (for the gradient with respect to a learnable temperature).
+    xp : diffopt._ops.Namespace, optional
+        The namespace of the arrays' framework (found from ``a`` if not given).
 
     Returns
     -------
@@ -130,38 +141,37 @@ def relax_terms(a, b, lo, hi, relaxation, temperature, want=None):
     :func:`logsumexp_slope` is the shorter form, for finite inputs only, used by
     :func:`diffopt.sorting.soft_sort`'s forward pass.
     """
+    xp = namespace(a) if xp is None else xp
     gap = lo - hi  # <= 0
     # NaN gap (two equal infinities, or a NaN input): infinite, i.e. exact.
-    gap = do("where", gap == gap, gap, float("-inf"))
+    gap = xp.where(gap == gap, gap, float("-inf"))
     # Infinite gaps become 0 before touching the temperature, so that no inf * 0
     # reaches a gradient with respect to an array temperature.
     exact = gap == float("-inf")
-    gap = do("where", ~exact, gap, do("zeros_like", gap))  # the data operand first: do() dispatches on it
+    gap = xp.where(~exact, gap, xp.zeros_like(gap))
     if relaxation == "logsumexp":
         # e = exp(-v) in [0, 1]: nothing overflows, an infinite gap gives 0.
-        e = do("exp", gap if _is_one(temperature) else gap * (1.0 / temperature))
-        e = do("where", ~exact, e, do("zeros_like", e))
-        spread = do("log1p", e)  # shift = -log1p(e)
+        e = xp.exp(gap if _is_one(temperature) else gap * (1.0 / temperature))
+        e = xp.where(~exact, e, xp.zeros_like(e))
+        spread = xp.log1p(e)  # shift = -log1p(e)
         if not _is_one(temperature):
             spread = spread * temperature
         # slope = leak = e / (1 + e) for the larger input
-        w = do("where", a > b, e, 1.0) / (1.0 + e) if want else None
-        return spread, ((w, spread_derivative(w)) if want == "slope_dt" else w)
+        w = xp.where(a > b, e, 1.0) / (1.0 + e) if want else None
+        return spread, ((w, spread_derivative(w, xp)) if want == "slope_dt" else w)
     v = gap * (-1.0 / temperature)
     finite = (v < float("inf")) & ~exact  # False for infinite gaps (and overflow of gap / T)
-    zero = do("zeros_like", v)
-    shift, slope, leak = (
-        do("where", finite, t, zero) for t in RELAXATIONS[relaxation](do("where", finite, v, zero))
-    )
+    zero = xp.zeros_like(v)
+    shift, slope, leak = (xp.where(finite, t, zero) for t in RELAXATIONS[relaxation](xp.where(finite, v, zero), xp))
     w = {"slope": slope, "slope_dt": slope, "leak": leak, None: None}[want]
     if w is not None:
-        w = do("where", a > b, w, 1.0 - w)
+        w = xp.where(a > b, w, 1.0 - w)
     if want == "slope_dt":  # d(-T shift(d / T)) / dT = v slope(v) - shift(v); exact pairs: 0
-        w = (w, do("where", finite, do("where", finite, v, zero) * slope - shift, zero))
+        w = (w, xp.where(finite, xp.where(finite, v, zero) * slope - shift, zero))
     return shift * (-temperature), w
 
 
-def spread_derivative(w):
+def spread_derivative(w, xp=None):
     """``d spread / d T`` of a ``'logsumexp'`` comparator, from its oriented weight ``w``.
 
     With ``s = min(w, 1 - w) = e / (1 + e)`` (``e = exp(-v)``), the derivative of
@@ -169,13 +179,14 @@ def spread_derivative(w):
     entropy ``-s log s - (1 - s) log(1 - s)`` (in nats): no residual beyond the
     slopes is needed. Exact pairs (``s = 0``) give 0, with a finite derivative.
     """
-    s = do("minimum", w, 1.0 - w)
+    xp = namespace(w) if xp is None else xp
+    s = xp.minimum(w, 1.0 - w)
     live = s > 0
-    safe = do("where", live, s, 0.5 + 0.0 * s)
-    return do("where", live, -safe * do("log", safe) - (1.0 - safe) * do("log1p", -safe), 0.0 * s)
+    safe = xp.where(live, s, 0.5 + 0.0 * s)
+    return xp.where(live, -safe * xp.log(safe) - (1.0 - safe) * xp.log1p(-safe), 0.0 * s)
 
 
-def logsumexp_slope(a, b, temperature):
+def logsumexp_slope(a, b, temperature, xp=None):
     """``'logsumexp'`` compare-and-swap of *finite* inputs, with ``w = d lo / d a``.
 
     The hot loop of :func:`diffopt.sorting.soft_sort`'s forward pass, in fewer
@@ -194,20 +205,23 @@ def logsumexp_slope(a, b, temperature):
         then compared exactly).
     temperature : float
         ``T`` > 0, in the units of the data.
+    xp : diffopt._ops.Namespace, optional
+        The namespace of the arrays' framework (found from ``a`` if not given).
 
     Returns
     -------
     lo, hi, w : array
     """
+    xp = namespace(a) if xp is None else xp
     u = a - b
-    neg_gap = -do("abs", u)
-    e = do("exp", neg_gap if _is_one(temperature) else neg_gap * (1.0 / temperature))
+    neg_gap = -xp.abs(u)
+    e = xp.exp(neg_gap if _is_one(temperature) else neg_gap * (1.0 / temperature))
     one_e = 1.0 + e
-    w = do("where", u > 0, e, 1.0) / one_e
+    w = xp.where(u > 0, e, 1.0) / one_e
     # log(1 + e), not log1p(e): a cheaper kernel. It drops e below the dtype's
     # epsilon, where the pair's gap exceeds ~16 T (float32), so the lost
     # T * e is below the rounding error of max(|a|, |b|) >= 8 T.
-    spread = do("log", one_e)
+    spread = xp.log(one_e)
     if not _is_one(temperature):
         spread = spread * temperature
-    return do("minimum", a, b) - spread, do("maximum", a, b) + spread, w
+    return xp.minimum(a, b) - spread, xp.maximum(a, b) + spread, w

@@ -1,9 +1,9 @@
 """The optional fused sorting kernel (numba): whether it is on, and its NumPy entry.
 
-:func:`diffopt.sorting.soft_sort` asks the shim's op table for
+:func:`diffopt.sorting.soft_sort` asks the shim's kernel table (``KERNELS``) for
 ``sorting_fused(rows, temperature, relaxation)``; a shim that has one returns a
 pair ``(fwd, bwd)`` for ``custom_vjp`` (the whole network in one compiled
-loop, :mod:`diffopt.backends._numba_sorting`), or ``None`` where it does not
+loop, :mod:`diffopt.backends.numpy._numba_sorting`), or ``None`` where it does not
 apply, and ``soft_sort`` then runs its generic loops as before.
 
 It is on when numba can be imported (``pip install "pydiffopt[numba]"``) and the
@@ -32,7 +32,7 @@ def kernels():
 @functools.lru_cache(maxsize=1)
 def _load():
     try:
-        return importlib.import_module("diffopt.backends._numba_sorting")
+        return importlib.import_module("diffopt.backends.numpy._numba_sorting")
     except ImportError:  # numba (or llvmlite) not installed: the generic loops run
         return None
 

@@ -17,7 +17,7 @@ of the generic loops of :mod:`diffopt.sorting._soft` up to rounding.
 of the dtype, so its loop vectorises without a vector math library (SVML). The
 other relaxations use ``math`` functions.
 
-Only :mod:`diffopt.backends._fused` imports this module (which imports numba),
+Only :mod:`diffopt.backends.numpy._fused` imports this module (which imports numba),
 when the accelerator is on. Each kernel compiles on first use per relaxation and
 dtype (a few seconds) and is cached on disk (``cache=True``). No CUDA kernel
 (not written: no GPU to test it on); CUDA tensors run the generic loops.

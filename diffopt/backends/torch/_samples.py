@@ -1,4 +1,4 @@
-"""Eager CPU torch kernels of the perturbed engine, looked up by name from the torch shim's op table.
+"""Eager CPU torch kernels of the perturbed engine, looked up by name from the torch shim's ``KERNELS``.
 
 The engine holds samples as ``[n, B, ...]`` (sample-major, so that chunks are
 leading-axis slices) stored instance-major (``[B, n, ...]`` in memory: the

@@ -7,19 +7,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffopt.backends import _common, _jax_sorting
+from diffopt.backends import _common
+from diffopt.backends.jax import _sorting
 from diffopt.backends._common import SECOND_ORDER_MESSAGE, SecondOrder, check_int_seed, numpy_seed
 from diffopt.backends._rng import Rng, rng_type_error
 
 NAME = "jax"
-OPS = {
-    # kernels the core looks up by name (diffopt._ops.kernel)
-    "sorting_transport": _jax_sorting.transport,
+OPS = {}  # autoray's JAX translations serve as they are
+# Kernels, under the names their family declares (diffopt.sorting._kernels)
+KERNELS = {
+    # the transports of ranks, top-k and permutations, looped (diffopt.sorting._soft.network_transport)
+    "sorting_transport": _sorting.transport,
     # soft_sort's network and its backward, looped (diffopt.sorting._soft.sorter)
-    "sorting_network": _jax_sorting.network,
-    "sorting_network_pull": _jax_sorting.pull,
+    "sorting_network": _sorting.network,
+    "sorting_network_pull": _sorting.pull,
     # compile a function built once per configuration and reused (sorting's transports)
-    "jit": jax.jit,
+    "jit": lambda fn: jax.jit(fn),
 }
 
 

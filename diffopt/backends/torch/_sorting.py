@@ -13,7 +13,7 @@ few microseconds of dispatch whatever its size:
 * on the CPU, rows without an infinity or NaN (checked with one ``aminmax``)
   skip the clip-and-restore of infinities, whose boolean masks are slow there.
 
-The torch shim puts them in its op table as ``sorting_lse_network`` and
+The torch shim puts them in its kernel table (``KERNELS``) as ``sorting_lse_network`` and
 ``sorting_pull``, where :mod:`diffopt.sorting._soft` looks them up; the core
 passes the network's layers and the dtype's finite range, so nothing here
 imports the core. Only for code that torch does not differentiate
@@ -26,7 +26,7 @@ import functools
 
 import torch
 
-from diffopt.backends import _fused
+from diffopt.backends.numpy import _fused
 
 __all__ = ["lse_network", "pull", "fused"]
 
@@ -199,7 +199,7 @@ def _fused_pair(relaxation):
 def fused(rows, temperature, relaxation):
     """``(fwd, bwd)`` running :func:`diffopt.sorting.soft_sort`'s whole network in one numba loop, or ``None``.
 
-    See :mod:`diffopt.backends._fused`. It applies to plain CPU tensors of
+    See :mod:`diffopt.backends.numpy._fused`. It applies to plain CPU tensors of
     float32/float64 (not under ``torch.compile`` or a ``torch.func`` transform),
     and not when ``temperature`` is a tensor that requires a gradient (the
     kernel gives none: the generic loops run).

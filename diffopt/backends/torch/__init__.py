@@ -6,7 +6,7 @@ import numbers
 import numpy as np
 import torch
 
-from diffopt.backends import _torch_samples, _torch_sorting
+from diffopt.backends.torch import _samples, _sorting
 from diffopt.backends._common import (
     SECOND_ORDER_MESSAGE, as_tuple, check_int_seed, fori_loop, numpy_seed, second_order_spec,
 )
@@ -79,12 +79,16 @@ OPS = {
     "ones_like": torch.ones_like,
     "full_like": torch.full_like,
     "astype": lambda x, dtype_name: x.to(getattr(torch, dtype_name)),
-    # kernels the core looks up by name (diffopt._ops.kernel)
-    "sorting_lse_network": _torch_sorting.lse_network,
-    "sorting_pull": _torch_sorting.pull,
-    "sorting_fused": _torch_sorting.fused,
-    "sum_samples": _torch_samples.sum_samples,
-    "add_scaled": _torch_samples.add_scaled,
+}
+
+# Kernels: faster paths of eager CPU torch, under the names their families declare
+# (diffopt.sorting._kernels, diffopt._kernels); each returns None where it does not apply.
+KERNELS = {
+    "sorting_lse_network": _sorting.lse_network,
+    "sorting_pull": _sorting.pull,
+    "sorting_fused": _sorting.fused,
+    "sum_samples": _samples.sum_samples,
+    "add_scaled": _samples.add_scaled,
 }
 
 

@@ -1,0 +1,29 @@
+"""The kernels of the core's sample helpers (:mod:`diffopt._ops`), declared (a :class:`typing.Protocol`).
+
+The perturbed engine's ``sum_samples`` and ``add_scaled`` (:func:`diffopt._ops.sum_samples`,
+:func:`diffopt._ops.add_scaled`) ask the shim for a faster kernel of the same name
+(eager CPU torch: :mod:`diffopt.backends.torch._samples`); it returns ``None``
+where it does not apply and the generic op runs. A shim provides them in its
+``KERNELS`` table, which :mod:`diffopt.backends._contract` checks against this
+declaration. This module imports nothing of diffopt.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+__all__ = ["SampleKernels", "NAMES"]
+
+
+class SampleKernels(Protocol):
+    """Kernels of the perturbed engine's sample helpers (all optional for a shim)."""
+
+    def sum_samples(self, x):
+        """``sum(x, axis=0)``, or ``None`` where the generic ``sum`` is as good."""
+
+    def add_scaled(self, a, b, scale):
+        """``a + scale * b`` laid out in the result's logical order, or ``None``."""
+
+
+#: The declared names.
+NAMES = frozenset(name for name in vars(SampleKernels) if not name.startswith("_"))
