@@ -27,6 +27,25 @@ __all__ = [
 ]
 
 
+def _check_axis(x, axis):
+    """``axis`` as a non-negative int, or a ``ValueError`` naming it (before any work)."""
+    ndim = len(x.shape)
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -ndim <= axis < ndim:
+        raise ValueError(f"axis must be an integer in [-{ndim}, {ndim}) for x of shape {tuple(x.shape)}, "
+                         f"got axis={axis!r}")
+    return int(axis) % ndim
+
+
+# The keyword that makes ``argsort`` stable, per autoray backend (CuPy's sorts are always stable).
+_STABLE = {"numpy": {"kind": "stable"}, "autograd": {"kind": "stable"}, "tensorflow": {"kind": "stable"},
+           "torch": {"stable": True}, "jax": {"stable": True}}
+
+
+def _stable_argsort(x, axis):
+    """``argsort`` along ``axis`` with ties kept in their order of position."""
+    return do("argsort", x, axis=axis, **_STABLE.get(ar.infer_backend(x), {}))
+
+
 def argmax_one_hot(x: Array, axis: int = -1) -> Array:
     """One-hot vector of the (first) largest entry along ``axis``, in ``x``'s dtype.
 
@@ -47,6 +66,11 @@ def argmax_one_hot(x: Array, axis: int = -1) -> Array:
     array
         Same shape, framework, dtype and device as ``x``: 1 at the argmax, 0 elsewhere.
 
+    Raises
+    ------
+    ValueError
+        If ``axis`` is not an axis of ``x``.
+
     Examples
     --------
     >>> import numpy as np
@@ -55,7 +79,7 @@ def argmax_one_hot(x: Array, axis: int = -1) -> Array:
     array([[0., 1., 0.],
            [1., 0., 0.]])
     """
-    return first_max_mask(x, axis=axis)
+    return first_max_mask(x, axis=_check_axis(x, axis))
 
 
 def ranking(x: Array, axis: int = -1) -> Array:
@@ -79,6 +103,11 @@ def ranking(x: Array, axis: int = -1) -> Array:
         Same shape, framework and dtype as ``x``: the rank of each entry
         (0 for the smallest).
 
+    Raises
+    ------
+    ValueError
+        If ``axis`` is not an axis of ``x``.
+
     Examples
     --------
     >>> import numpy as np
@@ -86,17 +115,20 @@ def ranking(x: Array, axis: int = -1) -> Array:
     >>> ranking(np.array([0.3, -1.0, 2.0, 0.3]))
     array([1., 0., 3., 2.])
     """
-    order = do("argsort", x, axis=axis)
-    return ar.astype(do("argsort", order, axis=axis), ar.get_dtype_name(x))
+    axis = _check_axis(x, axis)
+    order = _stable_argsort(x, axis)
+    return ar.astype(do("argsort", order, axis=axis), ar.get_dtype_name(x))  # a permutation: no ties
 
 
 def top_k_mask(x: Array, k: int, axis: int = -1) -> Array:
     """Indicator of the ``k`` largest entries of ``x`` along ``axis``, in ``x``'s dtype.
 
+    Ties are broken by position: of equal entries, the first ones are selected.
+
     Raises
     ------
     ValueError
-        If ``k`` is not an integer in ``[1, n]``.
+        If ``axis`` is not an axis of ``x`` or ``k`` is not an integer in ``[1, n]``.
 
     Examples
     --------
@@ -105,6 +137,7 @@ def top_k_mask(x: Array, k: int, axis: int = -1) -> Array:
     >>> top_k_mask(np.array([[0.3, -1.0, 2.0, 0.5]]), 2)
     array([[0., 0., 1., 1.]])
     """
+    axis = _check_axis(x, axis)
     n = x.shape[axis]
     if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= n:
         raise ValueError(f"k must be an integer in [1, {n}] (the size of axis {axis}), got k={k!r}")
@@ -265,7 +298,8 @@ def _incoming(height, width):
     index = {e: k for k, e in enumerate(_grid_edges(height, width))}
     out = []
     for v in range(height * width):
-        preds = [u for u in (v - width, v - 1) if (u, v) in index]
+        # dict.fromkeys: one column has v - width == v - 1, one edge to count once
+        preds = [u for u in dict.fromkeys((v - width, v - 1)) if (u, v) in index]
         out.append(tuple((u, index[(u, v)]) for u in preds))
     return tuple(out)
 
