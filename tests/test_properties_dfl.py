@@ -16,18 +16,10 @@ Costs are small multiples of 1/2, so every objective is exact in floating point.
 import autoray as ar
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _properties import check, dtypes
 from diffopt import dag_shortest_path, grid_edges, normalized_regret, regret, spo_plus_loss, top_k_mask
-
-SETTINGS = settings(max_examples=20, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-
-
-def dtypes(backend):
-    with backend.float64():
-        return [d for d in ("float32", "float64") if backend.supports(d)]
 
 
 def _top_k(k, minimize):
@@ -55,49 +47,52 @@ def _np(backend, x):
     return np.asarray(backend.to_numpy(x), dtype=np.float64)
 
 
-@SETTINGS
-@given(data=st.data(), name=st.sampled_from(sorted(PROBLEMS)), minimize=st.booleans())
-def test_spo_plus_bounds_the_regret_which_is_nonnegative(backend, data, name, minimize):
-    make, size, _ = PROBLEMS[name]
-    solver = make(minimize)
-    dtype = data.draw(st.sampled_from(dtypes(backend)), label="dtype")
-    theta, c = data.draw(instances(size), label="theta, c")
-    with backend.float64():
-        th, ca = backend.asarray(theta, dtype), backend.asarray(c, dtype)
-        w_true = solver(ca)
-        r = _np(backend, regret(solver, th, ca, minimize=minimize))
-        r_given = _np(backend, regret(solver, th, ca, ar.do("sum", ca * w_true, axis=-1), minimize=minimize))
-        loss = _np(backend, spo_plus_loss(solver, minimize=minimize, reduction="none")(th, ca, w_true))
-        r_self = _np(backend, regret(solver, ca, ca, minimize=minimize))
-        loss_self = _np(backend, spo_plus_loss(solver, minimize=minimize, reduction="none")(ca, ca, w_true))
-        z = (c * _np(backend, w_true)).sum(-1)
-        # (all z* = 0 would divide 0 by 0)
-        nr = float(_np(backend, normalized_regret(solver, th, ca, minimize=minimize))) if np.abs(z).sum() else None
-    assert r.shape == loss.shape == (theta.shape[0],)
-    assert np.all(r >= 0) and np.array_equal(r, r_given)
-    assert np.all(loss >= r)
-    assert np.array_equal(r_self, np.zeros_like(r_self)) and np.array_equal(loss_self, np.zeros_like(loss_self))
-    if nr is not None:
-        assert np.isclose(nr, r.sum() / np.abs(z).sum(), rtol=1e-6)
+def test_spo_plus_bounds_the_regret_which_is_nonnegative(backend):
+    def body(data, name, minimize):
+        make, size, _ = PROBLEMS[name]
+        solver = make(minimize)
+        dtype = data.draw(st.sampled_from(dtypes(backend, ("float32", "float64"))), label="dtype")
+        theta, c = data.draw(instances(size), label="theta, c")
+        with backend.float64():
+            th, ca = backend.asarray(theta, dtype), backend.asarray(c, dtype)
+            w_true = solver(ca)
+            r = _np(backend, regret(solver, th, ca, minimize=minimize))
+            r_given = _np(backend, regret(solver, th, ca, ar.do("sum", ca * w_true, axis=-1), minimize=minimize))
+            loss = _np(backend, spo_plus_loss(solver, minimize=minimize, reduction="none")(th, ca, w_true))
+            r_self = _np(backend, regret(solver, ca, ca, minimize=minimize))
+            loss_self = _np(backend, spo_plus_loss(solver, minimize=minimize, reduction="none")(ca, ca, w_true))
+            z = (c * _np(backend, w_true)).sum(-1)
+            # (all z* = 0 would divide 0 by 0)
+            nr = float(_np(backend, normalized_regret(solver, th, ca, minimize=minimize))) if np.abs(z).sum() else None
+        assert r.shape == loss.shape == (theta.shape[0],)
+        assert np.all(r >= 0) and np.array_equal(r, r_given)
+        assert np.all(loss >= r)
+        assert np.array_equal(r_self, np.zeros_like(r_self)) and np.array_equal(loss_self, np.zeros_like(loss_self))
+        if nr is not None:
+            assert np.isclose(nr, r.sum() / np.abs(z).sum(), rtol=1e-6)
+
+    check(backend, 20, dict(data=st.data(), name=st.sampled_from(sorted(PROBLEMS)), minimize=st.booleans()), body)
 
 
-@SETTINGS
-@given(data=st.data(), name=st.sampled_from(sorted(PROBLEMS)), minimize=st.booleans())
-def test_spo_plus_gradient_is_twice_the_difference_of_two_decisions(grad_backend, data, name, minimize):
-    backend = grad_backend
-    make, size, chosen = PROBLEMS[name]
-    solver = make(minimize)
-    theta, c = data.draw(instances(size), label="theta, c")
-    with backend.float64():
-        th, ca = backend.asarray(theta, "float64"), backend.asarray(c, "float64")
-        w_true = solver(ca)
-        g = _np(backend, backend.grad(lambda a: spo_plus_loss(solver, minimize=minimize, reduction="sum")(a, ca, w_true),
-                                      th))
-        w_spo = _np(backend, solver(backend.asarray(2 * theta - c, "float64")))
-    sign = 1.0 if minimize else -1.0
-    assert g.shape == theta.shape
-    assert np.array_equal(g, sign * 2 * (_np(backend, w_true) - w_spo))
-    assert set(np.unique(g)) <= {-2.0, 0.0, 2.0} and np.all(g.sum(-1) == 0)
+def test_spo_plus_gradient_is_twice_the_difference_of_two_decisions(grad_backend):
+    def body(data, name, minimize):
+        backend = grad_backend
+        make, size, chosen = PROBLEMS[name]
+        solver = make(minimize)
+        theta, c = data.draw(instances(size), label="theta, c")
+        with backend.float64():
+            th, ca = backend.asarray(theta, "float64"), backend.asarray(c, "float64")
+            w_true = solver(ca)
+            loss = spo_plus_loss(solver, minimize=minimize, reduction="sum")
+            g = _np(backend, backend.grad(lambda a: loss(a, ca, w_true), th))
+            w_spo = _np(backend, solver(backend.asarray(2 * theta - c, "float64")))
+        sign = 1.0 if minimize else -1.0
+        assert g.shape == theta.shape and np.all(_np(backend, w_true).sum(-1) == chosen)
+        assert np.array_equal(g, sign * 2 * (_np(backend, w_true) - w_spo))
+        assert set(np.unique(g)) <= {-2.0, 0.0, 2.0} and np.all(g.sum(-1) == 0)
+
+    check(grad_backend, 20, dict(data=st.data(), name=st.sampled_from(sorted(PROBLEMS)),
+        minimize=st.booleans()), body)
 
 
 @pytest.mark.parametrize("minimize", [True, False])

@@ -12,21 +12,12 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _properties import SETTINGS, check, dtypes
 from diffopt import argmax_one_hot, dag_shortest_path, grid_edges, grid_shortest_path, knapsack_solver, ranking
 from diffopt import shortest_path, top_k_mask
-
-SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-EPS = {"float16": 2.0 ** -10, "bfloat16": 2.0 ** -7, "float32": 2.0 ** -23, "float64": 2.0 ** -52}
-
-
-def dtypes(backend):
-    with backend.float64():
-        return [d for d in ("float32", "float64", "float16", "bfloat16") if backend.supports(d)]
-
 
 def run(backend, dtype, fn, x):
     """``fn(x as a backend array of dtype)`` as NumPy (JAX's float64 scoped), and its dtype name."""
@@ -55,68 +46,74 @@ def stable_ranks(x, axis):
 # ------------------------------------------------------------------- argmax, ranking, top-k
 
 
-@SETTINGS
-@given(data=st.data())
-def test_argmax_one_hot_is_one_hot_at_the_first_maximum(backend, data):
-    dtype = data.draw(st.sampled_from(dtypes(backend)), label="dtype")
-    x, axis = data.draw(arrays(), label="x, axis")
-    x = x.astype(np.float16).astype(np.float64) if dtype in ("float16", "bfloat16") else x
-    x = np.round(x) if dtype == "bfloat16" else x  # exactly representable: the reference sees the same data
-    y, out_dtype = run(backend, dtype, lambda a: argmax_one_hot(a, axis=axis), x)
-    assert out_dtype == dtype and y.shape == x.shape
-    expect = np.moveaxis(np.eye(x.shape[axis])[np.argmax(x, axis=axis)], -1, axis)
-    assert np.array_equal(y, expect)
+def test_argmax_one_hot_is_one_hot_at_the_first_maximum(backend):
+    def body(data):
+        dtype = data.draw(st.sampled_from(dtypes(backend)), label="dtype")
+        x, axis = data.draw(arrays(), label="x, axis")
+        x = x.astype(np.float16).astype(np.float64) if dtype in ("float16", "bfloat16") else x
+        x = np.round(x) if dtype == "bfloat16" else x  # exactly representable: the reference sees the same data
+        y, out_dtype = run(backend, dtype, lambda a: argmax_one_hot(a, axis=axis), x)
+        assert out_dtype == dtype and y.shape == x.shape
+        expect = np.moveaxis(np.eye(x.shape[axis])[np.argmax(x, axis=axis)], -1, axis)
+        assert np.array_equal(y, expect)
+
+    check(backend, 25, dict(data=st.data()), body)
 
 
-@SETTINGS
-@given(data=st.data())
-def test_ranking_is_the_stable_permutation(backend, data):
-    dtype = data.draw(st.sampled_from(dtypes(backend)), label="dtype")
-    x, axis = data.draw(arrays(), label="x, axis")
-    x = np.round(x)  # every dtype holds small integers exactly
-    r, out_dtype = run(backend, dtype, lambda a: ranking(a, axis=axis), x)
-    assert out_dtype == dtype
-    n = x.shape[axis]
-    assert np.array_equal(np.sort(r, axis=axis), np.broadcast_to(
-        np.arange(n).reshape([-1 if i == axis % x.ndim else 1 for i in range(x.ndim)]), x.shape))
-    assert np.array_equal(r, stable_ranks(x, axis))
+def test_ranking_is_the_stable_permutation(backend):
+    def body(data):
+        dtype = data.draw(st.sampled_from(dtypes(backend)), label="dtype")
+        x, axis = data.draw(arrays(), label="x, axis")
+        x = np.round(x)  # every dtype holds small integers exactly
+        r, out_dtype = run(backend, dtype, lambda a: ranking(a, axis=axis), x)
+        assert out_dtype == dtype
+        n = x.shape[axis]
+        assert np.array_equal(np.sort(r, axis=axis), np.broadcast_to(
+            np.arange(n).reshape([-1 if i == axis % x.ndim else 1 for i in range(x.ndim)]), x.shape))
+        assert np.array_equal(r, stable_ranks(x, axis))
+
+    check(backend, 25, dict(data=st.data()), body)
 
 
-@SETTINGS
-@given(data=st.data())
-def test_top_k_mask_selects_k_largest_first_of_ties(backend, data):
-    dtype = data.draw(st.sampled_from(dtypes(backend)), label="dtype")
-    x, axis = data.draw(arrays(), label="x, axis")
-    x = np.round(x)
-    k = data.draw(st.integers(1, x.shape[axis]), label="k")
-    m, out_dtype = run(backend, dtype, lambda a: top_k_mask(a, k, axis=axis), x)
-    assert out_dtype == dtype
-    assert set(np.unique(m)) <= {0.0, 1.0}
-    assert np.array_equal(m.sum(axis=axis), np.full(np.delete(x.shape, axis % x.ndim), k))
-    chosen_min = np.where(m == 1, x, np.inf).min(axis=axis)
-    others_max = np.where(m == 0, x, -np.inf).max(axis=axis)
-    assert np.all(chosen_min >= others_max)
-    assert np.array_equal(m, (stable_ranks(-x, axis) < k).astype(float))
+def test_top_k_mask_selects_k_largest_first_of_ties(backend):
+    def body(data):
+        dtype = data.draw(st.sampled_from(dtypes(backend)), label="dtype")
+        x, axis = data.draw(arrays(), label="x, axis")
+        x = np.round(x)
+        k = data.draw(st.integers(1, x.shape[axis]), label="k")
+        m, out_dtype = run(backend, dtype, lambda a: top_k_mask(a, k, axis=axis), x)
+        assert out_dtype == dtype
+        assert set(np.unique(m)) <= {0.0, 1.0}
+        assert np.array_equal(m.sum(axis=axis), np.full(np.delete(x.shape, axis % x.ndim), k))
+        chosen_min = np.where(m == 1, x, np.inf).min(axis=axis)
+        others_max = np.where(m == 0, x, -np.inf).max(axis=axis)
+        assert np.all(chosen_min >= others_max)
+        assert np.array_equal(m, (stable_ranks(-x, axis) < k).astype(float))
+
+    check(backend, 25, dict(data=st.data()), body)
 
 
 BAD_AXIS = st.one_of(st.integers(2, 9), st.integers(-9, -3), st.just(True), st.just(1.0), st.just(None))
 
 
-@settings(SETTINGS, max_examples=10)
-@given(axis=BAD_AXIS)
-def test_bad_axis_raises_a_value_error_naming_it(backend, axis):
-    x = backend.asarray(np.arange(6.0).reshape(2, 3), "float32")
-    for fn in (lambda: top_k_mask(x, 1, axis=axis), lambda: ranking(x, axis=axis),
-               lambda: argmax_one_hot(x, axis=axis)):
-        with pytest.raises(ValueError, match="axis"):
-            fn()
+def test_bad_axis_raises_a_value_error_naming_it(backend):
+    def body(axis):
+        x = backend.asarray(np.arange(6.0).reshape(2, 3), "float32")
+        for fn in (lambda: top_k_mask(x, 1, axis=axis), lambda: ranking(x, axis=axis),
+                   lambda: argmax_one_hot(x, axis=axis)):
+            with pytest.raises(ValueError, match="axis"):
+                fn()
+
+    check(backend, 10, dict(axis=BAD_AXIS), body)
 
 
-@settings(SETTINGS, max_examples=10)
-@given(k=st.one_of(st.integers(max_value=0), st.integers(4, 50), st.just(True), st.just(1.0), st.just("1")))
-def test_bad_k_raises_a_value_error_naming_it(backend, k):
-    with pytest.raises(ValueError, match="k"):
-        top_k_mask(backend.asarray(np.zeros((2, 3)), "float32"), k)
+def test_bad_k_raises_a_value_error_naming_it(backend):
+    def body(k):
+        with pytest.raises(ValueError, match="k"):
+            top_k_mask(backend.asarray(np.zeros((2, 3)), "float32"), k)
+
+    check(backend, 10, dict(
+        k=st.one_of(st.integers(max_value=0), st.integers(4, 50), st.just(True), st.just(1.0), st.just("1"))), body)
 
 
 # ------------------------------------------------------------------------------ grid DAG
@@ -139,23 +136,24 @@ def monotone_paths(h, w):
     return paths
 
 
-@SETTINGS
-@given(data=st.data(), grid=st.sampled_from(GRIDS))
-def test_dag_shortest_path_is_a_shortest_monotone_path(backend, data, grid):
-    dtype = data.draw(st.sampled_from(dtypes(backend)), label="dtype")
-    num_edges = len(grid_edges(grid))
-    batch = data.draw(st.integers(1, 3), label="batch")
-    costs = data.draw(st.lists(st.integers(-5, 9), min_size=batch * num_edges, max_size=batch * num_edges),
-                      label="costs")
-    costs = np.asarray(costs, dtype=np.float64).reshape(batch, num_edges) / 2  # negative costs allowed, ties
-    y, out_dtype = run(backend, dtype, lambda c: dag_shortest_path(c, grid=grid), costs)
-    assert out_dtype == dtype and y.shape == costs.shape
-    paths = monotone_paths(*grid)
-    for b in range(batch):
-        chosen = sorted(np.flatnonzero(y[b]).tolist())
-        assert set(np.unique(y[b])) <= {0.0, 1.0}
-        assert chosen in [sorted(p) for p in paths], f"not a monotone path: {chosen}"
-        assert costs[b, chosen].sum() == min(costs[b, p].sum() for p in paths)
+def test_dag_shortest_path_is_a_shortest_monotone_path(backend):
+    def body(data, grid):
+        dtype = data.draw(st.sampled_from(dtypes(backend)), label="dtype")
+        num_edges = len(grid_edges(grid))
+        batch = data.draw(st.integers(1, 3), label="batch")
+        costs = data.draw(st.lists(st.integers(-5, 9), min_size=batch * num_edges, max_size=batch * num_edges),
+                          label="costs")
+        costs = np.asarray(costs, dtype=np.float64).reshape(batch, num_edges) / 2  # negative costs allowed, ties
+        y, out_dtype = run(backend, dtype, lambda c: dag_shortest_path(c, grid=grid), costs)
+        assert out_dtype == dtype and y.shape == costs.shape
+        paths = monotone_paths(*grid)
+        for b in range(batch):
+            chosen = sorted(np.flatnonzero(y[b]).tolist())
+            assert set(np.unique(y[b])) <= {0.0, 1.0}
+            assert chosen in [sorted(p) for p in paths], f"not a monotone path: {chosen}"
+            assert costs[b, chosen].sum() == min(costs[b, p].sum() for p in paths)
+
+    check(backend, 25, dict(data=st.data(), grid=st.sampled_from(GRIDS)), body)
 
 
 @pytest.mark.parametrize("grid", [(2, 1), (3, 1), (5, 1), (1, 2), (1, 4)])
