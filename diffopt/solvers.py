@@ -69,7 +69,7 @@ def argmax_one_hot(x: Array, axis: int = -1) -> Array:
     Raises
     ------
     ValueError
-        If ``axis`` is not an axis of ``x``.
+        If ``axis`` is not an axis of ``x`` or ``x`` has no entries along it.
 
     Examples
     --------
@@ -79,7 +79,10 @@ def argmax_one_hot(x: Array, axis: int = -1) -> Array:
     array([[0., 1., 0.],
            [1., 0., 0.]])
     """
-    return first_max_mask(x, axis=_check_axis(x, axis))
+    axis = _check_axis(x, axis)
+    if x.shape[axis] == 0:
+        raise ValueError(f"x has no entries along axis {axis} (shape {tuple(x.shape)}): no argmax")
+    return first_max_mask(x, axis=axis)
 
 
 def ranking(x: Array, axis: int = -1) -> Array:
@@ -183,7 +186,8 @@ def grid_shortest_path(costs: Array, neighbourhood: int = 8) -> np.ndarray:
     Raises
     ------
     ValueError
-        If ``costs`` is not two-dimensional.
+        If ``costs`` is not two-dimensional or holds NaN, or if every path
+        crosses a cell of cost ``+inf``.
 
     Examples
     --------
@@ -203,13 +207,17 @@ def grid_shortest_path(costs: Array, neighbourhood: int = 8) -> np.ndarray:
     costs = np.asarray(costs, dtype=np.float64)
     if costs.ndim != 2:
         raise ValueError(f"costs must be an [H, W] map, got shape {costs.shape}")
+    if np.isnan(costs).any():
+        raise ValueError("costs must not contain NaN")
     height, width = costs.shape
     scale = max(1.0, float(np.max(np.abs(costs))) if np.all(np.isfinite(costs)) else 1.0)
     weights = np.maximum(costs.ravel(), 1e-9 * scale)
     src, dst = _grid_graph(height, width, neighbourhood)
     n = height * width
     graph = csr_matrix((weights[dst], (src, dst)), shape=(n, n))
-    _, pred = dijkstra(graph, indices=0, return_predecessors=True)
+    dist, pred = dijkstra(graph, indices=0, return_predecessors=True)
+    if not np.isfinite(dist[n - 1]):  # else the walk below would return the target cell alone
+        raise ValueError("costs: every path from the top-left to the bottom-right cell crosses an infinite cost")
     path = np.zeros(n)
     node = n - 1
     while node >= 0:

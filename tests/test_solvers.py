@@ -34,3 +34,23 @@ def test_ranking_breaks_long_runs_of_ties_by_position(backend):
 @pytest.mark.parametrize("shape", [(1, 1), (3, 1), (1, 3)])
 def test_grid_shortest_path_on_one_row_or_column_takes_every_cell(shape):
     assert np.array_equal(grid_shortest_path(np.full(shape, 2.0)), np.ones(shape))
+
+
+def test_argmax_one_hot_of_an_empty_axis_is_a_value_error(backend):
+    # was IndexError on torch ("Expected reduction dim 1 to have non-zero size"), ValueError from NumPy
+    with pytest.raises(ValueError, match="no entries along axis 1"):
+        argmax_one_hot(backend.asarray(np.zeros((2, 0)), "float32"))
+    assert argmax_one_hot(backend.asarray(np.zeros((0, 3)), "float32")).shape == (0, 3)  # no rows: nothing to do
+
+
+def test_grid_shortest_path_without_a_finite_path_is_a_value_error():
+    # was [[0, 0], [0, 1]] (the target cell alone, not a path)
+    with pytest.raises(ValueError, match="costs: every path .* crosses an infinite cost"):
+        grid_shortest_path(np.array([[1.0, np.inf], [np.inf, 1.0]]), neighbourhood=4)
+    with pytest.raises(ValueError, match="NaN"):
+        grid_shortest_path(np.array([[1.0, np.nan], [1.0, 1.0]]))
+    # a wall that leaves a finite path is walked around
+    assert np.array_equal(grid_shortest_path(np.array([[1.0, np.inf], [1.0, 1.0]]), neighbourhood=4),
+                          [[1.0, 0.0], [1.0, 1.0]])
+    assert np.array_equal(grid_shortest_path(np.array([[1.0, np.inf], [np.inf, 1.0]]), neighbourhood=8),
+                          [[1.0, 0.0], [0.0, 1.0]])
