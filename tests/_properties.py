@@ -6,9 +6,15 @@ configuration (shape, dtype, sample count: 1-2 s each there), so the tests whose
 examples each compile something run :func:`check` with fewer examples on JAX.
 """
 
-from hypothesis import HealthCheck, given, settings
+import pytest
 
-__all__ = ["SETTINGS", "EPS", "HALF", "dtypes", "check"]
+# The test extra has hypothesis; an environment without it (tox -e sdist) skips these modules.
+pytest.importorskip("hypothesis")
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+__all__ = ["SETTINGS", "EPS", "HALF", "dtypes", "check", "given", "settings", "st"]
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

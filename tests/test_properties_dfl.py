@@ -16,9 +16,8 @@ Costs are small multiples of 1/2, so every objective is exact in floating point.
 import autoray as ar
 import numpy as np
 import pytest
-from hypothesis import strategies as st
 
-from _properties import check, dtypes
+from _properties import check, dtypes, st
 from diffopt import dag_shortest_path, grid_edges, normalized_regret, regret, spo_plus_loss, top_k_mask
 
 

@@ -11,9 +11,8 @@ itself, ``z' = z`` and the gradient is exactly zero.
 
 import autoray as ar
 import numpy as np
-from hypothesis import strategies as st
 
-from _properties import check, dtypes
+from _properties import check, dtypes, st
 from diffopt import top_k_mask
 from diffopt.imle import GumbelNoiseDistribution, SumOfGammaNoiseDistribution, TargetDistribution, aimle, imle
 

@@ -20,9 +20,8 @@ import math
 import autoray as ar
 import numpy as np
 import pytest
-from hypothesis import strategies as st
 
-from _properties import EPS, check, dtypes
+from _properties import EPS, check, dtypes, st
 from diffopt import FenchelYoungLoss, argmax_one_hot, perturbed, perturbed_max
 
 # mean and standard deviation of one coordinate of the noise

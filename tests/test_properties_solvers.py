@@ -12,10 +12,8 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from _properties import SETTINGS, check, dtypes
+from _properties import SETTINGS, check, dtypes, given, settings, st
 from diffopt import argmax_one_hot, dag_shortest_path, grid_edges, grid_shortest_path, knapsack_solver, ranking
 from diffopt import shortest_path, top_k_mask
 

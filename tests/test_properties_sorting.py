@@ -22,9 +22,8 @@ import math
 import autoray as ar
 import numpy as np
 import pytest
-from hypothesis import strategies as st
 
-from _properties import EPS, HALF, check, dtypes
+from _properties import EPS, HALF, check, dtypes, st
 from diffopt.sorting import soft_permutation, soft_rank, soft_sort, soft_topk
 
 MIXING = ("logistic", "cauchy", "reciprocal", "optimal")
