@@ -27,6 +27,25 @@ __all__ = [
 ]
 
 
+def _check_axis(x, axis):
+    """``axis`` as a non-negative int, or a ``ValueError`` naming it (before any work)."""
+    ndim = len(x.shape)
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -ndim <= axis < ndim:
+        raise ValueError(f"axis must be an integer in [-{ndim}, {ndim}) for x of shape {tuple(x.shape)}, "
+                         f"got axis={axis!r}")
+    return int(axis) % ndim
+
+
+# The keyword that makes ``argsort`` stable, per autoray backend (CuPy's sorts are always stable).
+_STABLE = {"numpy": {"kind": "stable"}, "autograd": {"kind": "stable"}, "tensorflow": {"kind": "stable"},
+           "torch": {"stable": True}, "jax": {"stable": True}}
+
+
+def _stable_argsort(x, axis):
+    """``argsort`` along ``axis`` with ties kept in their order of position."""
+    return do("argsort", x, axis=axis, **_STABLE.get(ar.infer_backend(x), {}))
+
+
 def argmax_one_hot(x: Array, axis: int = -1) -> Array:
     """One-hot vector of the (first) largest entry along ``axis``, in ``x``'s dtype.
 
@@ -47,6 +66,11 @@ def argmax_one_hot(x: Array, axis: int = -1) -> Array:
     array
         Same shape, framework, dtype and device as ``x``: 1 at the argmax, 0 elsewhere.
 
+    Raises
+    ------
+    ValueError
+        If ``axis`` is not an axis of ``x`` or ``x`` has no entries along it.
+
     Examples
     --------
     >>> import numpy as np
@@ -55,6 +79,9 @@ def argmax_one_hot(x: Array, axis: int = -1) -> Array:
     array([[0., 1., 0.],
            [1., 0., 0.]])
     """
+    axis = _check_axis(x, axis)
+    if x.shape[axis] == 0:
+        raise ValueError(f"x has no entries along axis {axis} (shape {tuple(x.shape)}): no argmax")
     return first_max_mask(x, axis=axis)
 
 
@@ -79,6 +106,11 @@ def ranking(x: Array, axis: int = -1) -> Array:
         Same shape, framework and dtype as ``x``: the rank of each entry
         (0 for the smallest).
 
+    Raises
+    ------
+    ValueError
+        If ``axis`` is not an axis of ``x``.
+
     Examples
     --------
     >>> import numpy as np
@@ -86,17 +118,20 @@ def ranking(x: Array, axis: int = -1) -> Array:
     >>> ranking(np.array([0.3, -1.0, 2.0, 0.3]))
     array([1., 0., 3., 2.])
     """
-    order = do("argsort", x, axis=axis)
-    return ar.astype(do("argsort", order, axis=axis), ar.get_dtype_name(x))
+    axis = _check_axis(x, axis)
+    order = _stable_argsort(x, axis)
+    return ar.astype(do("argsort", order, axis=axis), ar.get_dtype_name(x))  # a permutation: no ties
 
 
 def top_k_mask(x: Array, k: int, axis: int = -1) -> Array:
     """Indicator of the ``k`` largest entries of ``x`` along ``axis``, in ``x``'s dtype.
 
+    Ties are broken by position: of equal entries, the first ones are selected.
+
     Raises
     ------
     ValueError
-        If ``k`` is not an integer in ``[1, n]``.
+        If ``axis`` is not an axis of ``x`` or ``k`` is not an integer in ``[1, n]``.
 
     Examples
     --------
@@ -105,6 +140,7 @@ def top_k_mask(x: Array, k: int, axis: int = -1) -> Array:
     >>> top_k_mask(np.array([[0.3, -1.0, 2.0, 0.5]]), 2)
     array([[0., 0., 1., 1.]])
     """
+    axis = _check_axis(x, axis)
     n = x.shape[axis]
     if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= n:
         raise ValueError(f"k must be an integer in [1, {n}] (the size of axis {axis}), got k={k!r}")
@@ -150,7 +186,8 @@ def grid_shortest_path(costs: Array, neighbourhood: int = 8) -> np.ndarray:
     Raises
     ------
     ValueError
-        If ``costs`` is not two-dimensional.
+        If ``costs`` is not two-dimensional or holds NaN, or if every path
+        crosses a cell of cost ``+inf``.
 
     Examples
     --------
@@ -170,13 +207,17 @@ def grid_shortest_path(costs: Array, neighbourhood: int = 8) -> np.ndarray:
     costs = np.asarray(costs, dtype=np.float64)
     if costs.ndim != 2:
         raise ValueError(f"costs must be an [H, W] map, got shape {costs.shape}")
+    if np.isnan(costs).any():
+        raise ValueError("costs must not contain NaN")
     height, width = costs.shape
     scale = max(1.0, float(np.max(np.abs(costs))) if np.all(np.isfinite(costs)) else 1.0)
     weights = np.maximum(costs.ravel(), 1e-9 * scale)
     src, dst = _grid_graph(height, width, neighbourhood)
     n = height * width
     graph = csr_matrix((weights[dst], (src, dst)), shape=(n, n))
-    _, pred = dijkstra(graph, indices=0, return_predecessors=True)
+    dist, pred = dijkstra(graph, indices=0, return_predecessors=True)
+    if not np.isfinite(dist[n - 1]):  # else the walk below would return the target cell alone
+        raise ValueError("costs: every path from the top-left to the bottom-right cell crosses an infinite cost")
     path = np.zeros(n)
     node = n - 1
     while node >= 0:
@@ -265,7 +306,8 @@ def _incoming(height, width):
     index = {e: k for k, e in enumerate(_grid_edges(height, width))}
     out = []
     for v in range(height * width):
-        preds = [u for u in (v - width, v - 1) if (u, v) in index]
+        # dict.fromkeys: one column has v - width == v - 1, one edge to count once
+        preds = [u for u in dict.fromkeys((v - width, v - 1)) if (u, v) in index]
         out.append(tuple((u, index[(u, v)]) for u in preds))
     return tuple(out)
 
