@@ -247,7 +247,6 @@ def test_infinities_are_ranked_exactly_on_power_of_two_rows(backend, n, position
 
 @pytest.mark.parametrize("n", [3, 5, 6, 7])
 @pytest.mark.parametrize("position", ["first", "middle"])
-@pytest.mark.xfail(strict=True, reason="issue 30: fixed on branch arch-backends")
 def test_infinities_are_ranked_exactly_on_other_rows(backend, n, position):
     _check_infinity(backend, n, position)
 
@@ -317,15 +316,9 @@ def test_bad_arguments_raise_errors_naming_them(backend):
 
 FLAT = {"soft_rank": soft_rank, "soft_topk": lambda a, **kw: soft_topk(a, 1, **kw),
         "soft_permutation": lambda a, **kw: soft_permutation(a, **kw)[..., 0, :]}
-# issue 30: torch and TensorFlow cut these ops from the graph (no gradient instead of a zero one)
-CUT = {"torch", "tensorflow"}
-
-
 @pytest.mark.parametrize("name", sorted(FLAT))
 @pytest.mark.parametrize("n, relaxation", [(1, "logsumexp"), (3, None)])
-def test_piecewise_constant_cases_have_a_zero_gradient(grad_backend, request, name, n, relaxation):
-    if grad_backend.name in CUT:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="issue 30: fixed on branch arch-backends"))
+def test_piecewise_constant_cases_have_a_zero_gradient(grad_backend, name, n, relaxation):
     x = grad_backend.asarray(np.linspace(-1.0, 1.0, n)[None], "float32")
     w = grad_backend.asarray(1.0 + 0.5 * np.arange(n, dtype=np.float32))  # a weighted sum: not constant in general
     g = grad_backend.grad(lambda a: ar.do("sum", FLAT[name](a, relaxation=relaxation) * w), x)
@@ -334,9 +327,7 @@ def test_piecewise_constant_cases_have_a_zero_gradient(grad_backend, request, na
 
 
 @pytest.mark.parametrize("name", sorted(FLAT))
-def test_a_one_entry_row_has_a_zero_temperature_gradient(grad_backend, request, name):
-    if grad_backend.name in CUT:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="issue 30: fixed on branch arch-backends"))
+def test_a_one_entry_row_has_a_zero_temperature_gradient(grad_backend, name):
     x = grad_backend.asarray(np.array([[0.5], [2.0]]), "float32")
     g = grad_backend.grad(lambda t: ar.do("sum", FLAT[name](x, temperature=t, relaxation="logsumexp")),
                           grad_backend.asarray(np.array(0.7), "float32"))
@@ -355,10 +346,7 @@ def test_soft_sort_piecewise_linear_cases_have_the_permutation_gradient(grad_bac
 
 
 @pytest.mark.parametrize("name", ["soft_sort", "soft_rank", "soft_topk", "soft_permutation"])
-def test_a_numpy_scalar_temperature_is_a_number(backend, request, name):
-    if backend.name == "torch" and name == "soft_sort":  # 'numpy.float64' object has no attribute 'view_as'
-        request.applymarker(pytest.mark.xfail(strict=True, raises=AttributeError,
-                                              reason="issue 30: fixed on branch arch-backends"))
+def test_a_numpy_scalar_temperature_is_a_number(backend, name):
     fn = {"soft_sort": soft_sort, "soft_rank": soft_rank, "soft_topk": lambda a, **kw: soft_topk(a, 2, **kw),
           "soft_permutation": soft_permutation}[name]
     x = backend.asarray(np.array([[3.0, 1.0, 2.0, 0.0]]), "float32")
