@@ -227,16 +227,18 @@ def logaddexp(a, b):
     return m + softplus(-do("abs", a - b))
 
 
-def first_max_mask(x, axis=-1):
+def first_max_mask(x, axis=-1, *, xp=None):
     """One-hot mask of the first maximum of ``x`` along ``axis``, in ``x``'s dtype.
 
     ``argmax`` compared with the positions along ``axis`` (a ``cumsum`` of ones,
-    made on ``x``'s device): faster than ``one_hot`` in torch.
+    made on ``x``'s device): faster than ``one_hot`` in torch. ``xp``: the bound
+    namespace of ``x``'s framework (none: inferred from ``x``).
     """
-    idx = do("expand_dims", do("argmax", x, axis=axis), axis)
+    xp = namespace(x) if xp is None else xp
+    idx = xp.expand_dims(xp.argmax(x, axis=axis), axis)
     # positions counted on x's device (autoray's ``arange(like=x)`` makes a host tensor for torch)
-    positions = do("cumsum", astype(do("ones_like", x), ar.get_dtype_name(idx)), axis=axis) - 1
-    return astype(idx == positions, ar.get_dtype_name(x))
+    positions = xp.cumsum(xp.astype(xp.ones_like(x), xp.get_dtype_name(idx)), axis=axis) - 1
+    return xp.astype(idx == positions, xp.get_dtype_name(x))
 
 
 def nan_rows(x, out, *, xp=None):
