@@ -16,12 +16,14 @@ The rng (``rng=``) becomes a stream once per call (:func:`diffopt.random.make_rn
 called by the engines with the shim resolved here).
 """
 
+import sys
+
 from diffopt import _arrays, backends
 from diffopt._arrays import same_shape, shape_of
 from diffopt._ops import Namespace
 
 __all__ = ["resolve", "bind", "check_instance_shape", "travels", "split_extras", "solver_name",
-           "check_output", "call_solver", "cast"]
+           "check_output", "call_solver", "cast", "ByReference"]
 
 # dtype names a solver may return: real numbers (an estimator averages them)
 _REAL = ("float", "bfloat", "int", "uint", "bool")
@@ -129,3 +131,23 @@ def call_solver(role, fn, x, args, kwargs, shim, xp, dtype, *, expect="rows", fr
     out = fn(x, *args, **kwargs)
     check_output(role, fn, out, x, shim, xp, expect=expect, framework=framework)
     return cast(out, dtype, xp)
+
+
+class ByReference:
+    """Mixin of the wrappers the decorators return (``@perturbed(...)``, ``@imle(...)``): pickled
+    by reference when it is the module attribute its ``__module__``/``__qualname__`` name.
+
+    A module-level ``def`` under such a decorator binds the module's name to the wrapper, whose
+    ``__module__``/``__qualname__`` are the function's (:func:`functools.update_wrapper`); pickle
+    then finds the wrapper itself there (so it can be sent to a process pool). Any other wrapper
+    (``perturbed(fn)`` kept elsewhere) is pickled by value, its solver by reference.
+    """
+
+    def __reduce_ex__(self, protocol):
+        module = sys.modules.get(getattr(self, "__module__", None) or "")
+        target = module
+        for part in str(getattr(self, "__qualname__", "")).split("."):
+            target = getattr(target, part, None)
+        if target is self:
+            return self.__qualname__
+        return super().__reduce_ex__(protocol)

@@ -148,7 +148,7 @@ def _make_wrapper(function, config):
     return _IMLEFunction(function, config)
 
 
-class _IMLEFunction:
+class _IMLEFunction(_call.ByReference):
     """The estimator around ``function``: a plain object (not a closure), so it pickles.
 
     Extra positional and keyword arguments go to the solver unchanged (arrays of

@@ -102,12 +102,13 @@ def prepare_theta(theta, batched, name="theta", sigma=None, others=()):
     return (theta, shim, xp) if batched else (theta[None], shim, xp)
 
 
-class SolverWrapper:
+class SolverWrapper(_call.ByReference):
     """``wrapper(theta, *args, rng=None, **kwargs)`` = ``apply(config, fn, theta, args, kwargs, rng)``.
 
     What :func:`~diffopt.perturbations.perturbed` and
     :func:`~diffopt.perturbations.perturbed_max` return: a plain object (not a
-    closure), so that it pickles when ``fn`` does.
+    closure), so that it pickles when ``fn`` does, and by reference when it is the module
+    attribute of its name (a decorated module-level function: :class:`diffopt._call.ByReference`).
     """
 
     def __init__(self, apply, config, fn):

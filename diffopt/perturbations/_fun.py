@@ -9,7 +9,7 @@ import math
 import autoray as ar
 
 from diffopt._arrays import cast
-from diffopt._call import solver_name
+from diffopt._call import ByReference, solver_name
 from diffopt._typing import Array, NoiseLike, RngLike, Solver
 from diffopt._checks import check_floating
 from diffopt._ops import do, map_leading
@@ -81,7 +81,7 @@ def _identity(x):
     return x
 
 
-class _PerturbedFun:
+class _PerturbedFun(ByReference):
     """``fn(rng, x)`` of :func:`make_perturbed_fun`: a plain object (not a closure), so it
     pickles when ``fun`` does."""
 
