@@ -1,4 +1,10 @@
-"""Noise distributions for perturbed optimizers: sampling, score and log-density.
+"""The noise protocol of every estimator, and the perturbed optimizers' noises (Normal, Gumbel).
+
+This module defines what a noise object is (:class:`Noise`), the two noises of
+:func:`diffopt.perturbed` (:class:`Normal`, :class:`Gumbel`) and the adapters
+that accept the original packages' noise objects. The I-MLE distributions
+(sum-of-Gamma, torch-imle's Gumbel) live in :mod:`diffopt.imle.noise`, the
+drop-in path of ``torch-imle``'s ``imle.noise``.
 
 A noise object has ``sample(shape, like, rng=None)``, drawing in ``like``'s
 framework, dtype and device, and ``score(z)``, the gradient of the negative

@@ -174,11 +174,15 @@ def _apply_max(settings, fn, theta, args, kwargs, rng):
 
 
 class FenchelYoungLoss:
-    """Fenchel-Young loss of a perturbed optimizer: L(θ; y) = F_σ(θ) − ⟨θ, y⟩.
+    """True Fenchel-Young loss of a perturbed optimizer (diffopt's): L(θ; y) = F_σ(θ) − ⟨θ, y⟩.
 
-    Drop-in for ``perturbations.FenchelYoungLoss`` (TensorFlow and PyTorch),
-    but its value is the true Fenchel-Young loss (≥ 0 up to Monte-Carlo error),
-    not ‖y_σ − y‖². Its gradient is y_σ(θ) − y (``maximize=True``); for a
+    Called ``loss(theta, y_true)``. Replaces ``perturbations.FenchelYoungLoss``
+    (TensorFlow and PyTorch) with the same gradient, but its value is the true
+    Fenchel-Young loss (≥ 0 up to Monte-Carlo error), not their ‖y_σ − y‖²: the
+    originals' losses, value included, are the drop-ins
+    :class:`diffopt.perturbations.fenchel_young.FenchelYoungLoss` (Keras) and
+    :class:`diffopt.perturbations.torch.fenchel_young.FenchelYoungLoss` (PyTorch port).
+    Its gradient is y_σ(θ) − y (``maximize=True``); for a
     minimising solver (``maximize=False``) the loss is ⟨θ, y⟩ − F_σ(θ) with
     gradient y − y_σ(θ). ``y_true`` is a label: it gets no gradient (as in
     the originals), also when it is computed from θ.
