@@ -106,11 +106,12 @@ class _SquaredFenchelYoung:
 
 
 class KerasFenchelYoungLoss(_SquaredFenchelYoung):
-    """Squared-distance Fenchel-Young loss, Keras drop-in (TensorFlow ``perturbations``): ‖y_σ(θ) − y‖².
+    """Squared-distance Fenchel-Young loss ‖y_σ(θ) − y‖² (Keras drop-in, TensorFlow perturbations).
 
     Imported as ``diffopt.perturbations.fenchel_young.FenchelYoungLoss``, the
     original's name (``from perturbations import fenchel_young`` becomes
-    ``from diffopt.perturbations import fenchel_young``). A Keras-style loss: called ``loss(y_true, y_pred, sample_weight=None)``
+    ``from diffopt.perturbations import fenchel_young``). A Keras-style loss: called
+    ``loss(y_true, y_pred, sample_weight=None)``
     with the label first and the model output θ second, so it works in
     ``model.compile(loss=FenchelYoungLoss(func, ...))``. Value: ‖y_σ(θ) − y‖²
     per instance, reduced by ``reduction`` (default ``'sum'``, as the
@@ -163,10 +164,11 @@ class KerasFenchelYoungLoss(_SquaredFenchelYoung):
 
 
 class TorchFenchelYoungLoss(_SquaredFenchelYoung):
-    """Squared-distance Fenchel-Young loss, PyTorch-port drop-in: ‖y_σ(θ) − y‖² per instance.
+    """Squared-distance Fenchel-Young loss ‖y_σ(θ) − y‖² per instance (PyTorch-port drop-in).
 
     Imported as ``diffopt.perturbations.torch.fenchel_young.FenchelYoungLoss``,
-    the port's name (only the import line changes). Called ``loss(input_tensor, y_true, *args)`` (θ first; ``args`` go to
+    the port's name (only the import line changes). Called
+    ``loss(input_tensor, y_true, *args)`` (θ first; ``args`` go to
     ``func``), also as ``loss.forward(...)``. Value: ‖y_σ(θ) − y‖² per
     instance, unreduced (``[B]``, a scalar when unbatched), as the port;
     gradient with respect to θ: y_σ(θ) − y (negated when ``maximize=False``);
