@@ -69,6 +69,7 @@ def _ops(backend, n, chunk):
     total = xp.sum
     kw = dict(num_samples=n, sigma=0.5, chunk_size=chunk)
     pert, fmax, fy = perturbed(argmax, **kw), perturbed_max(argmax, **kw), FenchelYoungLoss(argmax, **kw)
+    gumbel = perturbed(argmax, noise="gumbel", **kw)
     est = dict(nb_samples=n)
     i, a, s = imle(argmax, **est), aimle(argmax, **est), ste(argmax, **est)
     spo = spo_plus_loss(cheapest, minimize=True)
@@ -79,6 +80,7 @@ def _ops(backend, n, chunk):
 
     return {
         "perturbed": lambda t, y: total(pert(t, rng=0) * y),
+        "perturbed (Gumbel noise)": lambda t, y: total(gumbel(t, rng=0) * y),
         "perturbed_max": lambda t, y: total(fmax(t, rng=0)),
         "FenchelYoungLoss": lambda t, y: fy(t, y, rng=0),
         "imle": lambda t, y: total(i(t, rng=0)),
@@ -91,7 +93,7 @@ def _ops(backend, n, chunk):
     }, label
 
 
-OPS = ["perturbed", "perturbed_max", "FenchelYoungLoss", "imle", "aimle", "ste", "spo_plus_loss", "blackbox",
+OPS = ["perturbed", "perturbed (Gumbel noise)", "perturbed_max", "FenchelYoungLoss", "imle", "aimle", "ste", "spo_plus_loss", "blackbox",
        "negative_identity", "regret"]
 
 

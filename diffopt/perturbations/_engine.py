@@ -21,7 +21,7 @@ from diffopt._call import cast
 from diffopt._checks import check_choice, check_floating, check_int, check_min_rank, check_scale
 from diffopt._dtypes import compute_dtype
 from diffopt._ops import add_scaled, fori_loop
-from diffopt.noise import get_noise
+from diffopt.noise import bind, get_noise
 from diffopt.random import make_rng
 
 __all__ = ["Settings", "Problem", "CallInputs", "run_chunks", "num_chunks", "CHUNK_BUDGET", "KEEP_BUDGET"]
@@ -187,6 +187,7 @@ class Problem:
         self.func = func
         self.args, self.kwargs = args, kwargs
         self.shim, self.xp = shim, xp
+        self.bound_noise = bind(settings.noise, xp)  # the noise's array functions, resolved once
         self.dtype = xp.get_dtype_name(theta)
         self.cdtype = compute_dtype(self.dtype)
         shape = shape_of(theta)
@@ -211,7 +212,7 @@ class Problem:
     def noise(self, index, n):
         """Noise ``[n, B, in_size]`` of chunk ``index`` (replayable), in the compute dtype."""
         child = self.rng.fold(index)
-        z = self.settings.noise.sample((n, self.batch_size, self.in_size), self.theta_c, child)
+        z = self.bound_noise.sample((n, self.batch_size, self.in_size), self.theta_c, child)
         return cast(z, self.cdtype, self.xp)
 
     def perturb(self, z):

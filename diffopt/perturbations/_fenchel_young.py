@@ -77,7 +77,7 @@ class _MaxCall(CallInputs):
         n = self.settings.num_samples
         t = xp.reshape(cast(t, problem.cdtype, xp), (-1, problem.in_size))
         base = ybar if n > 1 else None
-        score = self.settings.noise.score
+        score = problem.bound_noise.score
 
         def step(carry, sample):
             z, _, f = sample

@@ -98,7 +98,7 @@ def _score_step(problem, g, shift):
     With a learnable sigma also Σ(⟨g, f_i⟩ − shift) r_i ``[B]``, r = ⟨s, z⟩ − d the
     score of the scale (∂/∂σ of the log-density of θ + σZ, times σ).
     """
-    score = problem.settings.noise.score
+    score = problem.bound_noise.score
     learnable = problem.settings.learnable_sigma
     xp = problem.xp
 
@@ -117,7 +117,7 @@ def _score_step(problem, g, shift):
 
 def _forward_step(opts, problem):
     """Forward chunk step: Σ f_i, plus the Jacobian pieces or the samples, per residual mode."""
-    score = problem.settings.noise.score
+    score = problem.bound_noise.score
     xp = problem.xp
 
     def step(carry, sample):
@@ -300,7 +300,7 @@ def _flat(x, width, dtype, xp):
 
 def _tangent_step(problem, t):
     """Replay step of :meth:`_Call.jvp`: Σ f_i ⟨s_i, t⟩ ``[B, out]`` and Σ ⟨s_i, t⟩ ``[B]``."""
-    score = problem.settings.noise.score
+    score = problem.bound_noise.score
     xp = problem.xp
 
     def step(carry, sample):
@@ -315,7 +315,7 @@ def _tangent_step(problem, t):
 
 def _hessian_step(problem, g, base, t):
     """Replay step of :meth:`_Call.hvp`: Σ w_i (s_i ⟨s_i, t⟩ − s'_i ⊙ t) and Σ w_i s_i, ``[B, in]``."""
-    noise, xp = problem.settings.noise, problem.xp
+    noise, xp = problem.bound_noise, problem.xp
     shift = None if base is None else xp.sum(g * base, axis=-1)
 
     def step(carry, sample):
