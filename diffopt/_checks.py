@@ -41,9 +41,11 @@ def check_scale(name, value):
 
     An array's value is checked only where it is at hand: not traced by
     ``jax.jit`` or ``tf.function``, and on the host (reading a GPU scalar at
-    every call would synchronise the device; there a value <= 0 is not caught).
+    every call would synchronise the device; there a value <= 0 is not caught). A NumPy
+    scalar (``np.float64(0.5)``, a ``float`` subclass; ``np.float32``) is a number, on
+    every framework.
     """
-    if not hasattr(value, "shape"):
+    if not hasattr(value, "shape") or isinstance(value, numbers.Real):
         return float(check_positive(name, value))
     from diffopt.backends import get_backend  # the checks are imported by the backends' users
 

@@ -129,50 +129,53 @@ def astype(x, dtype_name):
     return ar.astype(x, dtype_name) if fn is None else fn(x, dtype_name)
 
 
-def kernel(name, like):
-    """The shim kernel ``name`` for ``like``'s framework, or ``None`` if it has none.
+def kernel(name, like=None, *, xp=None):
+    """The shim kernel ``name`` for ``like``'s framework (or the bound namespace ``xp``'s),
+    or ``None`` if it has none.
 
     Kernels are entries of a shim's ``KERNELS`` table under the names a family
     declares; this is the look-up of the core's sample helpers
     (:class:`diffopt._kernels.SampleKernels`: ``sum_samples``, ``add_scaled``), and
     an undeclared name is a ``ValueError`` (the sorting family asks through
     :func:`diffopt.sorting._kernels.kernel`). The core calls its generic code
-    where this is ``None``.
+    where this is ``None``. With ``xp`` no array is inspected.
     """
     if name not in _kernels.NAMES:
         raise ValueError(f"{name!r} is not a kernel declared by diffopt._kernels.SampleKernels "
                          f"(declared: {', '.join(sorted(_kernels.NAMES))})")
-    return backends.kernels(ar.infer_backend(like)).get(name)
+    return backends.kernels(xp.name if xp is not None else ar.infer_backend(like)).get(name)
 
 
-def sum_samples(x):
+def sum_samples(x, *, xp=None):
     """``sum(x, axis=0)``: the sum over the leading (sample) axis of ``x``.
 
     The shim's ``sum_samples`` kernel where it has one and it applies (eager
     CPU torch: a vector-matrix product with ones), else the generic ``sum``.
+    ``xp``: the bound namespace of ``x``'s framework (none: inferred from ``x``).
     """
-    fast = kernel("sum_samples", x)
+    xp = namespace(x) if xp is None else xp
+    fast = kernel("sum_samples", xp=xp)
     out = None if fast is None else fast(x)
-    return do("sum", x, axis=0) if out is None else out
+    return xp.sum(x, axis=0) if out is None else out
 
 
-def inner_samples(f, g):
+def inner_samples(f, g, *, xp=None):
     """``einsum('nbo,bo->nb', f, g)``: each sample's inner product with ``g`` ``[B, out]``.
 
     ``f`` is ``[n, B, out]``, instance-major in memory as the engine makes it:
     ``einsum`` is then one matrix-vector product per instance, with no kernel.
     """
-    return do("einsum", "nbo,bo->nb", f, g)
+    return (namespace(f) if xp is None else xp).einsum("nbo,bo->nb", f, g)
 
 
-def add_scaled(a, b, scale):
+def add_scaled(a, b, scale, *, xp=None):
     """``a + scale * b``, laid out in the logical order of the result.
 
     The shim's ``add_scaled`` kernel where it has one and it applies (eager CPU
     torch, which would otherwise lay the result out like a transposed ``b``); the
     engine reshapes the result to solver rows without a copy.
     """
-    fast = kernel("add_scaled", b)
+    fast = kernel("add_scaled", b, xp=xp)
     out = None if fast is None else fast(a, b, scale)
     return a + scale * b if out is None else out
 
@@ -229,57 +232,63 @@ def logaddexp(a, b):
     return m + softplus(-do("abs", a - b))
 
 
-def first_max_mask(x, axis=-1):
+def first_max_mask(x, axis=-1, *, xp=None):
     """One-hot mask of the first maximum of ``x`` along ``axis``, in ``x``'s dtype.
 
     ``argmax`` compared with the positions along ``axis`` (a ``cumsum`` of ones,
-    made on ``x``'s device): faster than ``one_hot`` in torch.
+    made on ``x``'s device): faster than ``one_hot`` in torch. ``xp``: the bound
+    namespace of ``x``'s framework (none: inferred from ``x``).
     """
-    idx = do("expand_dims", do("argmax", x, axis=axis), axis)
+    xp = namespace(x) if xp is None else xp
+    idx = xp.expand_dims(xp.argmax(x, axis=axis), axis)
     # positions counted on x's device (autoray's ``arange(like=x)`` makes a host tensor for torch)
-    positions = do("cumsum", astype(do("ones_like", x), ar.get_dtype_name(idx)), axis=axis) - 1
-    return astype(idx == positions, ar.get_dtype_name(x))
+    positions = xp.cumsum(xp.astype(xp.ones_like(x), xp.get_dtype_name(idx)), axis=axis) - 1
+    return xp.astype(idx == positions, xp.get_dtype_name(x))
 
 
-def nan_rows(x, out):
+def nan_rows(x, out, *, xp=None):
     """``out`` with row ``i`` set to NaN wherever row ``i`` of ``x`` holds a NaN.
 
     The one NaN rule of diffopt: a NaN anywhere in an instance makes that
     instance's whole result NaN (``x`` is ``[B, ...]``, ``out`` is ``[B, ...]``
     with the same ``B``; infinities are left alone). Cheap: one ``isnan`` and
-    one reduction over ``x``.
+    one reduction over ``x``. ``xp``: the bound namespace (none: inferred from ``x``).
     """
     size = math.prod([int(d) for d in x.shape[1:]])  # a list: torch.compile does not pass a generator to prod
     if size == 0:
         return out
-    flat = do("reshape", x, (-1, size))
-    flags = astype(flat != flat, "float32")  # not isnan: TF's NumPy isnan fails on bfloat16
-    bad = do("reshape", do("max", flags, axis=1) > 0, (-1,) + (1,) * (len(out.shape) - 1))
-    return where_fill(bad, float("nan"), out)
+    xp = namespace(x) if xp is None else xp
+    flat = xp.reshape(x, (-1, size))
+    flags = xp.astype(flat != flat, "float32")  # not isnan: TF's NumPy isnan fails on bfloat16
+    bad = xp.reshape(xp.max(flags, axis=1) > 0, (-1,) + (1,) * (len(out.shape) - 1))
+    return where_fill(bad, float("nan"), out, xp=xp)
 
 
-def where_fill(cond, value, x):
+def where_fill(cond, value, x, *, xp=None):
     """``where(cond, value, x)`` in ``x``'s dtype.
 
     The Python scalar ``value`` is given ``x``'s dtype first: TensorFlow's
     NumPy-style ``where`` would promote bfloat16 with a Python float to float64.
     """
-    return do("where", cond, do("full_like", x, value), x, like=x)
+    if xp is None:
+        return do("where", cond, do("full_like", x, value), x, like=x)
+    return xp.where(cond, xp.full_like(x, value), x)
 
 
 # --- loops and per-sample maps: each backend shim provides its own ------------------------
 
 
-def fori_loop(lower, upper, body, carry, like):
+def fori_loop(lower, upper, body, carry, like, shim=None):
     """``carry = body(i, carry)`` for ``i`` in ``range(lower, upper)``.
 
     A Python loop, except for traced JAX values where it is
     ``jax.lax.fori_loop`` (one traced body instead of an unrolled loop under
     ``jit``) and inside ``tf.function`` where it is ``tf.while_loop`` (the
     index is then a traced int32 scalar). ``carry`` is a
-    tuple of arrays whose shapes and dtypes ``body`` keeps.
+    tuple of arrays whose shapes and dtypes ``body`` keeps. ``shim``: ``like``'s shim,
+    when the caller has resolved it (then no array is inspected).
     """
-    return backends.get_backend(like).fori_loop(lower, upper, body, carry)
+    return (backends.get_backend(like) if shim is None else shim).fori_loop(lower, upper, body, carry)
 
 
 def map_leading(fn, leaves, size, like):

@@ -192,7 +192,6 @@ class _Failure:
     def __init__(self, index, error):
         self.index = index
         self.error = error
-        self.text = f"{type(error).__name__}: {error}"
 
 
 def _solve_block(one, start, block):
@@ -233,11 +232,13 @@ def _map_blocks(executor, one, starts, blocks, name):
 
 
 def _unpack_blocks(solved, name):
-    """The results of every block, in order; the first failure raised naming its instance."""
+    """The results of every block, in order; the first failure re-raised with its own type
+    (``except np.linalg.LinAlgError`` still catches it), the solver and instance in a note."""
     rows = [r for block in solved for r in block]
     for r in rows:
         if isinstance(r, _Failure):
-            raise RuntimeError(f"host solver {name} failed on instance {r.index}: {r.text}") from r.error
+            r.error.add_note(f"raised by host solver {name} on instance {r.index}")
+            raise r.error
     return rows
 
 

@@ -1,4 +1,10 @@
-"""Noise distributions for perturbed optimizers: sampling, score and log-density.
+"""The noise protocol of every estimator, and the perturbed optimizers' noises (Normal, Gumbel).
+
+This module defines what a noise object is (:class:`Noise`), the two noises of
+:func:`diffopt.perturbed` (:class:`Normal`, :class:`Gumbel`) and the adapters
+that accept the original packages' noise objects. The I-MLE distributions
+(sum-of-Gamma, torch-imle's Gumbel) live in :mod:`diffopt.imle.noise`, the
+drop-in path of ``torch-imle``'s ``imle.noise``.
 
 A noise object has ``sample(shape, like, rng=None)``, drawing in ``like``'s
 framework, dtype and device, and ``score(z)``, the gradient of the negative
@@ -31,7 +37,7 @@ import autoray as ar
 import numpy as np
 
 from diffopt._arrays import as_shape
-from diffopt._ops import do
+from diffopt._ops import do, namespace
 from diffopt._typing import Array, NoiseLike, RngLike, Shape
 from diffopt.backends import backend_name, get_backend, same_framework
 from diffopt.random import make_rng, sample_dtype
@@ -143,6 +149,14 @@ class Noise:
         """Log-density at ``x`` up to an additive constant (as ``optax.perturbations``)."""
         raise NotImplementedError
 
+    def bind(self, xp: Any) -> Any:
+        """This noise for one call on the framework of the bound namespace ``xp``
+        (:func:`diffopt._ops.namespace`): ``sample``/``score``/``score_derivative`` that
+        look nothing up. The default is the noise itself; :class:`Gumbel` binds ``xp``.
+        """
+        del xp
+        return self
+
     def __repr__(self):
         return f"{type(self).__name__}()"
 
@@ -216,14 +230,13 @@ class Gumbel(Noise):
         kind, (a, b, c) = _split_sample_args(args, kwargs)
         if kind == "key":
             return _draw_with_key("gumbel", a, b, c)
-        shape, like, rng = as_shape(a), b, c
-        dtype = ar.get_dtype_name(like)
-        u = make_rng(rng, like).uniform(shape, dtype=sample_dtype(dtype))
-        z = -do("log", -do("log", u))
-        return z if sample_dtype(dtype) == dtype else ar.astype(z, dtype)
+        return _BoundGumbel(namespace(b)).sample(a, b, c)
 
     def score(self, z: Array) -> Array:
         return 1.0 - do("exp", -z)
+
+    def bind(self, xp: Any) -> Any:
+        return _BoundGumbel(xp)
 
     def log_prob(self, x: Array) -> Array:
         return -x - do("exp", -x)
@@ -506,6 +519,31 @@ def get_noise(noise: NoiseLike, argname: str = "noise") -> Noise:
         f"score(z), or an optax noise with sample(key, sample_shape, dtype) and log_prob(x); "
         f"got {type(noise).__name__}"
     )
+
+
+class _BoundGumbel:
+    """:class:`Gumbel` on the bound namespace ``xp`` of one call (see :meth:`Noise.bind`)."""
+
+    def __init__(self, xp):
+        self.xp = xp
+
+    def sample(self, shape, like, rng=None):
+        xp, dtype = self.xp, self.xp.get_dtype_name(like)
+        u = make_rng(rng, like).uniform(as_shape(shape), dtype=sample_dtype(dtype))
+        z = -xp.log(-xp.log(u))
+        return z if sample_dtype(dtype) == dtype else xp.astype(z, dtype)
+
+    def score(self, z):
+        return 1.0 - self.xp.exp(-z)
+
+    def score_derivative(self, z):
+        return self.xp.exp(-z)
+
+
+def bind(noise, xp):
+    """``noise.bind(xp)`` (:meth:`Noise.bind`), or ``noise`` itself if it has no ``bind``."""
+    method = getattr(noise, "bind", None)
+    return noise if method is None else method(xp)
 
 
 def score_derivative(noise, z):

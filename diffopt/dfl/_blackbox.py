@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Callable
 import functools
 
-import autoray as ar
-
+from diffopt._call import resolve
 from diffopt._typing import Array, Solver
 from diffopt._checks import check_positive
-from diffopt.backends import get_backend
 from diffopt.dfl import _common
 
 __all__ = ["blackbox", "negative_identity"]
@@ -18,17 +16,17 @@ __all__ = ["blackbox", "negative_identity"]
 class _Solve:
     """Forward of both estimators: ``w(θ)`` in θ's dtype."""
 
-    def __init__(self, solver, minimize, backend, dtype):
-        self.solver, self.backend, self.dtype = solver, backend, dtype
+    def __init__(self, solver, minimize, backend, xp, dtype):
+        self.solver, self.backend, self.xp, self.dtype = solver, backend, xp, dtype
         self.sign = 1.0 if minimize else -1.0
 
     def _solve(self, theta):
-        return _common.solve(self.solver, theta, self.backend)
+        return _common.solve(self.solver, theta, self.backend, self.xp)
 
 
 class _Blackbox(_Solve):
-    def __init__(self, solver, minimize, backend, dtype, lambd):
-        super().__init__(solver, minimize, backend, dtype)
+    def __init__(self, solver, minimize, backend, xp, dtype, lambd):
+        super().__init__(solver, minimize, backend, xp, dtype)
         self.lambd = lambd
 
     def fwd(self, theta):
@@ -39,7 +37,7 @@ class _Blackbox(_Solve):
         theta, w = res
         # minimisation: θ' = θ + λ·g, gradient (w(θ') − w(θ))/λ = −(w(θ) − w(θ'))/λ;
         # maximisation: θ' = θ − λ·g, gradient (w(θ) − w(θ'))/λ (the solver of −θ minimises)
-        step = (self.sign * self.lambd) * _common.cast(g, ar.get_dtype_name(theta))
+        step = (self.sign * self.lambd) * _common.cast(g, self.dtype, self.xp)
         w_shift = self._solve(theta + step)
         return ((w_shift - w) * (self.sign / self.lambd),)
 
@@ -49,15 +47,15 @@ class _NegativeIdentity(_Solve):
         return self._solve(theta), ()
 
     def bwd(self, res, g):
-        return (_common.cast(g, self.dtype) * (-self.sign),)
+        return (_common.cast(g, self.dtype, self.xp) * (-self.sign),)
 
 
 def _wrap(solver, make):
     @functools.wraps(solver)
     def wrapper(theta):
-        backend = get_backend(theta, argnames=("theta",))
+        backend, xp = resolve(theta, argnames=("theta",))
         _common.check_costs("theta", theta, rank=1)
-        op = make(backend, ar.get_dtype_name(theta))
+        op = make(backend, xp, xp.get_dtype_name(theta))
         return backend.custom_vjp(op.fwd, op.bwd)(theta)
 
     return wrapper
@@ -100,7 +98,7 @@ def blackbox(solver: Solver, lambd: float = 10.0, *, minimize: bool) -> Callable
     _common.check_solver(solver)
     _common.check_sense(minimize)
     lambd = float(check_positive("lambd", lambd))
-    return _wrap(solver, lambda backend, dtype: _Blackbox(solver, minimize, backend, dtype, lambd))
+    return _wrap(solver, lambda backend, xp, dtype: _Blackbox(solver, minimize, backend, xp, dtype, lambd))
 
 
 def negative_identity(solver: Solver, *, minimize: bool) -> Callable[[Array], Array]:
@@ -133,4 +131,4 @@ def negative_identity(solver: Solver, *, minimize: bool) -> Callable[[Array], Ar
     """
     _common.check_solver(solver)
     _common.check_sense(minimize)
-    return _wrap(solver, lambda backend, dtype: _NegativeIdentity(solver, minimize, backend, dtype))
+    return _wrap(solver, lambda backend, xp, dtype: _NegativeIdentity(solver, minimize, backend, xp, dtype))

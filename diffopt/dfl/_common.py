@@ -2,13 +2,11 @@
 
 import math
 
-import autoray as ar
-
-from diffopt._arrays import cast, shape_of
-from diffopt import backends
+from diffopt import _call
+from diffopt._arrays import shape_of
+from diffopt._call import cast
 from diffopt._checks import check_choice, check_floating, check_min_rank
 from diffopt._dtypes import compute_dtype
-from diffopt._ops import do
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -59,26 +57,17 @@ def check_objective(name, z, ref_name, ref):
     return z
 
 
-def rowsum(x):
+def rowsum(x, xp):
     """Sum over all axes but the first: ``[B, ...]`` → ``[B]``."""
-    return do("sum", do("reshape", x, (-1, math.prod(shape_of(x)[1:]))), axis=-1)
+    return xp.sum(xp.reshape(x, (-1, math.prod(shape_of(x)[1:]))), axis=-1)
 
 
-def solve(solver, costs, backend):
-    """``solver(costs)``, checked to be one decision per instance, in ``costs``' dtype."""
-    w = solver(costs)
-    if not hasattr(w, "shape"):
-        raise TypeError(f"solver must return an array, got {type(w).__name__}")
-    if not backends.same_framework(w, backend):
-        raise TypeError(f"solver returned a {backends.backend_name(w)} array for {backend.NAME} costs; return the costs' "
-                        "framework, or mark a NumPy solver with diffopt.host_solver")
-    a, b = shape_of(w), shape_of(costs)
-    if len(a) != len(b) or any(p is not None and q is not None and p != q for p, q in zip(a, b)):
-        raise ValueError(f"solver returned shape {a} for costs of shape {b}; it must return one decision "
-                         "per instance, shaped like the costs")
-    return cast(w, ar.get_dtype_name(costs))
+def solve(solver, costs, shim, xp):
+    """``solver(costs)``, checked (:func:`diffopt._call.call_solver`) to be one decision per
+    instance, shaped like the costs, in their dtype."""
+    return _call.call_solver("solver", solver, costs, (), {}, shim, xp, xp.get_dtype_name(costs), expect="like")
 
 
-def work_dtype(x):
+def work_dtype(x, xp):
     """The dtype sums are made in: float32 for half-precision inputs."""
-    return compute_dtype(ar.get_dtype_name(x))
+    return compute_dtype(xp.get_dtype_name(x))

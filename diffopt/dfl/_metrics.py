@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from diffopt._ops import do
+from diffopt._call import resolve
 from diffopt._typing import Array, Solver
-from diffopt.backends import get_backend
 from diffopt.dfl import _common
 
 __all__ = ["regret", "normalized_regret"]
@@ -14,21 +13,21 @@ def _parts(solver, theta_pred, c_true, z_true, minimize):
     """Per-instance regret ``[B]`` and the true optimal objectives ``[B]``, in the work dtype."""
     _common.check_solver(solver)
     _common.check_sense(minimize)
-    backend = get_backend(theta_pred, c_true, z_true, argnames=("theta_pred", "c_true", "z_true"))
+    backend, xp = resolve(theta_pred, c_true, z_true, argnames=("theta_pred", "c_true", "z_true"))
     _common.check_costs("theta_pred", theta_pred, rank=2)
     _common.check_costs("c_true", c_true, rank=2)
     _common.check_like("c_true", c_true, "theta_pred", theta_pred)
     if z_true is not None:
         _common.check_objective("z_true", z_true, "theta_pred", theta_pred)
-    cd = _common.work_dtype(theta_pred)
-    c = _common.cast(c_true, cd)
-    w_hat = _common.cast(_common.solve(solver, theta_pred, backend), cd)
+    cd = _common.work_dtype(theta_pred, xp)
+    c = _common.cast(c_true, cd, xp)
+    w_hat = _common.cast(_common.solve(solver, theta_pred, backend, xp), cd, xp)
     if z_true is None:
-        z = _common.rowsum(c * _common.solve(solver, c, backend))
+        z = _common.rowsum(c * _common.solve(solver, c, backend, xp), xp)
     else:
-        z = do("reshape", _common.cast(z_true, cd), (-1,))
-    obj = _common.rowsum(c * w_hat)
-    return (obj - z if minimize else z - obj), z
+        z = xp.reshape(_common.cast(z_true, cd, xp), (-1,))
+    obj = _common.rowsum(c * w_hat, xp)
+    return (obj - z if minimize else z - obj), z, xp
 
 
 def regret(
@@ -68,7 +67,7 @@ def regret(
     >>> regret(cheapest, theta, c_true, minimize=True)  # cost 2 instead of 1; optimal
     array([1., 0.])
     """
-    r, _ = _parts(solver, theta_pred, c_true, z_true, minimize)
+    r, _, _ = _parts(solver, theta_pred, c_true, z_true, minimize)
     return r
 
 
@@ -97,5 +96,5 @@ def normalized_regret(solver: Solver, theta_pred: Array, c_true: Array, z_true: 
     >>> float(normalized_regret(cheapest, theta, c_true, minimize=True))  # (1 + 0) / (1 + 4)
     0.2
     """
-    r, z = _parts(solver, theta_pred, c_true, z_true, minimize)
-    return do("sum", r) / do("sum", do("abs", z))
+    r, z, xp = _parts(solver, theta_pred, c_true, z_true, minimize)
+    return xp.sum(r) / xp.sum(xp.abs(z))

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from typing import Callable
-import autoray as ar
 
-from diffopt._ops import do
+from diffopt._call import resolve
 from diffopt._typing import Array, Solver
-from diffopt.backends import get_backend
 from diffopt.dfl import _common
 
 __all__ = ["spo_plus_loss"]
@@ -16,27 +14,29 @@ __all__ = ["spo_plus_loss"]
 class _SPOPlus:
     """The (forward, backward) pair of one call: arrays in, arrays out, autoray only."""
 
-    def __init__(self, solver, minimize, backend, dtype, shape):
-        self.solver, self.backend = solver, backend
+    def __init__(self, solver, minimize, backend, xp, dtype, shape):
+        self.solver, self.backend, self.xp = solver, backend, xp
         self.sign = 1.0 if minimize else -1.0
         self.dtype, self.shape = dtype, shape
         self.n_data = 3
 
     def fwd(self, theta, c, w, z=None):
-        cd = _common.work_dtype(theta)
-        t, c, w = (_common.cast(a, cd) for a in (theta, c, w))
-        z = _common.rowsum(c * w) if z is None else do("reshape", _common.cast(z, cd), (-1,))
+        xp = self.xp
+        cd = _common.work_dtype(theta, xp)
+        t, c, w = (_common.cast(a, cd, xp) for a in (theta, c, w))
+        z = _common.rowsum(c * w, xp) if z is None else xp.reshape(_common.cast(z, cd, xp), (-1,))
         q = 2.0 * t - c
-        w_hat = _common.solve(self.solver, q, self.backend)
+        w_hat = _common.solve(self.solver, q, self.backend, xp)
         # minimisation: −min_w⟨2θ̂ − c, w⟩ + 2⟨θ̂, w*⟩ − z*; maximisation: the same with every sign flipped
-        loss = self.sign * (2.0 * _common.rowsum(t * w) - _common.rowsum(q * w_hat) - z)
-        return _common.cast(loss, self.dtype), (w - w_hat,)
+        loss = self.sign * (2.0 * _common.rowsum(t * w, xp) - _common.rowsum(q * w_hat, xp) - z)
+        return _common.cast(loss, self.dtype, xp), (w - w_hat,)
 
     def bwd(self, res, g):
         (diff,) = res
-        g = _common.cast(g, ar.get_dtype_name(diff))
-        g = do("reshape", g, (-1,) + (1,) * (len(self.shape) - 1))
-        grad = _common.cast((2.0 * self.sign) * g * diff, self.dtype)
+        xp = self.xp
+        g = _common.cast(g, xp.get_dtype_name(diff), xp)
+        g = xp.reshape(g, (-1,) + (1,) * (len(self.shape) - 1))
+        grad = _common.cast((2.0 * self.sign) * g * diff, self.dtype, xp)
         return (grad,) + (None,) * self.n_data
 
 
@@ -97,20 +97,20 @@ def spo_plus_loss(solver: Solver, *, minimize: bool, reduction: str = 'mean') ->
     reduction = _common.check_reduction(reduction)
 
     def loss(theta_pred, c_true, w_true, z_true=None):
-        backend = get_backend(theta_pred, c_true, w_true, z_true,
+        backend, xp = resolve(theta_pred, c_true, w_true, z_true,
                               argnames=("theta_pred", "c_true", "w_true", "z_true"))
         _common.check_costs("theta_pred", theta_pred, rank=2)
         _common.check_like("c_true", c_true, "theta_pred", theta_pred)
         _common.check_like("w_true", w_true, "theta_pred", theta_pred)
         if z_true is not None:
             _common.check_objective("z_true", z_true, "theta_pred", theta_pred)
-        op = _SPOPlus(solver, minimize, backend, ar.get_dtype_name(theta_pred), _common.shape_of(theta_pred))
+        op = _SPOPlus(solver, minimize, backend, xp, xp.get_dtype_name(theta_pred), _common.shape_of(theta_pred))
         arrays = (theta_pred, c_true, w_true) + (() if z_true is None else (z_true,))
         op.n_data = len(arrays) - 1
         losses = backend.custom_vjp(op.fwd, op.bwd)(*arrays)
         if reduction == "none":
             return losses
-        return do(reduction, losses)
+        return getattr(xp, reduction)(losses)
 
     loss.__doc__ = f"SPO+ loss of {getattr(solver, '__name__', 'solver')} (minimize={minimize})."
     return loss

@@ -9,12 +9,10 @@ import sys
 import types
 import warnings
 
-import autoray as ar
-
-from diffopt import backends
+from diffopt import _call
 from diffopt._arrays import same_shape, size
+from diffopt._call import cast
 from diffopt._checks import check_floating, check_int, check_min_rank
-from diffopt._ops import do
 from diffopt.noise import draw, get_sampler
 
 
@@ -62,32 +60,30 @@ def check_samples(nb_samples, nb_marginal_samples=1):
 
 
 def check_theta(theta):
-    """θ is a floating array with a leading batch axis; returns its shim."""
+    """θ is a floating array with a leading batch axis; returns its ``(shim, xp)``
+    (:func:`diffopt._call.resolve`)."""
     check_floating("theta", theta)
     check_min_rank("theta", theta, 1, " (a leading batch axis [B, ...])")
-    inst = tuple(theta.shape)[1:]
-    if any(d == 0 for d in inst):
-        raise ValueError(
-            f"theta has no entries per instance: shape {tuple(theta.shape)} (instance shape {inst}); "
-            "a solver needs at least one value per instance"
-        )
-    return backends.get_backend(theta)
+    _call.check_instance_shape("theta", tuple(theta.shape), 1)
+    return _call.resolve(theta, argnames=("theta",))
 
 
 # -- shapes --------------------------------------------------------------------------
 class Layout:
-    """Shapes of one call: batch ``B``, samples ``S``, marginal samples ``M``."""
+    """Shapes of one call: batch ``B``, samples ``S``, marginal samples ``M``; ``xp`` the
+    call's bound namespace."""
 
-    def __init__(self, theta, nb_samples, nb_marginal):
+    def __init__(self, theta, nb_samples, nb_marginal, shim, xp):
         shape = tuple(theta.shape)
+        self.xp = xp
         self.batch = shape[0]
         # the batch's size for noise draws: an int, or a traced size (an unknown Keras batch)
-        self.batch_size = size(theta, 0, backends.get_backend(theta))
+        self.batch_size = size(theta, 0, shim)
         self.inst = tuple(shape[1:])
         self.samples = nb_samples
         self.marginal = nb_marginal
         self.total = nb_samples * nb_marginal
-        self.dtype = ar.get_dtype_name(theta)
+        self.dtype = xp.get_dtype_name(theta)
 
     @property
     def noise_shape(self):
@@ -96,77 +92,54 @@ class Layout:
 
     def flat(self, x):
         """``[B, T, *inst]`` → ``[B·T, *inst]``."""
-        return do("reshape", x, (-1,) + self.inst)
+        return self.xp.reshape(x, (-1,) + self.inst)
 
     def split(self, x):
         """``[B·T, *inst]`` → ``[B, T, *inst]``."""
-        return do("reshape", x, (-1, self.total) + self.inst)
+        return self.xp.reshape(x, (-1, self.total) + self.inst)
 
     def marginalise(self, x):
         """``[B, T, *inst]`` → ``[B, S, *inst]``, averaging the marginal samples."""
         if self.marginal == 1:
             return x
-        x = do("reshape", x, (-1, self.samples, self.marginal) + self.inst)
-        return do("mean", x, axis=2)
+        x = self.xp.reshape(x, (-1, self.samples, self.marginal) + self.inst)
+        return self.xp.mean(x, axis=2)
 
     def expand(self, theta):
         """θ ``[B, *inst]`` → ``[B, 1, *inst]``."""
-        return do("expand_dims", theta, 1)
+        return self.xp.expand_dims(theta, 1)
 
     def repeat(self, theta):
         """θ ``[B, *inst]`` → ``[B, T, *inst]`` (each instance repeated ``T`` times)."""
         x = self.expand(theta)
         if self.total == 1:
             return x
-        return do("tile", x, (1, self.total) + (1,) * len(self.inst))
+        return self.xp.tile(x, (1, self.total) + (1,) * len(self.inst))
 
 
 # -- noise ---------------------------------------------------------------------------
 def sample_noise(noise, theta, layout, rng):
     """ε of shape ``[B, T, *inst]``: drawn from ``noise``, or zeros when it is ``None``."""
     if noise is None:
-        return do("zeros_like", layout.repeat(theta))
+        return layout.xp.zeros_like(layout.repeat(theta))
     eps = draw(noise, layout.noise_shape, theta, rng)
     expected = (layout.batch, layout.total) + layout.inst  # static: None for an unknown batch
     if not same_shape(eps.shape, expected):
         raise ValueError(
             f"noise_distribution.sample returned shape {tuple(eps.shape)}, expected {expected}"
         )
-    if ar.get_dtype_name(eps) != layout.dtype:
-        eps = ar.astype(eps, layout.dtype)
-    return eps
+    return cast(eps, layout.dtype, layout.xp)
 
 
 # -- solver --------------------------------------------------------------------------
-def call_solver(function, x, args, backend, dtype):
-    """``function(x, *args)``, checked to be one solution per row of ``x``, in θ's dtype."""
-    z = function(x, *args)
-    if not hasattr(z, "shape"):
-        raise TypeError(f"function (the solver) must return an array, got {type(z).__name__}")
-    if not backends.same_framework(z, backend):
-        raise TypeError(
-            f"function (the solver) returned a {backends.backend_name(z)} array for {backend.NAME} input; "
-            "return the input's framework, or mark a NumPy solver with diffopt.host_solver"
-        )
-    if not same_shape(z.shape, x.shape):
-        raise ValueError(
-            f"function (the solver) returned shape {tuple(z.shape)} for input shape {tuple(x.shape)}; "
-            "it must return one solution per perturbed instance, [B*nb_samples, ...], "
-            "shaped like its input"
-        )
-    if ar.get_dtype_name(z) != dtype:
-        z = ar.astype(z, dtype)
-    return z
-
-
-
-
-def solve_stacked(function, inputs, args, backend, dtype):
-    """Solve several ``[B·T, ...]`` inputs with ONE solver call on their concatenation."""
+def solve_stacked(function, inputs, args, shim, xp, dtype):
+    """Solve several ``[B·T, ...]`` inputs with ONE checked solver call on their concatenation
+    (:func:`diffopt._call.call_solver`: one solution per row, shaped like its input, in θ's dtype)."""
+    x = inputs[0] if len(inputs) == 1 else xp.concatenate(inputs, axis=0)
+    z = _call.call_solver("function", function, x, args, {}, shim, xp, dtype, expect="like")
     if len(inputs) == 1:
-        return [call_solver(function, inputs[0], args, backend, dtype)]
-    z = call_solver(function, do("concatenate", inputs, axis=0), args, backend, dtype)
-    n = size(inputs[0], 0, backend)
+        return [z]
+    n = size(inputs[0], 0, shim)
     return [z[i * n:(i + 1) * n] for i in range(len(inputs))]
 
 

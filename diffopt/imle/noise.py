@@ -1,6 +1,11 @@
-"""Noise distributions for perturb-and-MAP: Gumbel and sum-of-Gamma.
+"""The I-MLE noise distributions (drop-in for ``torch-imle``'s ``imle.noise``): Gumbel, sum-of-Gamma.
 
-Drop-in for ``imle.noise``. Each distribution draws in the framework, dtype
+This module mirrors ``imle.noise`` (its path and class names are the
+original's: only the import line changes). The noise *protocol* and the
+perturbed optimizers' noises (:class:`~diffopt.noise.Noise`,
+:class:`~diffopt.noise.Normal`, :class:`~diffopt.noise.Gumbel`, the adapters
+of the original packages' noise objects) are :mod:`diffopt.noise`; the
+classes here are :class:`~diffopt.noise.Noise` objects too. Each distribution draws in the framework, dtype
 and device of a reference array ``like`` from an explicit ``rng`` (see
 :mod:`diffopt.random`), so one object serves NumPy, autograd, torch, JAX and
 TensorFlow. They are :class:`diffopt.Noise` objects: the Gumbel one also has a

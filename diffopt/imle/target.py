@@ -14,10 +14,10 @@ import math
 
 import numpy as np
 
-import autoray as ar
 
 from diffopt._arrays import shape_of
-from diffopt._ops import do
+from diffopt._call import cast
+from diffopt._ops import namespace
 from diffopt._typing import Array
 from diffopt._checks import check_positive, check_real
 from diffopt._dtypes import compute_dtype
@@ -26,12 +26,10 @@ from diffopt.backends import get_backend
 __all__ = ["BaseTargetDistribution", "TargetDistribution", "AdaptiveTargetDistribution"]
 
 
-def _norm(x):
+def _norm(x, xp):
     """Frobenius norm of ``x``; half-precision inputs are summed in float32."""
-    name = ar.get_dtype_name(x)
-    if compute_dtype(name) != name:
-        x = ar.astype(x, compute_dtype(name))
-    return do("sqrt", do("sum", x * x))
+    x = cast(x, compute_dtype(xp.get_dtype_name(x)), xp)
+    return xp.sqrt(xp.sum(x * x))
 
 
 class BaseTargetDistribution:
@@ -280,7 +278,8 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
 
     def load_state(self, state: Array) -> None:
         """Set :attr:`beta`, :attr:`grad_norm`, :attr:`previous_beta_update` from a ``[3]`` array."""
-        values = np.asarray(get_backend(state).to_numpy(state), dtype=np.float64).ravel()
+        values = state if isinstance(state, np.ndarray) else get_backend(state).to_numpy(state)
+        values = np.asarray(values, dtype=np.float64).ravel()
         if values.shape != (3,):
             raise ValueError(f"state must have 3 entries (beta, grad_norm, previous_beta_update), got {values.shape}")
         self.beta, self.grad_norm, self.previous_beta_update = (float(v) for v in values)
@@ -288,9 +287,10 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
     @staticmethod
     def nonzero_ratio(gradient: Array) -> Array:
         """Non-zero entries per sample of ``gradient`` ``[B, S, ...]`` (0-d array)."""
-        nonzero = ar.astype(gradient != 0, compute_dtype(ar.get_dtype_name(gradient)))
-        per_sample = do("sum", do("reshape", nonzero, (-1, math.prod(shape_of(gradient)[2:]))), axis=-1)
-        return do("mean", per_sample)  # over the B·S samples (B may be unknown while tracing)
+        xp = namespace(gradient)
+        nonzero = xp.astype(gradient != 0, compute_dtype(xp.get_dtype_name(gradient)))
+        per_sample = xp.sum(xp.reshape(nonzero, (-1, math.prod(shape_of(gradient)[2:]))), axis=-1)
+        return xp.mean(per_sample)  # over the B·S samples (B may be unknown while tracing)
 
     def next_state(self, state: Array, ratio: Array) -> Array:
         """The state after a backward pass whose gradient had ``ratio`` non-zeros per sample.
@@ -300,13 +300,14 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
         is in the class docstring.
         """
         beta, grad_norm, previous = state[0], state[1], state[2]
-        dtype = ar.get_dtype_name(state)
+        xp = namespace("numpy" if isinstance(state, np.ndarray) else state)  # the stored state: NumPy
+        dtype = xp.get_dtype_name(state)
         decay = self.grad_norm_decay_rate
-        grad_norm = decay * grad_norm + (1.0 - decay) * ar.astype(ratio, dtype)
-        up = ar.astype(grad_norm < self.target_norm, dtype)
+        grad_norm = decay * grad_norm + (1.0 - decay) * xp.astype(ratio, dtype)
+        up = xp.astype(grad_norm < self.target_norm, dtype)
         update = self.beta_update_momentum * previous + (2.0 * up - 1.0) * self.beta_update_step
-        beta = do("maximum", beta + update, 0.0 * beta)
-        return do("stack", [beta, grad_norm, update])
+        beta = xp.maximum(beta + update, 0.0 * beta)
+        return xp.stack([beta, grad_norm, update])
 
     def commit(self, new_state: Array) -> None:
         """Store a concrete ``[3]`` state computed by :meth:`next_state`."""
@@ -315,13 +316,14 @@ class AdaptiveTargetDistribution(BaseTargetDistribution):
     # -- target ----------------------------------------------------------------
     def step(self, theta: Array, dy: Array, beta: float = None) -> Array:
         beta = self.beta if beta is None else beta
-        norm_dy = _norm(dy)
-        safe = do("where", norm_dy > 0, norm_dy, 1.0 + 0.0 * norm_dy)
-        lam = beta * _norm(theta) / safe
-        lam = do("where", norm_dy > 0, lam, 0.0 * lam)
-        name = ar.get_dtype_name(theta)
-        return ar.astype(lam, name) if compute_dtype(name) != name else lam
+        xp = namespace(theta)
+        norm_dy = _norm(dy, xp)
+        safe = xp.where(norm_dy > 0, norm_dy, 1.0 + 0.0 * norm_dy)
+        lam = beta * _norm(theta, xp) / safe
+        lam = xp.where(norm_dy > 0, lam, 0.0 * lam)
+        name = xp.get_dtype_name(theta)
+        return xp.astype(lam, name) if compute_dtype(name) != name else lam
 
     def scale(self, gradient: Array, lam: Array | None) -> Array:
-        safe = do("where", lam > 0, lam, 1.0 + 0.0 * lam)
+        safe = namespace(lam).where(lam > 0, lam, 1.0 + 0.0 * lam)
         return gradient / safe

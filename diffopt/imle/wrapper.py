@@ -16,14 +16,11 @@ from typing import Any, Callable
 import dataclasses
 import functools
 
-import autoray as ar
-
 from diffopt._typing import Solver
 from diffopt.noise import Noise
-from diffopt import backends
-from diffopt._arrays import split_arrays
+from diffopt import _call
 from diffopt._checks import check_nonnegative
-from diffopt._ops import do, nan_rows
+from diffopt._ops import nan_rows
 from diffopt.imle import _core
 from diffopt.imle.target import AdaptiveTargetDistribution, BaseTargetDistribution, TargetDistribution
 
@@ -82,14 +79,14 @@ class _Estimator:
         return theta, eps, state, self.rebuild(extra)[0]
 
     def _solve(self, inputs, args):
-        return _core.solve_stacked(self.function, inputs, args, self.backend, self.layout.dtype)
+        return _core.solve_stacked(self.function, inputs, args, self.backend, self.layout.xp, self.layout.dtype)
 
     def fwd(self, *arrays):
         theta, eps, state, args = self._unpack(arrays)
         lay = self.layout
         x = lay.flat(lay.expand(theta) + self.c.t_input * eps)
         (z,) = self._solve([x], args)
-        z = nan_rows(x, z)  # an instance with a NaN gives NaN, whatever the solver made of it
+        z = nan_rows(x, z, xp=lay.xp)  # an instance with a NaN gives NaN, whatever the solver made of it
         res = (theta, eps, lay.split(z)) + tuple(arrays[2:])
         return z, res
 
@@ -98,7 +95,7 @@ class _Estimator:
         z3, lay = res[2], self.layout
         dy3 = lay.split(dy)
         if self.c.kind == "ste":
-            grad = do("mean", dy3, axis=1)
+            grad = lay.xp.mean(dy3, axis=1)
             return (grad, None) + (None,) * (len(res) - 3)
         grad, new_state = self._imle_gradient(theta, eps, z3, dy3, state, args)
         state_cot = (new_state,) if self.has_state else ()
@@ -107,7 +104,7 @@ class _Estimator:
     def _imle_gradient(self, theta, eps, z3, dy3, state, args):
         c, lay, target = self.c, self.layout, self.c.target
         theta3 = lay.repeat(theta)
-        beta = None if state is None else ar.astype(state[0], lay.dtype)
+        beta = None if state is None else lay.xp.astype(state[0], lay.dtype)
         lam = target.step(theta3, dy3, beta)
         noise = c.t_target * eps
         right = lay.flat(target.params(theta3, dy3, _is_minimization=c.minimize, lam=lam) + noise)
@@ -122,7 +119,7 @@ class _Estimator:
         if c.symmetric:
             diff = diff / 2.0
         new_state = self._adapt(state, diff, dy3)
-        grad = do("mean", target.scale(diff, lam), axis=1)
+        grad = lay.xp.mean(target.scale(diff, lam), axis=1)
         return (-grad if c.minimize else grad), new_state
 
     def _adapt(self, state, diff, dy3):
@@ -151,7 +148,7 @@ def _make_wrapper(function, config):
     return _IMLEFunction(function, config)
 
 
-class _IMLEFunction:
+class _IMLEFunction(_call.ByReference):
     """The estimator around ``function``: a plain object (not a closure), so it pickles.
 
     Extra positional and keyword arguments go to the solver unchanged (arrays of
@@ -164,14 +161,14 @@ class _IMLEFunction:
 
     def __call__(self, theta, *args, rng=None, target_state=None, **kwargs):
         config = self.config
-        backend = _core.check_theta(theta)
+        backend, xp = _core.check_theta(theta)
         has_state = _check_state(config, target_state)
-        layout = _core.Layout(theta, config.samples, config.marginal)
+        layout = _core.Layout(theta, config.samples, config.marginal, backend, xp)
         function = self.function
         if kwargs:  # keyword arguments ride along as positional ones after args
             function = _WithKeywords(function, len(args), tuple(kwargs))
             args = tuple(args) + tuple(kwargs.values())
-        extras, rebuild = split_arrays(args, {}, lambda a: _travels(a, backend))
+        extras, rebuild = _call.split_extras(args, {}, backend)
         eps = _core.sample_noise(config.noise, theta, layout, rng)
         est = _Estimator(config, function, rebuild, layout, backend, has_state)
         op = backend.custom_vjp(est.fwd, est.bwd)
@@ -184,15 +181,10 @@ class _WithKeywords:
 
     def __init__(self, function, nargs, keys):
         self.function, self.nargs, self.keys = function, nargs, keys
-        self.__name__ = getattr(function, "__name__", type(function).__name__)
+        self.__name__ = _call.solver_name(function)
 
     def __call__(self, x, *args):
         return self.function(x, *args[: self.nargs], **dict(zip(self.keys, args[self.nargs:])))
-
-
-def _travels(a, backend):
-    """Extra arrays of θ's framework go through the custom VJP; others are constants."""
-    return backends.is_array(a) and backends.same_framework(a, backend)
 
 
 def _check_state(config, target_state):

@@ -106,9 +106,12 @@ class _SquaredFenchelYoung:
 
 
 class KerasFenchelYoungLoss(_SquaredFenchelYoung):
-    """The TensorFlow ``perturbations`` package's ``fenchel_young.FenchelYoungLoss``.
+    """Squared-distance Fenchel-Young loss ‖y_σ(θ) − y‖² (Keras drop-in, TensorFlow perturbations).
 
-    A Keras-style loss: called ``loss(y_true, y_pred, sample_weight=None)``
+    Imported as ``diffopt.perturbations.fenchel_young.FenchelYoungLoss``, the
+    original's name (``from perturbations import fenchel_young`` becomes
+    ``from diffopt.perturbations import fenchel_young``). A Keras-style loss: called
+    ``loss(y_true, y_pred, sample_weight=None)``
     with the label first and the model output θ second, so it works in
     ``model.compile(loss=FenchelYoungLoss(func, ...))``. Value: ‖y_σ(θ) − y‖²
     per instance, reduced by ``reduction`` (default ``'sum'``, as the
@@ -161,9 +164,11 @@ class KerasFenchelYoungLoss(_SquaredFenchelYoung):
 
 
 class TorchFenchelYoungLoss(_SquaredFenchelYoung):
-    """The PyTorch port's ``fenchel_young.FenchelYoungLoss``.
+    """Squared-distance Fenchel-Young loss ‖y_σ(θ) − y‖² per instance (PyTorch-port drop-in).
 
-    Called ``loss(input_tensor, y_true, *args)`` (θ first; ``args`` go to
+    Imported as ``diffopt.perturbations.torch.fenchel_young.FenchelYoungLoss``,
+    the port's name (only the import line changes). Called
+    ``loss(input_tensor, y_true, *args)`` (θ first; ``args`` go to
     ``func``), also as ``loss.forward(...)``. Value: ‖y_σ(θ) − y‖² per
     instance, unreduced (``[B]``, a scalar when unbatched), as the port;
     gradient with respect to θ: y_σ(θ) − y (negated when ``maximize=False``);

@@ -15,15 +15,13 @@ import copy
 import functools
 import math
 
-import autoray as ar
-
-from diffopt import _arrays
+from diffopt import _arrays, _call
 from diffopt._arrays import shape_of
+from diffopt._call import cast
 from diffopt._checks import check_choice, check_floating, check_int, check_min_rank, check_scale
 from diffopt._dtypes import compute_dtype
-from diffopt._ops import add_scaled, do, fori_loop
-from diffopt.backends import backend_name, get_backend
-from diffopt.noise import get_noise
+from diffopt._ops import add_scaled, fori_loop
+from diffopt.noise import bind, get_noise
 from diffopt.random import make_rng
 
 __all__ = ["Settings", "Problem", "CallInputs", "run_chunks", "num_chunks", "CHUNK_BUDGET", "KEEP_BUDGET"]
@@ -79,55 +77,38 @@ def _check_sigma(sigma):
     return check_scale("sigma", sigma)
 
 
-def sigma_scalar(settings, like):
+def sigma_scalar(settings, like, xp):
     """``settings.sigma`` as a Python float or, if learnable, as an array in ``like``'s dtype."""
     sigma = settings.sigma
     if not settings.learnable_sigma:
         return sigma
-    dtype = ar.get_dtype_name(like)
-    return sigma if ar.get_dtype_name(sigma) == dtype else ar.astype(sigma, dtype)
+    return cast(sigma, xp.get_dtype_name(like), xp)
 
 
-def prepare_theta(theta, batched, name="theta", sigma=None):
-    """Validate ``theta`` and give it a leading batch axis; returns ``(theta_b, shim)``.
+def prepare_theta(theta, batched, name="theta", sigma=None, others=()):
+    """Validate ``theta`` and give it a leading batch axis; returns ``(theta_b, shim, xp)``.
 
-    A learnable ``sigma`` (an array) must be of ``theta``'s framework; the shim
-    is the one of both (NumPy ``theta`` with an autograd ``sigma`` is autograd).
+    A learnable ``sigma`` (an array) and the ``(name, array)`` pairs ``others``
+    (a label) must be of ``theta``'s framework; the shim and the bound namespace
+    ``xp`` (:func:`diffopt._call.resolve`) are the ones of all of them (NumPy
+    ``theta`` with an autograd ``sigma`` is autograd).
     """
     check_floating(name, theta)
-    if hasattr(sigma, "shape"):
-        shim = get_backend(theta, sigma, argnames=(name, "sigma"))
-    else:
-        shim = get_backend(theta, argnames=(name,))
+    pairs = [(name, theta)] + list(others) + ([("sigma", sigma)] if hasattr(sigma, "shape") else [])
+    shim, xp = _call.resolve(*(a for _, a in pairs), argnames=[n for n, _ in pairs])
     if batched:
         check_min_rank(name, theta, 2, " with batched=True ([B, ...]); pass batched=False for one instance")
-    check_instance_shape(name, shape_of(theta), 1 if batched else 0)
-    return (theta, shim) if batched else (theta[None], shim)
+    _call.check_instance_shape(name, shape_of(theta), 1 if batched else 0)
+    return (theta, shim, xp) if batched else (theta[None], shim, xp)
 
 
-def check_instance_shape(name, shape, lead):
-    """The instance shape ``shape[lead:]``: known (only the batch axis may have an unknown size
-    while tracing, e.g. a Keras batch) and with at least one entry."""
-    inst = tuple(shape[lead:])
-    if any(d is None for d in inst):
-        raise ValueError(
-            f"{name} has shape {tuple(shape)}: only its leading (batch) axis may have an unknown size "
-            "while tracing; the instance shape must be known"
-        )
-    if any(d == 0 for d in inst):
-        raise ValueError(
-            f"{name} has no entries per instance: shape {tuple(shape)} (instance shape {inst}); "
-            "a solver needs at least one value per instance"
-        )
-    return inst
-
-
-class SolverWrapper:
+class SolverWrapper(_call.ByReference):
     """``wrapper(theta, *args, rng=None, **kwargs)`` = ``apply(config, fn, theta, args, kwargs, rng)``.
 
     What :func:`~diffopt.perturbations.perturbed` and
     :func:`~diffopt.perturbations.perturbed_max` return: a plain object (not a
-    closure), so that it pickles when ``fn`` does.
+    closure), so that it pickles when ``fn`` does, and by reference when it is the module
+    attribute of its name (a decorated module-level function: :class:`diffopt._call.ByReference`).
     """
 
     def __init__(self, apply, config, fn):
@@ -149,41 +130,27 @@ def solver_decorator(func, apply, config):
     return decorator if func is None else decorator(func)
 
 
-def split_arrays(args, kwargs, framework):
-    """The ``framework`` arrays among ``args``/``kwargs`` and how to put them back
-    (:func:`diffopt._arrays.split_arrays`)."""
-    return _arrays.split_arrays(args, kwargs, lambda a: _is_framework_array(a, framework))
-
-
-def _is_framework_array(a, framework):
-    if not hasattr(a, "shape") or isinstance(a, (int, float, complex, bool)):
-        return False
-    try:
-        return backend_name(a) == framework
-    except TypeError:
-        return False
-
-
 class CallInputs:
     """The arrays one perturbed call passes through the shim's ``custom_vjp``, and back.
 
-    ``rng=`` becomes an :class:`~diffopt.random.Rng` once, here (``shim`` is
-    the framework of ``lead``, resolved by the caller). ``inputs`` is
+    ``rng=`` becomes an :class:`~diffopt.random.Rng` once, here (``shim`` and
+    the bound namespace ``xp`` are the framework of ``lead``, resolved once by
+    :func:`prepare_theta`). ``inputs`` is
     ``[*lead, key?, *extras, sigma?]``: the leading arrays
     (``theta``, a label), the rng key when it is an array (a JAX key, a TF seed
     tensor: it may be traced), the arrays of ``func``'s extra ``args``/``kwargs``
-    (the shim's framework; they get no gradient) and a learnable ``sigma``.
+    (:func:`diffopt._call.travels`; they get no gradient) and a learnable ``sigma``.
     :meth:`problem` reads a :class:`Problem` back from the arrays the shim
     passes to the forward or backward, replaying ``rng`` from the key passed
     (no second :func:`~diffopt.random.make_rng`).
     """
 
-    def __init__(self, settings, func, lead, rng, args, kwargs, shim, transform=None):
-        self.settings, self.func, self.transform, self.shim = settings, func, transform, shim
+    def __init__(self, settings, func, lead, rng, args, kwargs, shim, xp, transform=None):
+        self.settings, self.func, self.transform, self.shim, self.xp = settings, func, transform, shim, xp
         self.rng = make_rng(rng, lead[0], shim)
         self.key = self.rng.key
         self.key_is_array = hasattr(self.key, "shape")
-        extras, self.rebuild = split_arrays(args, kwargs, shim.NAME)
+        extras, self.rebuild = _call.split_extras(args, kwargs, shim)
         self.n_lead = len(lead)
         self.learnable = settings.learnable_sigma
         self.inputs = list(lead) + ([self.key] if self.key_is_array else []) + extras
@@ -197,7 +164,8 @@ class CallInputs:
         end = len(arrays) - (1 if self.learnable else 0)
         args, kwargs = self.rebuild(list(arrays[start:end]))
         settings = self.settings.with_sigma(arrays[-1]) if self.learnable else self.settings
-        return Problem(settings, self.func, arrays[0], self.rng, key, args, kwargs, self.transform, keep, self.shim)
+        return Problem(settings, self.func, arrays[0], self.rng, key, args, kwargs, self.transform, keep,
+                       self.shim, self.xp)
 
     def nones(self, used):
         """``None`` cotangents for the inputs after the first ``used``."""
@@ -210,20 +178,23 @@ class Problem:
     Built inside the forward/backward from the arrays that the shim passes, so
     that nothing traced is captured. ``theta`` has shape ``[B, *in_shape]``;
     the noise stream is ``rng`` replayed from ``key`` (the key the shim passed,
-    maybe traced) on the compute-dtype ``theta``.
+    maybe traced) on the compute-dtype ``theta``. ``xp`` is the call's bound
+    namespace: every array function of the chunks is looked up on it.
     """
 
-    def __init__(self, settings, func, theta, rng, key, args, kwargs, transform, keep, shim):
+    def __init__(self, settings, func, theta, rng, key, args, kwargs, transform, keep, shim, xp):
         self.settings = settings
         self.func = func
         self.args, self.kwargs = args, kwargs
-        self.dtype = ar.get_dtype_name(theta)
+        self.shim, self.xp = shim, xp
+        self.bound_noise = bind(settings.noise, xp)  # the noise's array functions, resolved once
+        self.dtype = xp.get_dtype_name(theta)
         self.cdtype = compute_dtype(self.dtype)
         shape = shape_of(theta)
         self.batch = shape[0]  # None: unknown while tracing (a Keras batch)
         self.in_shape = tuple(shape[1:])  # known: checked by prepare_theta
         self.in_size = math.prod(self.in_shape)
-        self.theta_c = do("reshape", ar.astype(theta, self.cdtype), (-1, self.in_size))
+        self.theta_c = xp.reshape(cast(theta, self.cdtype, xp), (-1, self.in_size))
         self.batch_size = _arrays.size(theta, 0, shim)  # an int, or a traced size
         self.rng = rng.replay(key, self.theta_c)
         self.transform = transform
@@ -241,31 +212,35 @@ class Problem:
     def noise(self, index, n):
         """Noise ``[n, B, in_size]`` of chunk ``index`` (replayable), in the compute dtype."""
         child = self.rng.fold(index)
-        z = self.settings.noise.sample((n, self.batch_size, self.in_size), self.theta_c, child)
-        return ar.astype(z, self.cdtype) if ar.get_dtype_name(z) != self.cdtype else z
+        z = self.bound_noise.sample((n, self.batch_size, self.in_size), self.theta_c, child)
+        return cast(z, self.cdtype, self.xp)
 
     def perturb(self, z):
         """``theta + sigma z`` (or the transform's version) for ``z`` ``[n, B, in_size]``, as ``[B, n, in_size]``.
 
         Instance-major (see :meth:`sample`), computed from ``z`` transposed.
         """
-        z_t = do("transpose", z, (1, 0, 2))
+        xp = self.xp
+        z_t = xp.transpose(z, (1, 0, 2))
         if self.transform is not None:
-            return self.transform(self.theta_c[:, None], z_t, self.settings.sigma)
-        return add_scaled(self.theta_c[:, None], z_t, sigma_scalar(self.settings, self.theta_c))
+            return self.transform(self.theta_c[:, None], z_t, self.settings.sigma, xp)
+        return add_scaled(self.theta_c[:, None], z_t, sigma_scalar(self.settings, self.theta_c, xp), xp=xp)
 
     def solve(self, x):
         """``func`` on the flat perturbed batch ``x`` ``[rows, in_size]``; returns ``[rows, out_size]``."""
-        rows = shape_of(x)[0]  # None while tracing an unknown batch
-        x_in = do("reshape", x, (-1,) + self.in_shape)
+        xp = self.xp
+        x_in = xp.reshape(x, (-1,) + self.in_shape)
         if self.dtype != self.cdtype:
-            x_in = ar.astype(x_in, self.dtype)
-        out = self.func(x_in, *self.args, **self.kwargs)
-        self._check_output(x_in, out, rows)
-        if self.out_shape is None:
+            x_in = xp.astype(x_in, self.dtype)
+        first = self.out_shape is None  # later chunks come from the same solver: framework checked once
+        out = _call.call_solver("func", self.func, x_in, self.args, self.kwargs, self.shim, xp, self.cdtype,
+                                framework=first)
+        if first:
             self.out_shape = shape_of(out)[1:]
-        out = do("reshape", out, (-1, self.out_size))
-        return out if ar.get_dtype_name(out) == self.cdtype else ar.astype(out, self.cdtype)
+        elif shape_of(out)[1:] != self.out_shape:
+            raise ValueError(f"func {_call.solver_name(self.func)} returned shape {shape_of(out)}, "
+                             f"expected [{shape_of(x)[0]}, *{self.out_shape}]")
+        return xp.reshape(out, (-1, self.out_size))
 
     def solve_unperturbed(self):
         """``func(theta)`` as ``[B, out_size]`` (the 'value' baseline)."""
@@ -282,37 +257,16 @@ class Problem:
         (sample-major) it cannot be expressed as a sharding of the rows, and XLA
         all-gathers the batch. ``x`` and ``f`` come back as sample-major views.
         """
+        xp = self.xp
         z = self.noise(index, n)
         x = self.perturb(z)
-        f = self.solve(do("reshape", x, (-1, self.in_size)))
-        return z, do("transpose", x, (1, 0, 2)), sample_major(f, n)
-
-    def _check_output(self, x, out, rows):
-        name = getattr(self.func, "__name__", type(self.func).__name__)
-        if not hasattr(out, "shape"):
-            raise TypeError(f"func {name} must return an array, got {type(out).__name__}")
-        if self.out_shape is None:  # the first chunk: later ones come from the same solver
-            try:
-                backend_name(x, out)
-            except TypeError:
-                raise TypeError(
-                    f"func {name} returned a {backend_name(out)} array for {backend_name(x)} input; "
-                    "it must return an array of its input's framework (mark NumPy solvers with "
-                    "diffopt.host_solver)"
-                ) from None
-        shape = tuple(out.shape)
-        if not shape or (shape[0] is not None and rows is not None and int(shape[0]) != rows):
-            raise ValueError(
-                f"func {name} must keep the leading (sample × batch) axis of its input: it got "
-                f"{rows} rows and returned shape {shape}"
-            )
-        if self.out_shape is not None and shape_of(out)[1:] != self.out_shape:
-            raise ValueError(f"func {name} returned shape {shape}, expected [{rows}, *{self.out_shape}]")
+        f = self.solve(xp.reshape(x, (-1, self.in_size)))
+        return z, xp.transpose(x, (1, 0, 2)), sample_major(f, n, xp)
 
 
-def sample_major(f, n):
+def sample_major(f, n, xp):
     """Solver output ``[B·n, size]`` (instance-major rows) back as ``[n, B, size]``."""
-    return do("transpose", do("reshape", f, (-1, n, shape_of(f)[1])), (1, 0, 2))
+    return xp.transpose(xp.reshape(f, (-1, n, shape_of(f)[1])), (1, 0, 2))
 
 
 def _itemsize(dtype_name):
@@ -337,7 +291,7 @@ def run_chunks(problem, step):
         def body(index, carry):
             return tuple(step(carry, problem.sample(index, chunk)))
 
-        carry = fori_loop(1, full, body, tuple(carry), like=problem.theta_c)
+        carry = fori_loop(1, full, body, tuple(carry), like=problem.theta_c, shim=problem.shim)
     if rest and full >= 1:
         carry = step(carry, problem.sample(full, rest))
     return carry

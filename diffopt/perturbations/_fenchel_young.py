@@ -10,13 +10,11 @@ from typing import Any, Callable
 
 import math
 
-import autoray as ar
-
-from diffopt._arrays import cast, reshape_target, same_shape, shape_of
-from diffopt._ops import do
+from diffopt._arrays import reshape_target, same_shape, shape_of
+from diffopt._call import cast, solver_name
 from diffopt._typing import Array, NoiseLike, RngLike, Solver
-from diffopt._checks import check_choice, check_floating
-from diffopt.backends import SecondOrder, get_backend
+from diffopt._checks import check_choice
+from diffopt.backends import SecondOrder
 from diffopt.perturbations._engine import CallInputs, Settings, prepare_theta, run_chunks, solver_decorator
 from diffopt.perturbations._perturbed import perturbed
 
@@ -29,18 +27,19 @@ def _max_step(problem):
     """Forward chunk step: Σ f_i ``[B, d]`` and Σ ⟨x_i, f_i⟩ ``[B]`` (and Σ ⟨z_i, f_i⟩ ``[B]``
     for a learnable sigma: ∂F_σ/∂σ = E⟨Z, y*(θ + σZ)⟩ by the envelope theorem)."""
     learnable = problem.settings.learnable_sigma
+    xp = problem.xp
 
     def step(carry, sample):
         z, x, f = sample
         if carry is None and problem.out_size != problem.in_size:
-            name = getattr(problem.func, "__name__", "func")
+            name = solver_name(problem.func)
             raise ValueError(
                 f"func {name} must return arrays of theta's shape {problem.in_shape} for a "
                 f"perturbed max / Fenchel-Young loss (y*(θ) = argmax ⟨θ, y⟩), got {problem.out_shape}"
             )
-        pieces = (do("sum", f, axis=0), do("sum", do("sum", x * f, axis=-1), axis=0))
+        pieces = (xp.sum(f, axis=0), xp.sum(xp.sum(x * f, axis=-1), axis=0))
         if learnable:
-            pieces += (do("sum", do("sum", z * f, axis=-1), axis=0),)
+            pieces += (xp.sum(xp.sum(z * f, axis=-1), axis=0),)
         return pieces if carry is None else tuple(c + p for c, p in zip(carry, pieces))
 
     return step
@@ -60,8 +59,9 @@ class _MaxCall(CallInputs):
         """``(d_sigma,)`` = Σ_b g_b ∂F_b/∂σ in sigma's dtype, or ``()`` without a learnable sigma."""
         if not self.learnable:
             return ()
-        d = do("sum", cast(g, ar.get_dtype_name(dsigma)) * dsigma)
-        return (cast(d, ar.get_dtype_name(arrays[-1])),)
+        xp = self.xp
+        d = xp.sum(cast(g, xp.get_dtype_name(dsigma), xp) * dsigma)
+        return (cast(d, xp.get_dtype_name(arrays[-1]), xp),)
 
     def jacobian_product(self, arrays, ybar, t):
         """(J + Jᵀ) t / 2 ``[B, d]`` for the Jacobian J of y_σ (the Hessian of F_σ), replayed.
@@ -73,19 +73,19 @@ class _MaxCall(CallInputs):
         the Gumbel argmax, d = 4, N = 1000, σ = 0.5) and far lower than Stein's
         second-order identity on F itself (0.25).
         """
-        problem = self.problem(arrays)
+        problem, xp = self.problem(arrays), self.xp
         n = self.settings.num_samples
-        t = do("reshape", cast(t, problem.cdtype), (-1, problem.in_size))
+        t = xp.reshape(cast(t, problem.cdtype, xp), (-1, problem.in_size))
         base = ybar if n > 1 else None
-        score = self.settings.noise.score
+        score = problem.bound_noise.score
 
         def step(carry, sample):
             z, _, f = sample
             if base is not None:
                 f = f - base
             s = score(z)
-            jt = do("einsum", "nbo,nb->bo", f, do("sum", s * t, axis=-1))
-            jtt = do("einsum", "nbi,nb->bi", s, do("sum", f * t, axis=-1))
+            jt = xp.einsum("nbo,nb->bo", f, xp.sum(s * t, axis=-1))
+            jtt = xp.einsum("nbi,nb->bi", s, xp.sum(f * t, axis=-1))
             return (jt + jtt,) if carry is None else (carry[0] + jt + jtt,)
 
         (total,) = run_chunks(problem, step)
@@ -141,31 +141,31 @@ def perturbed_max(func: Solver | None = None, num_samples: int = 1000, sigma: fl
 
 
 def _apply_max(settings, fn, theta, args, kwargs, rng):
-    theta_b, shim = prepare_theta(theta, settings.batched, sigma=settings.sigma)
-    call = _MaxCall(settings, fn, [theta_b], rng, args, kwargs, shim)
-    dtype, shape = ar.get_dtype_name(theta_b), shape_of(theta_b)
+    theta_b, shim, xp = prepare_theta(theta, settings.batched, sigma=settings.sigma)
+    call = _MaxCall(settings, fn, [theta_b], rng, args, kwargs, shim, xp)
+    dtype, shape = xp.get_dtype_name(theta_b), shape_of(theta_b)
 
     def fwd(*arrays):
         _, ybar, value, dsigma = call.expectation(arrays)
         extra = (dsigma, arrays[-1]) if call.learnable else ()
-        return cast(value, dtype), (ybar,) + extra
+        return cast(value, dtype, xp), (ybar,) + extra
 
     def bwd(res, g):
         ybar = res[0]
-        grad = cast(g, ar.get_dtype_name(ybar))[:, None] * ybar
+        grad = cast(g, xp.get_dtype_name(ybar), xp)[:, None] * ybar
         d_sigma = call.sigma_cotangent(g, res[1], res[2:]) if call.learnable else ()
-        return (cast(do("reshape", grad, reshape_target(shape)), dtype),) + call.nones(1 + len(d_sigma)) + d_sigma
+        return (cast(xp.reshape(grad, reshape_target(shape)), dtype, xp),) + call.nones(1 + len(d_sigma)) + d_sigma
 
     def jvp(arrays, res, ts):
         (ybar,) = res
-        t = do("reshape", cast(ts[0], ar.get_dtype_name(ybar)), (-1, math.prod(shape[1:])))
-        return cast(do("sum", ybar * t, axis=-1), dtype)
+        t = xp.reshape(cast(ts[0], xp.get_dtype_name(ybar), xp), (-1, math.prod(shape[1:])))
+        return cast(xp.sum(ybar * t, axis=-1), dtype, xp)
 
     def hvp(arrays, res, g, ts):
         (ybar,) = res
         jt = call.jacobian_product(arrays, ybar, ts[0])
-        h = cast(g, ar.get_dtype_name(jt))[:, None] * jt
-        return (cast(do("reshape", h, reshape_target(shape)), dtype),) + call.nones(1)
+        h = cast(g, xp.get_dtype_name(jt), xp)[:, None] * jt
+        return (cast(xp.reshape(h, reshape_target(shape)), dtype, xp),) + call.nones(1)
 
     # second derivatives: the symmetrised Jacobian of y_σ in θ; with a learnable sigma they raise
     second = False if call.learnable else SecondOrder(jvp, hvp)
@@ -174,11 +174,15 @@ def _apply_max(settings, fn, theta, args, kwargs, rng):
 
 
 class FenchelYoungLoss:
-    """Fenchel-Young loss of a perturbed optimizer: L(θ; y) = F_σ(θ) − ⟨θ, y⟩.
+    """True Fenchel-Young loss of a perturbed optimizer (diffopt's): L(θ; y) = F_σ(θ) − ⟨θ, y⟩.
 
-    Drop-in for ``perturbations.FenchelYoungLoss`` (TensorFlow and PyTorch),
-    but its value is the true Fenchel-Young loss (≥ 0 up to Monte-Carlo error),
-    not ‖y_σ − y‖². Its gradient is y_σ(θ) − y (``maximize=True``); for a
+    Called ``loss(theta, y_true)``. Replaces ``perturbations.FenchelYoungLoss``
+    (TensorFlow and PyTorch) with the same gradient, but its value is the true
+    Fenchel-Young loss (≥ 0 up to Monte-Carlo error), not their ‖y_σ − y‖²: the
+    originals' losses, value included, are the drop-ins
+    :class:`diffopt.perturbations.fenchel_young.FenchelYoungLoss` (Keras) and
+    :class:`diffopt.perturbations.torch.fenchel_young.FenchelYoungLoss` (PyTorch port).
+    Its gradient is y_σ(θ) − y (``maximize=True``); for a
     minimising solver (``maximize=False``) the loss is ⟨θ, y⟩ − F_σ(θ) with
     gradient y − y_σ(θ). ``y_true`` is a label: it gets no gradient (as in
     the originals), also when it is computed from θ.
@@ -251,46 +255,41 @@ class FenchelYoungLoss:
             raise TypeError("FenchelYoungLoss has no func: pass one, or use the loss as a decorator")
         if y_true is None:
             raise TypeError("FenchelYoungLoss needs y_true: loss(theta, y_true, *args, rng=None)")
-        shim = get_backend(theta, y_true, argnames=("theta", "y_true"))
-        check_floating("theta", theta)
-        if not same_shape(y_true.shape, theta.shape):
-            raise ValueError(f"y_true must have theta's shape {shape_of(theta)}, got {shape_of(y_true)}")
-        theta_b, shim = prepare_theta(theta, self.settings.batched, sigma=self.settings.sigma)
-        y_b = y_true if self.settings.batched else y_true[None]
-        losses = self._losses(shim, theta_b, y_b, args, kwargs, rng)
+        theta_b, y_b, shim, xp = _prepare_pair(theta, y_true, self.settings, self.settings.sigma)
+        losses = self._losses(shim, xp, theta_b, y_b, args, kwargs, rng)
         losses = losses if self.settings.batched else losses[0]
         if self.reduction == "none":
             return losses
-        return do(self.reduction, losses)
+        return getattr(xp, self.reduction)(losses)
 
-    def _losses(self, shim, theta_b, y_b, args, kwargs, rng):
-        call = _MaxCall(self.settings, self.func, [theta_b, y_b], rng, args, kwargs, shim)
+    def _losses(self, shim, xp, theta_b, y_b, args, kwargs, rng):
+        call = _MaxCall(self.settings, self.func, [theta_b, y_b], rng, args, kwargs, shim, xp)
         sign = 1.0 if self.maximize else -1.0
-        dtype, shape = ar.get_dtype_name(theta_b), shape_of(theta_b)
+        dtype, shape = xp.get_dtype_name(theta_b), shape_of(theta_b)
 
         def fwd(*arrays):
             problem, ybar, value, dsigma = call.expectation(arrays)
-            y = do("reshape", cast(arrays[1], problem.cdtype), (-1, problem.in_size))
-            loss = sign * (value - do("sum", problem.theta_c * y, axis=-1))
+            y = xp.reshape(cast(arrays[1], problem.cdtype, xp), (-1, problem.in_size))
+            loss = sign * (value - xp.sum(problem.theta_c * y, axis=-1))
             extra = (sign * dsigma, arrays[-1]) if call.learnable else ()
-            return cast(loss, dtype), (ybar - y, ybar) + extra
+            return cast(loss, dtype, xp), (ybar - y, ybar) + extra
 
         def bwd(res, g):
             diff = res[0]
             d_sigma = call.sigma_cotangent(g, res[2], res[3:]) if call.learnable else ()
-            g = cast(g, ar.get_dtype_name(diff))[:, None] * sign
-            d_theta = cast(do("reshape", g * diff, reshape_target(shape)), dtype)
+            g = cast(g, xp.get_dtype_name(diff), xp)[:, None] * sign
+            d_theta = cast(xp.reshape(g * diff, reshape_target(shape)), dtype, xp)
             return (d_theta, None) + call.nones(2 + len(d_sigma)) + d_sigma
 
         def jvp(arrays, res, ts):  # the label is a constant: only θ's tangent counts
             diff = res[0]
-            t = do("reshape", cast(ts[0], ar.get_dtype_name(diff)), (-1, math.prod(shape[1:])))
-            return cast(sign * do("sum", diff * t, axis=-1), dtype)
+            t = xp.reshape(cast(ts[0], xp.get_dtype_name(diff), xp), (-1, math.prod(shape[1:])))
+            return cast(sign * xp.sum(diff * t, axis=-1), dtype, xp)
 
         def hvp(arrays, res, g, ts):  # ∇²L = ±∇²F_σ: the perturbed max's estimate
             jt = call.jacobian_product(arrays, res[1], ts[0])
-            h = cast(g, ar.get_dtype_name(jt))[:, None] * sign * jt
-            return (cast(do("reshape", h, reshape_target(shape)), dtype), None) + call.nones(2)
+            h = cast(g, xp.get_dtype_name(jt), xp)[:, None] * sign * jt
+            return (cast(xp.reshape(h, reshape_target(shape)), dtype, xp), None) + call.nones(2)
 
         second = False if call.learnable else SecondOrder(jvp, hvp)
         return shim.custom_vjp(fwd, bwd, second_order=second)(*call.inputs)
@@ -319,26 +318,30 @@ def squared_losses(
             "sigma must be a number for the originals' squared Fenchel-Young loss (its gradient is "
             "not that of its value, so there is no gradient in sigma); use diffopt.FenchelYoungLoss"
         )
-    shim = get_backend(theta, y_true, argnames=("theta", "y_true"))
-    check_floating("theta", theta)
-    if not same_shape(y_true.shape, theta.shape):
-        raise ValueError(f"y_true must have theta's shape {shape_of(theta)}, got {shape_of(y_true)}")
-    theta_b, _ = prepare_theta(theta, settings.batched)
-    y_b = y_true if settings.batched else y_true[None]
-    call = _MaxCall(settings, func, [theta_b, y_b], rng, args, kwargs, shim)
+    theta_b, y_b, shim, xp = _prepare_pair(theta, y_true, settings)
+    call = _MaxCall(settings, func, [theta_b, y_b], rng, args, kwargs, shim, xp)
     sign = 1.0 if maximize else -1.0
-    dtype, shape = ar.get_dtype_name(theta_b), shape_of(theta_b)
+    dtype, shape = xp.get_dtype_name(theta_b), shape_of(theta_b)
 
     def fwd(*arrays):
         problem, ybar = call.expectation(arrays)[:2]
-        y = do("reshape", cast(arrays[1], problem.cdtype), (-1, problem.in_size))
+        y = xp.reshape(cast(arrays[1], problem.cdtype, xp), (-1, problem.in_size))
         diff = sign * (ybar - y)
-        return cast(do("sum", diff * diff, axis=-1), dtype), (diff,)
+        return cast(xp.sum(diff * diff, axis=-1), dtype, xp), (diff,)
 
     def bwd(res, g):
         (diff,) = res
-        g = cast(g, ar.get_dtype_name(diff))[:, None]
-        return (cast(do("reshape", g * diff, reshape_target(shape)), dtype), None) + call.nones(2)
+        g = cast(g, xp.get_dtype_name(diff), xp)[:, None]
+        return (cast(xp.reshape(g * diff, reshape_target(shape)), dtype, xp), None) + call.nones(2)
 
     losses = shim.custom_vjp(fwd, bwd)(*call.inputs)
     return losses if settings.batched else losses[0]
+
+
+def _prepare_pair(theta, y_true, settings, sigma=None):
+    """``(theta_b, y_b, shim, xp)``: ``theta`` validated (:func:`prepare_theta`, with the label
+    ``y_true`` of its framework and shape), both with a leading batch axis."""
+    theta_b, shim, xp = prepare_theta(theta, settings.batched, sigma=sigma, others=(("y_true", y_true),))
+    if not same_shape(y_true.shape, theta.shape):
+        raise ValueError(f"y_true must have theta's shape {shape_of(theta)}, got {shape_of(y_true)}")
+    return theta_b, (y_true if settings.batched else y_true[None]), shim, xp

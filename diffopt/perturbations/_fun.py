@@ -9,6 +9,7 @@ import math
 import autoray as ar
 
 from diffopt._arrays import cast
+from diffopt._call import ByReference, solver_name
 from diffopt._typing import Array, NoiseLike, RngLike, Solver
 from diffopt._checks import check_floating
 from diffopt._ops import do, map_leading
@@ -80,7 +81,7 @@ def _identity(x):
     return x
 
 
-class _PerturbedFun:
+class _PerturbedFun(ByReference):
     """``fn(rng, x)`` of :func:`make_perturbed_fun`: a plain object (not a closure), so it
     pickles when ``fun`` does."""
 
@@ -100,7 +101,7 @@ class _PerturbedFun:
             parts = packed.split(xs, rows)
 
             def one(sample):
-                y_leaves, info["treedef"] = tree_flatten(fun(tree_unflatten(treedef, list(sample))))
+                y_leaves, info["treedef"] = _checked_leaves(fun, fun(tree_unflatten(treedef, list(sample))))
                 info["shapes"] = [tuple(int(d) for d in y.shape) for y in y_leaves]
                 return tuple(y_leaves)
 
@@ -110,6 +111,16 @@ class _PerturbedFun:
 
         out = perturbed(solver, **settings)(packed.flat, rng=rng)
         return tree_unflatten(info["treedef"], _unpack(out, info["shapes"]))
+
+
+def _checked_leaves(fun, out):
+    """``tree_flatten(out)``: ``fun``'s output, an array or a pytree of arrays (a :class:`TypeError`
+    naming ``fun`` for ``None``, a number, an empty tree)."""
+    leaves, treedef = tree_flatten(out)
+    if not leaves or not all(hasattr(leaf, "shape") for leaf in leaves):
+        raise TypeError(f"make_perturbed_fun: fun {solver_name(fun)} must return an array or a pytree "
+                        f"(tuple, list, dict) of arrays, got {type(out).__name__}")
+    return leaves, treedef
 
 
 def _check_leaves(leaves):

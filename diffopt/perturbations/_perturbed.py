@@ -6,8 +6,6 @@ from typing import Any, Callable
 
 import math
 
-import autoray as ar
-
 from diffopt._typing import Array, NoiseLike, Solver
 from diffopt.host import HostSolver
 from diffopt.perturbations._engine import (
@@ -23,7 +21,8 @@ from diffopt.perturbations._engine import (
 )
 from diffopt._arrays import reshape_target, shape_of
 from diffopt._checks import check_choice
-from diffopt._ops import do, inner_samples, nan_rows, sum_samples, where_fill
+from diffopt._call import cast
+from diffopt._ops import inner_samples, nan_rows, sum_samples, where_fill
 from diffopt.backends import SecondOrder
 from diffopt.noise import score_derivative
 
@@ -55,7 +54,7 @@ class _Options:
             )
 
 
-def over_theta(x, theta):
+def over_theta(x, theta, xp):
     """``x / θ`` of multiplicative noise, with 0 where ``θ = 0``, computed on the device.
 
     θ ⊙ exp(σZ − σ²/2) cannot move a zero entry, so the log-space (score) estimate has
@@ -63,12 +62,12 @@ def over_theta(x, theta):
     (finite, no host check of θ, hence no synchronisation on a GPU).
     """
     zero = theta == 0
-    return where_fill(zero, 0.0, x / do("where", zero, do("ones_like", theta), theta))
+    return where_fill(zero, 0.0, x / xp.where(zero, xp.ones_like(theta), theta), xp=xp)
 
 
-def _multiplicative(theta, z, sigma):
+def _multiplicative(theta, z, sigma, xp):
     """θ ⊙ exp(σZ − σ²/2): positive costs stay positive, E[exp(σZ − σ²/2)] = 1 for Normal Z."""
-    return theta * do("exp", sigma * z - 0.5 * sigma**2)
+    return theta * xp.exp(sigma * z - 0.5 * sigma**2)
 
 
 def _choose_residual(opts, problem):
@@ -99,17 +98,18 @@ def _score_step(problem, g, shift):
     With a learnable sigma also Σ(⟨g, f_i⟩ − shift) r_i ``[B]``, r = ⟨s, z⟩ − d the
     score of the scale (∂/∂σ of the log-density of θ + σZ, times σ).
     """
-    score = problem.settings.noise.score
+    score = problem.bound_noise.score
     learnable = problem.settings.learnable_sigma
+    xp = problem.xp
 
     def step(carry, sample):
         z, _, f = sample
         s = score(z)
-        w = _weights(f, g, shift)
-        pieces = (do("einsum", "nb,nbi->bi", w, s),)
+        w = _weights(f, g, shift, xp)
+        pieces = (xp.einsum("nb,nbi->bi", w, s),)
         if learnable:
-            r = do("sum", s * z, axis=-1) - float(problem.in_size)
-            pieces += (do("sum", w * r, axis=0),)
+            r = xp.sum(s * z, axis=-1) - float(problem.in_size)
+            pieces += (xp.sum(w * r, axis=0),)
         return pieces if carry is None else tuple(c + p for c, p in zip(carry, pieces))
 
     return step
@@ -117,11 +117,12 @@ def _score_step(problem, g, shift):
 
 def _forward_step(opts, problem):
     """Forward chunk step: Σ f_i, plus the Jacobian pieces or the samples, per residual mode."""
-    score = problem.settings.noise.score
+    score = problem.bound_noise.score
+    xp = problem.xp
 
     def step(carry, sample):
         z, _, f = sample
-        total = sum_samples(f)
+        total = sum_samples(f, xp=xp)
         if carry is None:
             problem.mode = _choose_residual(opts, problem)
             if problem.mode == "samples":
@@ -129,17 +130,17 @@ def _forward_step(opts, problem):
             if problem.mode == "recompute":
                 return (total,)
             s = score(z)
-            return total, do("einsum", "nbo,nbi->boi", f, s), sum_samples(s)
+            return total, xp.einsum("nbo,nbi->boi", f, s), sum_samples(s, xp=xp)
         if problem.mode == "recompute":
             return (carry[0] + total,)
         s = score(z)
-        jac = do("einsum", "nbo,nbi->boi", f, s)
-        return carry[0] + total, carry[1] + jac, carry[2] + sum_samples(s)
+        jac = xp.einsum("nbo,nbi->boi", f, s)
+        return carry[0] + total, carry[1] + jac, carry[2] + sum_samples(s, xp=xp)
 
     return step
 
 
-def _gradient(opts, a, theta_c, sigma=None):
+def _gradient(opts, a, theta_c, xp, sigma=None):
     """Score-function gradient ``[B, in]`` from Σ(⟨g, f_i⟩ − ⟨g, b⟩) s_i (baseline already in).
 
     Also the gradient with respect to a learnable sigma, from the ``[B]`` piece
@@ -150,20 +151,20 @@ def _gradient(opts, a, theta_c, sigma=None):
     scale = 1.0 / ((n - 1 if opts.control_variate == "mean" else n) * (settings.sigma if sigma is None else sigma))
     grad = a * scale
     if opts.multiplicative:
-        grad = over_theta(grad, theta_c)
+        grad = over_theta(grad, theta_c, xp)
     return grad
 
 
 class _Call(CallInputs):
     """One call of a perturbed function: builds the shim's (fwd, bwd) pair."""
 
-    def __init__(self, opts, func, theta_b, rng, args, kwargs, shim):
+    def __init__(self, opts, func, theta_b, rng, args, kwargs, shim, xp):
         transform = _multiplicative if opts.multiplicative else None
-        super().__init__(opts.settings, func, [theta_b], rng, args, kwargs, shim, transform)
+        super().__init__(opts.settings, func, [theta_b], rng, args, kwargs, shim, xp, transform)
         self.opts = opts
         self.theta_shape = shape_of(theta_b)  # the batch may be None (unknown while tracing)
         self.in_size = math.prod(self.theta_shape[1:])
-        self.theta_dtype = ar.get_dtype_name(theta_b)
+        self.theta_dtype = xp.get_dtype_name(theta_b)
         self.layout = None
 
     def problem(self, arrays):
@@ -173,11 +174,11 @@ class _Call(CallInputs):
         return super().problem(arrays, keep=keep)
 
     def fwd(self, *arrays):
-        opts, problem = self.opts, self.problem(arrays)
+        opts, problem, xp = self.opts, self.problem(arrays), self.xp
         carry = run_chunks(problem, _forward_step(opts, problem))
         ybar = carry[0] / float(opts.settings.num_samples)
-        out = do("reshape", ybar, (-1,) + problem.out_shape)
-        out = nan_rows(problem.theta_c, out if problem.dtype == problem.cdtype else ar.astype(out, problem.dtype))
+        out = xp.reshape(ybar, (-1,) + problem.out_shape)
+        out = nan_rows(problem.theta_c, cast(out, problem.dtype, xp), xp=xp)
         base = None
         if opts.control_variate == "mean":
             base = ybar
@@ -189,7 +190,7 @@ class _Call(CallInputs):
         return out, kept + extra
 
     def bwd(self, res, g):
-        opts = self.opts
+        opts, xp = self.opts, self.xp
         mode, n_kept, has_base, out_shape = self.layout
         kept, rest = res[:n_kept], list(res[n_kept:])
         base = rest.pop(0) if has_base else None
@@ -198,31 +199,29 @@ class _Call(CallInputs):
         if mode == "recompute":
             problem = self.problem(kept)
             problem.out_shape = out_shape
-        dtype = problem.cdtype if problem is not None else ar.get_dtype_name(kept[0])
-        g = do("reshape", g, (-1, math.prod(out_shape)))
-        g = g if ar.get_dtype_name(g) == dtype else ar.astype(g, dtype)
-        shift = None if base is None else do("sum", g * base, axis=-1)
+        dtype = problem.cdtype if problem is not None else xp.get_dtype_name(kept[0])
+        g = xp.reshape(g, (-1, math.prod(out_shape)))
+        g = cast(g, dtype, xp)
+        shift = None if base is None else xp.sum(g * base, axis=-1)
         if mode == "samples":
             s, f = kept
-            a = do("einsum", "nb,nbi->bi", _weights(f, g, shift), s)
+            a = xp.einsum("nb,nbi->bi", _weights(f, g, shift, xp), s)
         elif mode == "jacobian":
             jac, s_total = kept
-            a = do("einsum", "bo,boi->bi", g, jac)
+            a = xp.einsum("bo,boi->bi", g, jac)
             if shift is not None:
                 a = a - shift[:, None] * s_total
         else:
             pieces = run_chunks(problem, _score_step(problem, g, shift))
             a = pieces[0]
             theta_c = problem.theta_c if opts.multiplicative else theta_c
-        sigma = sigma_scalar(problem.settings, problem.theta_c) if self.learnable else None
-        grad = _gradient(opts, a, theta_c, sigma)
-        grad = do("reshape", grad, reshape_target(self.theta_shape))
-        if ar.get_dtype_name(grad) != self.theta_dtype:
-            grad = ar.astype(grad, self.theta_dtype)
+        sigma = sigma_scalar(problem.settings, problem.theta_c, xp) if self.learnable else None
+        grad = _gradient(opts, a, theta_c, xp, sigma)
+        grad = cast(xp.reshape(grad, reshape_target(self.theta_shape)), self.theta_dtype, xp)
         if not self.learnable:
             return (grad,) + self.nones(1)
-        d_sigma = do("sum", _gradient(opts, pieces[1], None, sigma))
-        d_sigma = _cast_like(d_sigma, kept[-1])
+        d_sigma = xp.sum(_gradient(opts, pieces[1], None, xp, sigma))
+        d_sigma = cast(d_sigma, xp.get_dtype_name(kept[-1]), xp)
         return (grad,) + self.nones(2) + (d_sigma,)
 
     # --- second derivatives (see diffopt.backends.SecondOrder) ---------------------------
@@ -246,29 +245,28 @@ class _Call(CallInputs):
 
     def jvp(self, arrays, res, ts):
         """J_σ(θ) t: Σ_i (f_i − b) ⟨∇ν(Z_i), t⟩ / (Nσ), from the kept residuals or a replay."""
-        t = ts[0]
+        t, xp = ts[0], self.xp
         mode, _, _, out_shape = self.layout
         kept, base, theta_c = self._saved(res)
         problem = self._replay(arrays) if mode == "recompute" else None
-        dtype = problem.cdtype if problem is not None else ar.get_dtype_name(kept[0])
+        dtype = problem.cdtype if problem is not None else xp.get_dtype_name(kept[0])
         out_dtype = self.theta_dtype
-        t = _flat(t, self.in_size, dtype)
+        t = _flat(t, self.in_size, dtype, xp)
         if self.opts.multiplicative:
-            t = over_theta(t, problem.theta_c if problem is not None else theta_c)
+            t = over_theta(t, problem.theta_c if problem is not None else theta_c, xp)
         if mode == "samples":
             s, f = kept
-            a = do("einsum", "nbo,nb->bo", f, do("einsum", "nbi,bi->nb", s, t))
-            s_t = do("sum", do("einsum", "nbi,bi->nb", s, t), axis=0)
+            a = xp.einsum("nbo,nb->bo", f, xp.einsum("nbi,bi->nb", s, t))
+            s_t = xp.sum(xp.einsum("nbi,bi->nb", s, t), axis=0)
         elif mode == "jacobian":
             jac, s_total = kept
-            a = do("einsum", "boi,bi->bo", jac, t)
-            s_t = do("sum", s_total * t, axis=-1)
+            a = xp.einsum("boi,bi->bo", jac, t)
+            s_t = xp.sum(s_total * t, axis=-1)
         else:
             a, s_t = run_chunks(problem, _tangent_step(problem, t))
         if base is not None:
             a = a - base * s_t[:, None]
-        out = do("reshape", a * self._scale(1), (-1,) + tuple(out_shape))
-        return out if ar.get_dtype_name(out) == out_dtype else ar.astype(out, out_dtype)
+        return cast(xp.reshape(a * self._scale(1), (-1,) + tuple(out_shape)), out_dtype, xp)
 
     def hvp(self, arrays, res, g, ts):
         """∇²⟨g, y_σ⟩(θ) t by Stein's identity on a replay of the same noise draws.
@@ -278,44 +276,38 @@ class _Call(CallInputs):
         E[s sᵀ − diag s'] = 0). Multiplicative noise is additive in log θ and
         gets the chain rule's extra diagonal term.
         """
-        t = ts[0]
+        t, xp = ts[0], self.xp
         nones = (None,) * (len(arrays) - 1)
         _, base, _ = self._saved(res)
         problem = self._replay(arrays)
         dtype = problem.cdtype
-        g = _flat(g, problem.out_size, dtype)
-        t = _flat(t, problem.in_size, dtype)
+        g = _flat(g, problem.out_size, dtype, xp)
+        t = _flat(t, problem.in_size, dtype, xp)
         theta_c = problem.theta_c
         if self.opts.multiplicative:
-            t = over_theta(t, theta_c)
+            t = over_theta(t, theta_c, xp)
         h, a = run_chunks(problem, _hessian_step(problem, g, base, t))
         h = h * self._scale(2)
         if self.opts.multiplicative:
-            h = over_theta(h - a * self._scale(1) * t, theta_c)
-        h = do("reshape", h, reshape_target(self.theta_shape))
-        return (h if ar.get_dtype_name(h) == self.theta_dtype else ar.astype(h, self.theta_dtype),) + nones
+            h = over_theta(h - a * self._scale(1) * t, theta_c, xp)
+        return (cast(xp.reshape(h, reshape_target(self.theta_shape)), self.theta_dtype, xp),) + nones
 
 
-def _cast_like(x, like):
-    dtype = ar.get_dtype_name(like)
-    return x if ar.get_dtype_name(x) == dtype else ar.astype(x, dtype)
-
-
-def _flat(x, width, dtype):
+def _flat(x, width, dtype, xp):
     """``x`` as ``[B, width]`` in ``dtype``."""
-    x = do("reshape", x, (-1, width))
-    return x if ar.get_dtype_name(x) == dtype else ar.astype(x, dtype)
+    return cast(xp.reshape(x, (-1, width)), dtype, xp)
 
 
 def _tangent_step(problem, t):
     """Replay step of :meth:`_Call.jvp`: Σ f_i ⟨s_i, t⟩ ``[B, out]`` and Σ ⟨s_i, t⟩ ``[B]``."""
-    score = problem.settings.noise.score
+    score = problem.bound_noise.score
+    xp = problem.xp
 
     def step(carry, sample):
         z, _, f = sample
-        s_t = do("sum", score(z) * t, axis=-1)
-        a = do("einsum", "nbo,nb->bo", f, s_t)
-        total = do("sum", s_t, axis=0)
+        s_t = xp.sum(score(z) * t, axis=-1)
+        a = xp.einsum("nbo,nb->bo", f, s_t)
+        total = xp.sum(s_t, axis=0)
         return (a, total) if carry is None else (carry[0] + a, carry[1] + total)
 
     return step
@@ -323,26 +315,26 @@ def _tangent_step(problem, t):
 
 def _hessian_step(problem, g, base, t):
     """Replay step of :meth:`_Call.hvp`: Σ w_i (s_i ⟨s_i, t⟩ − s'_i ⊙ t) and Σ w_i s_i, ``[B, in]``."""
-    noise = problem.settings.noise
-    shift = None if base is None else do("sum", g * base, axis=-1)
+    noise, xp = problem.bound_noise, problem.xp
+    shift = None if base is None else xp.sum(g * base, axis=-1)
 
     def step(carry, sample):
         z, _, f = sample
-        w = inner_samples(f, g)
+        w = inner_samples(f, g, xp=xp)
         if shift is not None:
             w = w - shift
         s = noise.score(z)
-        s_t = do("sum", s * t, axis=-1, keepdims=True)
-        h = do("sum", w[..., None] * (s * s_t - score_derivative(noise, z) * t), axis=0)
-        a = do("einsum", "nb,nbi->bi", w, s)
+        s_t = xp.sum(s * t, axis=-1, keepdims=True)
+        h = xp.sum(w[..., None] * (s * s_t - score_derivative(noise, z) * t), axis=0)
+        a = xp.einsum("nb,nbi->bi", w, s)
         return (h, a) if carry is None else (carry[0] + h, carry[1] + a)
 
     return step
 
 
-def _weights(f, g, shift):
+def _weights(f, g, shift, xp):
     """Per-sample weights ⟨g, f_i⟩ − shift ``[n, B]`` (``shift`` ``[B]`` or ``None``)."""
-    w = inner_samples(f, g)
+    w = inner_samples(f, g, xp=xp)
     return w if shift is None else w - shift
 
 
@@ -454,8 +446,8 @@ def perturbed(
 
 
 def _apply(opts, fn, theta, args, kwargs, rng):
-    theta_b, shim = prepare_theta(theta, opts.settings.batched, sigma=opts.settings.sigma)
-    call = _Call(opts, fn, theta_b, rng, args, kwargs, shim)
+    theta_b, shim, xp = prepare_theta(theta, opts.settings.batched, sigma=opts.settings.sigma)
+    call = _Call(opts, fn, theta_b, rng, args, kwargs, shim, xp)
     # second derivatives: Stein's estimate in θ; with a learnable sigma they raise (no σ terms)
     second = False if call.learnable else SecondOrder(call.jvp, call.hvp)
     out = shim.custom_vjp(call.fwd, call.bwd, second_order=second)(*call.inputs)

@@ -10,7 +10,7 @@ from diffopt.backends.torch import _samples, _sorting
 from diffopt.backends._common import (
     SECOND_ORDER_MESSAGE, as_tuple, check_int_seed, fori_loop, numpy_seed, second_order_spec,
 )
-from diffopt.backends._rng import SeededRng
+from diffopt.backends._rng import SeededRng, child_seed
 
 NAME = "torch"
 _SEED_HIGH = 2**62
@@ -79,6 +79,11 @@ OPS = {
     "ones_like": torch.ones_like,
     "full_like": torch.full_like,
     "astype": lambda x, dtype_name: x.to(getattr(torch, dtype_name)),
+    # names of the call pipeline (diffopt._call): resolved here, never imported while compiling
+    "get_dtype_name": lambda x: str(x.dtype).removeprefix("torch."),
+    "einsum": torch.einsum,
+    "sqrt": torch.sqrt,
+    "tile": torch.tile,
 }
 
 # Kernels: faster paths of eager CPU torch, under the names their families declare
@@ -257,12 +262,46 @@ def custom_vjp(fwd, bwd, jit=False, second_order=False):
     return f
 
 
+@torch.library.custom_op("diffopt::seeded_draw", mutates_args=())
+def _seeded_draw(kind: str, seed: int, shape: list[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The first ``normal``/``uniform`` draw of a :class:`TorchRng` seeded with ``seed``, as one op:
+    ``torch.compile`` cannot create a ``torch.Generator`` inside a graph, an op can (same numbers)."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    return (torch.randn if kind == "normal" else torch.rand)(tuple(shape), generator=gen, device=device, dtype=dtype)
+
+
+@_seeded_draw.register_fake
+def _(kind, seed, shape, dtype, device):
+    return torch.empty(tuple(shape), dtype=dtype, device=device)
+
+
+# a child seed is a function of Python ints: computed while tracing, a constant of the graph
+_constant_child_seed = torch.compiler.assume_constant_result(child_seed)
+
+
 class TorchRng(SeededRng):
-    """Stream backed by a ``torch.Generator`` on ``like``'s device, seeded with ``key``."""
+    """Stream backed by a ``torch.Generator`` on ``like``'s device, seeded with ``key``.
+
+    Under ``torch.compile`` the first ``normal``/``uniform`` draw of a stream (the
+    perturbed estimators draw once per chunk, from a child stream) is the op
+    ``diffopt::seeded_draw``, which makes the generator inside: the same numbers as eager.
+    """
 
     @property
     def device(self):
         return self.like.device
+
+    def fold(self, index):
+        seed = _constant_child_seed(self.key, index) if torch.compiler.is_compiling() else child_seed(self.key, index)
+        return type(self)(seed, self.like)
+
+    def _compiled_draw(self, kind, shape, dtype):
+        """The draw as one op when compiling and this stream has not drawn yet, else ``None``."""
+        if self._gen is not None or getattr(self, "_drawn", False) or not torch.compiler.is_compiling():
+            return None
+        self._drawn = True
+        return _seeded_draw(kind, self.key, list(shape), getattr(torch, dtype), self.device)
 
     def _generator(self):
         gen = torch.Generator(device=self.device)
@@ -273,9 +312,15 @@ class TorchRng(SeededRng):
         return torch.clamp(u, lo, hi)
 
     def _normal(self, shape, dtype):
+        out = self._compiled_draw("normal", shape, dtype)
+        if out is not None:
+            return out
         return torch.randn(shape, generator=self.generator, device=self.device, dtype=getattr(torch, dtype))
 
     def _uniform(self, shape, dtype):
+        out = self._compiled_draw("uniform", shape, dtype)
+        if out is not None:
+            return out
         return torch.rand(shape, generator=self.generator, device=self.device, dtype=getattr(torch, dtype))
 
     def _gamma(self, shape, alpha, dtype):
