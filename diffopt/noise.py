@@ -236,7 +236,8 @@ class Gumbel(Noise):
         return 1.0 - do("exp", -z)
 
     def bind(self, xp: Any) -> Any:
-        return _BoundGumbel(xp)
+        # a subclass may override sample/score: it keeps its own methods
+        return _BoundGumbel(xp) if type(self) is Gumbel else self
 
     def log_prob(self, x: Array) -> Array:
         return -x - do("exp", -x)

@@ -166,3 +166,15 @@ def test_jax_eager_sum_of_gamma_compiles_once_per_shape(backend):
     mean = (sum(1.0 / i for i in range(1, 11)) - np.log(10)) / 2
     var = sum(1.0 / i**2 for i in range(1, 11)) / 2
     assert abs(values.mean() - mean) < 5 * np.sqrt(var / values.size)
+
+
+def test_a_gumbel_subclass_keeps_its_own_sample_and_score(backend):
+    """A call binds Gumbel to its namespace; a subclass's own sample/score must still be used."""
+
+    class Zero(Gumbel):  # no noise at all: the perturbed argmax is the plain argmax
+        def sample(self, shape, like, rng=None):
+            return diffopt._ops.do("zeros_like", diffopt._ops.do("broadcast_to", like[None], tuple(shape)))
+
+    theta = backend.asarray(np.array([[0.1, 0.3, 0.2]]))
+    y = backend.to_numpy(diffopt.perturbed(diffopt.argmax_one_hot, num_samples=4, sigma=1.0, noise=Zero())(theta))
+    np.testing.assert_array_equal(y, [[0.0, 1.0, 0.0]])  # Gumbel draws would mix the three entries
