@@ -41,6 +41,9 @@ class SortingKernels(Protocol):
     def sorting_network_pull(self, t, weights, layers, dts):
         """``(M.T @ t, g_temperature)``: the backward pass of :meth:`sorting_network` (JAX)."""
 
+    def sorting_pav(self, a, b, kl):
+        """A compiled :func:`diffopt.sorting._pav.pav_rows` for NumPy rows on the host (numba), or ``None``."""
+
     def jit(self, fn):
         """``fn`` compiled, for a function built once per configuration and reused (JAX)."""
 
