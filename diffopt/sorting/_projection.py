@@ -33,9 +33,11 @@ kernel ``sorting_pav`` where ``[numba]`` is installed. Everything else (the
 sort's permutation, the scaling by the strength, ``exp``) is the framework's own
 differentiable code, which gives the strength its gradient.
 
-Ties: tied inputs are pooled by the projection, so their ranks are equal and
-so are their rank gradients. The sort places tied inputs in their order along
-the row (a stable sort); each sorted position's gradient goes to the input placed there.
+Ties: tied inputs are pooled by the projection (for any strength > 0), so their
+ranks are equal, the ranks are differentiable there, and the Jacobian does not
+depend on the order in which the ties were sorted. The sort places tied inputs in
+their order along the row (a stable sort); each sorted position's gradient goes to
+the input placed there.
 """
 
 from __future__ import annotations
@@ -264,7 +266,7 @@ def projection_rank(x: Array, axis: int = -1, *, regularization_strength: float 
     -------
     array
         Ranks in ``[0, n - 1]``, same shape as ``x`` (``fast_soft_sort`` and ``torchsort``
-        count from 1: add one). Tied inputs have equal ranks and equal gradients.
+        count from 1: add one). Tied inputs have equal ranks (and exchangeable gradients).
 
     Notes
     -----
