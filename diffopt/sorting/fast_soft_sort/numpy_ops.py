@@ -54,7 +54,8 @@ def _block_matrix(first, logits=None):
     same = ids[:, None] == ids[None, :]
     if logits is None:
         return same / np.bincount(ids)[ids][:, None]
-    e = np.where(same, np.exp(logits[None, :] - np.max(np.where(same, logits[None, :], -np.inf), axis=1)[:, None]), 0.0)
+    shifted = np.where(same, logits[None, :], -np.inf)
+    e = np.exp(shifted - np.max(shifted, axis=1, keepdims=True))  # 0 outside the block
     return e / e.sum(axis=1, keepdims=True)
 
 
@@ -174,15 +175,22 @@ class Sort(_Differentiable):
         return self.values[order]
 
 
+def _as_float(values):
+    """A list or an integer array as float64; anything else (an autograd box too) as it is."""
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f" or not isinstance(values, (list, tuple, np.ndarray)):
+        return values
+    return np.asarray(values, dtype=float)
+
+
 def soft_rank(values, direction="ASCENDING", regularization_strength=1.0, regularization="l2"):
     """Soft ranks (1-based) of the 1-D ``values`` (see :func:`diffopt.sorting.projection_rank`)."""
-    return projection_rank(np.asarray(values, dtype=float), regularization_strength=regularization_strength,
+    return projection_rank(_as_float(values), regularization_strength=regularization_strength,
                            regularization=regularization, descending=check_direction(direction)) + 1.0
 
 
 def soft_sort(values, direction="ASCENDING", regularization_strength=1.0, regularization="l2"):
     """Soft sort of the 1-D ``values`` (see :func:`diffopt.sorting.projection_sort`)."""
-    return projection_sort(np.asarray(values, dtype=float), regularization_strength=regularization_strength,
+    return projection_sort(_as_float(values), regularization_strength=regularization_strength,
                            regularization=regularization, descending=check_direction(direction))
 
 
