@@ -127,12 +127,13 @@ def test_numba_kernel_equals_python_loop():
     from diffopt.sorting._kernels import kernel
 
     pytest.importorskip("numba")
-    compiled = kernel("sorting_pav", namespace("numpy"))(None, None, False)
-    if compiled is None:
-        pytest.skip("numba switched off (DIFFOPT_NUMBA)")
     a, b = np.random.default_rng(5).standard_normal((2, 4, 40))
     for kl in (False, True):
-        np.testing.assert_array_equal(pav(a, b, kl, compiled)[0], pav(a, b, kl)[0])
+        out = kernel("sorting_pav", namespace("numpy"))(a, b, kl)
+        if out is None:
+            pytest.skip("numba switched off (DIFFOPT_NUMBA)")
+        np.testing.assert_array_equal(out[0], pav(a, b, kl)[0])
+        np.testing.assert_array_equal(out[1], pav(a, b, kl)[1])
 
 
 # ------------------------------------------------------------------ values
@@ -323,3 +324,26 @@ def test_at_most_five_lookups_per_call(backend):
         for op, reg in itertools.product(OPS, ("l2", "kl")):
             calls = _Counter().count(lambda: _run(op, x, 0.5, reg, False))
             assert calls <= LIMIT, (op, reg, n, calls)
+
+
+def test_jax_compiles_once_for_every_strength():
+    jax = pytest.importorskip("jax")
+    from diffopt.backends import get_backend
+    from diffopt.sorting._modern import _compiled
+    from diffopt.sorting._projection import _rank_rows
+
+    x = jax.numpy.asarray(X, "float32")
+    fn = _compiled(_rank_rows, "jax", get_backend(x), 1, False, "kl", False)
+    for strength in (0.3, 0.7, 1.9):
+        ds.projection_rank(x, regularization_strength=strength, regularization="kl")
+    assert fn._cache_size() == 1
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_kept(backend, dtype):
+    backend.require(dtype)
+    xb = backend.asarray(X, dtype)
+    for op in OPS:
+        out = _run(op, xb, 0.5, "l2", False)
+        assert ar.get_dtype_name(out) == dtype
+        np.testing.assert_allclose(backend.to_numpy(out), _run(op, X, 0.5, "l2", False), atol=0.05 * np.abs(X).max())

@@ -42,7 +42,7 @@ class SortingKernels(Protocol):
         """``(M.T @ t, g_temperature)``: the backward pass of :meth:`sorting_network` (JAX)."""
 
     def sorting_pav(self, a, b, kl):
-        """A compiled :func:`diffopt.sorting._pav.pav_rows` for NumPy rows on the host (numba), or ``None``."""
+        """``(v, first)`` of :func:`diffopt.sorting._pav.pav` on NumPy rows, compiled (numba; the projection's PAV)."""
 
     def jit(self, fn):
         """``fn`` compiled, for a function built once per configuration and reused (JAX)."""

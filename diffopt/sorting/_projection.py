@@ -92,9 +92,10 @@ def _prepare(x, axis, strength, regularization):
 
 def _host_forward(packed, kl):
     """``(B, n, 2)`` rows ``(a, b)`` -> ``(B, n, 2)``: the solution ``v`` and the block-start flags."""
-    compiled = kernel("sorting_pav", namespace("numpy"))
-    v, first = pav(packed[..., 0], packed[..., 1], kl, None if compiled is None else compiled(None, None, kl))
-    return np.stack((v, first), axis=-1)
+    a, b = packed[..., 0], packed[..., 1]
+    fast = kernel("sorting_pav", namespace("numpy"))
+    out = None if fast is None else fast(a, b, kl)
+    return np.stack(pav(a, b, kl) if out is None else out, axis=-1)
 
 
 def _host_backward(packed, kl):

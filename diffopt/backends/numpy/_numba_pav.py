@@ -26,7 +26,11 @@ def _compiled():
 
 
 def numpy_pav(a, b, kl):
-    """The compiled ``pav_rows(a, b, kl, v, first)`` (see :mod:`diffopt.sorting._pav`), or ``None``."""
-    if _fused.kernels() is None:  # switched off (DIFFOPT_NUMBA) or numba missing
+    """``(v, first)`` of :func:`diffopt.sorting._pav.pav` for NumPy rows ``a, b``, compiled; ``None``
+    where the kernel is off (``DIFFOPT_NUMBA``) or numba is missing."""
+    compiled = None if _fused.kernels() is None else _compiled()
+    if compiled is None:
         return None
-    return _compiled()
+    from diffopt.sorting._pav import pav
+
+    return pav(a, b, kl, compiled)
