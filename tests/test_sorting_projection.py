@@ -216,6 +216,14 @@ def test_l2_keeps_row_sums_and_ranks_sum():
     np.testing.assert_allclose(r.sum(axis=1), 15.0, rtol=1e-12)  # n (n - 1) / 2 for n = 6
 
 
+def test_nan_makes_its_row_nan(backend):
+    x = X.copy()
+    x[1, 2] = np.nan
+    for op, reg in itertools.product(OPS, ("l2", "kl")):
+        out = backend.to_numpy(_run(op, backend.asarray(x, "float32"), 0.5, reg, False))
+        assert np.isnan(out[1]).all() and not np.isnan(out[[0, 2]]).any()
+
+
 def test_n_equals_one_and_empty():
     x = np.array([[1.5], [-2.0]])
     np.testing.assert_array_equal(ds.projection_sort(x, regularization_strength=1.0), x)

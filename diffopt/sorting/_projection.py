@@ -49,7 +49,7 @@ import autoray as ar
 import numpy as np
 
 from diffopt._checks import check_floating, check_nonnegative, check_scale
-from diffopt._ops import astype_in, constant_in, namespace
+from diffopt._ops import astype_in, constant_in, namespace, nan_rows_in
 from diffopt._typing import Array
 from diffopt.backends import get_backend
 from diffopt.sorting._kernels import kernel
@@ -163,7 +163,7 @@ def _sort_rows(shim, axis, descending, regularization, exact, x, strength):
     if not exact:
         y = xp.zeros_like(s) + _descending_weights(int(rows.shape[1]), rows, xp) / _scalar_like(strength, rows, xp)
         s = y - isotonic(shim, regularization == "kl")(y, s)
-    return _downcast(undo(s * sign), x, xp)
+    return _downcast(undo(nan_rows_in(xp, rows, s * sign)), x, xp)
 
 
 def _rank_rows(shim, axis, descending, regularization, exact, x, strength):
@@ -184,7 +184,7 @@ def _rank_rows(shim, axis, descending, regularization, exact, x, strength):
     w = xp.zeros_like(s) + _descending_weights(int(rows.shape[1]), rows, xp, log=kl)
     p = s - isotonic(shim, kl)(s, w)
     p = xp.exp(p) if kl else p
-    return _downcast(undo(_gather(xp, p, inverse) - 1.0), x, xp)
+    return _downcast(undo(nan_rows_in(xp, rows, _gather(xp, p, inverse) - 1.0)), x, xp)
 
 
 # ----------------------------------------------------------- public
@@ -221,7 +221,7 @@ def projection_sort(x: Array, axis: int = -1, *, regularization_strength: float 
     -------
     array
         Same framework, dtype and shape as ``x``; for ``'l2'`` each row keeps the sum of
-        the input row. Rows with infinities or NaN are not supported (NaN out).
+        the input row. A NaN makes its whole row NaN; infinities are not supported.
 
     Raises
     ------
@@ -268,6 +268,7 @@ def projection_rank(x: Array, axis: int = -1, *, regularization_strength: float 
     array
         Ranks in ``[0, n - 1]``, same shape as ``x`` (``fast_soft_sort`` and ``torchsort``
         count from 1: add one). Tied inputs have equal ranks (and exchangeable gradients).
+        A NaN makes its whole row NaN; infinities are not supported.
 
     Notes
     -----
