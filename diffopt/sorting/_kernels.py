@@ -44,6 +44,9 @@ class SortingKernels(Protocol):
     def sorting_pav(self, a, b, kl):
         """``(v, first)`` of :func:`diffopt.sorting._pav.pav` on NumPy rows, compiled (numba; the projection's PAV)."""
 
+    def sorting_inverse_permutation(self, order):
+        """The inverse of the permutations ``order`` along the last axis (``O(n)``: torch's scatter)."""
+
     def jit(self, fn):
         """``fn`` compiled, for a function built once per configuration and reused (JAX)."""
 

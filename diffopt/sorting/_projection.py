@@ -136,6 +136,12 @@ def _argsort_desc(xp, x):
     return xp.argsort(-x, **_STABLE.get(xp.name, {"axis": -1}))
 
 
+def _inverse(xp, order):
+    """The inverse permutations of ``order`` (the shim's ``sorting_inverse_permutation``, else an argsort)."""
+    fast = kernel("sorting_inverse_permutation", xp)
+    return xp.argsort(order, -1) if fast is None else fast(order)
+
+
 def _gather(xp, x, idx):
     """``x[r, idx[r, j]]`` for ``(B, n)`` rows (differentiable in ``x``)."""
     if xp.name == "autograd":  # fancy indexing: autograd differentiates it
@@ -173,7 +179,7 @@ def _rank_rows(shim, axis, descending, regularization, exact, x, strength):
     rows, undo = _to_rows(xc, axis, xp)
     sign = -1.0 if descending else 1.0
     order = _argsort_desc(xp, rows * sign)
-    inverse = xp.argsort(order, -1)
+    inverse = _inverse(xp, order)
     if exact:  # ranks do not depend on x: a zero gradient, kept in the graph
         finite = xp.where(xp.isfinite(rows), rows, xp.zeros_like(rows))
         out = astype_in(xp, (rows.shape[1] - 1) - inverse, ar.get_dtype_name(rows)) + finite * 0.0
