@@ -104,13 +104,23 @@ def _host_backward(packed, kl):
     return np.stack((ga, gb), axis=-1)
 
 
-@functools.lru_cache(maxsize=32)
 def isotonic(shim, kl):
     """The differentiable isotonic solve ``v(a, b)`` on ``(B, n)`` rows of ``shim``'s framework.
 
-    See :mod:`diffopt.sorting._pav`; ``kl`` picks the KL problem. Forward and
-    backward run on the host (``shim.host_call``); the backward is the closed form.
+    See :mod:`diffopt.sorting._pav`; ``kl`` picks the KL problem. The shim's
+    ``sorting_isotonic`` kernel where it gives one (JAX off the CPU or without numba:
+    a traced ``lax`` loop on the device); else forward and backward run on the host
+    (``shim.host_call``). The backward is the closed form.
     """
+    traced = kernel("sorting_isotonic", namespace(shim.NAME))
+    pair = None if traced is None else traced(kl)
+    return _isotonic(shim, kl, pair)
+
+
+@functools.lru_cache(maxsize=32)
+def _isotonic(shim, kl, pair):
+    if pair is not None:
+        return shim.custom_vjp(*pair)
     xp = namespace(shim.NAME)
 
     def fwd(a, b):
