@@ -10,7 +10,9 @@ Contenders (the loss is ``sum(sorted * w)`` for a fixed random ``w``):
   so it gets the ``[n, B]`` transpose);
 * ``diffsort`` bitonic ``DiffSortNet`` (it also builds the ``B x n x n``
   relaxed permutation matrix at every layer);
-* ``torchsort.soft_sort`` (isotonic-regression projection, C++ extension).
+* ``torchsort.soft_sort`` (isotonic-regression projection, C++ extension), and diffopt's
+  drop-in for it (``diffopt.sorting.torchsort``: the same projection, PAV on the host with
+  the numba kernel when numba is installed).
 
 Sizes whose peer would need more than 8 GB are skipped and the row says so.
 """
@@ -29,6 +31,7 @@ QUICK_NS = (8, 64)
 D_TORCH = "diffopt soft_sort (torch)"
 D_TORCH_GENERIC = "diffopt soft_sort (torch, DIFFOPT_NUMBA=0)"
 D_JAX = "diffopt soft_sort (jax, jit)"
+D_PROJECTION = "diffopt torchsort.soft_sort drop-in (torch, projection)"
 P_MATRIX = "differentiable_sorting diff_sort (matrix)"
 P_INDEXED = "differentiable_sorting diff_sort_indexed"
 P_DIFFSORT = "diffsort DiffSortNet bitonic"
@@ -122,6 +125,19 @@ def make_diffopt_jax(n):
     return make
 
 
+def make_projection_torch(n):
+    """diffopt's projection soft sort through its torchsort drop-in (same call as the peer)."""
+
+    def make():
+        torchsort = need_attr("diffopt.sorting.torchsort", "soft_sort", "diffopt.sorting.torchsort")
+        torch, x, w = _torch_inputs(n)
+        warm = torch.zeros((2, 3), dtype=x.dtype, requires_grad=True)  # compiles the numba kernel, untimed
+        torchsort(warm, regularization_strength=TEMPERATURE).sum().backward()
+        return _torch_step(torch, x, w, lambda v: torchsort(v, regularization_strength=TEMPERATURE))
+
+    return make
+
+
 def make_matrix(n):
     def make():
         ds_torch = need("differentiable_sorting.torch", "differentiable_sorting")
@@ -172,6 +188,7 @@ def cases(quick=False):
             Contender(D_TORCH, "diffopt", make_diffopt_torch(n), "torch"),
             Contender(D_TORCH_GENERIC, "diffopt", make_diffopt_torch(n, accelerator=False), "torch"),
             Contender(D_JAX, "diffopt", make_diffopt_jax(n), "jax"),
+            Contender(D_PROJECTION, "diffopt", make_projection_torch(n), "torch"),
             Contender(P_MATRIX, "peer", make_matrix(n), "torch", skip=too_big(_matrix_bytes(n))),
             Contender(P_INDEXED, "peer", make_indexed(n), "torch"),
             Contender(P_DIFFSORT, "peer", make_diffsort(n), "torch", skip=too_big(_diffsort_bytes(n))),
@@ -191,6 +208,8 @@ def cases(quick=False):
             comparisons.append(Comparison(D_TORCH, peer, target, text))
             comparisons.append(Comparison(D_TORCH_GENERIC, peer))
             comparisons.append(Comparison(D_JAX, peer))
+        comparisons.append(Comparison(D_PROJECTION, P_TORCHSORT))
+        comparisons.append(Comparison(D_PROJECTION, P_INDEXED))
         memory_targets = {D_TORCH: 400, D_JAX: 400} if n == 4096 else {}
         out.append(Case("sorting", f"soft sort n={n}", {"B": B, "n": n, "dtype": "float32"}, contenders,
                         comparisons, memory_targets=memory_targets, tiny=(n == 8), scaling=("n", n)))

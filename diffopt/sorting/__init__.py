@@ -8,7 +8,9 @@ Two APIs share one network:
   power-of-two lengths, with the same numbers;
 * the modern API, for any length, batch shape, axis and scale:
   :func:`soft_sort`, :func:`soft_rank`, :func:`soft_topk`,
-  :func:`soft_permutation` (alias :func:`soft_argsort`).
+  :func:`soft_permutation` (alias :func:`soft_argsort`);
+* the projection onto the permutahedron (Blondel et al. 2020), ``O(n log n)``:
+  :func:`projection_sort`, :func:`projection_rank` (``'l2'`` or ``'kl'``).
 
 ``diffopt.sorting.torch`` and ``diffopt.sorting.tensorflow`` mirror the
 original's per-framework modules.
@@ -37,6 +39,7 @@ from diffopt.sorting._network import (
     bitonic_woven_matrices,
     pretty_bitonic_network,
 )
+from diffopt.sorting._projection import projection_rank, projection_sort
 from diffopt.sorting._relax import RELAXATIONS
 
 __all__ = [
@@ -63,5 +66,7 @@ __all__ = [
     "soft_argsort",
     "soft_permutation",
     "soft_topk",
+    "projection_sort",
+    "projection_rank",
     "RELAXATIONS",
 ]

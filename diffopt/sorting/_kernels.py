@@ -41,6 +41,15 @@ class SortingKernels(Protocol):
     def sorting_network_pull(self, t, weights, layers, dts):
         """``(M.T @ t, g_temperature)``: the backward pass of :meth:`sorting_network` (JAX)."""
 
+    def sorting_pav(self, a, b, kl):
+        """``(v, first)`` of :func:`diffopt.sorting._pav.pav` on NumPy rows, compiled (numba; the projection's PAV)."""
+
+    def sorting_inverse_permutation(self, order):
+        """The inverse of the permutations ``order`` along the last axis (``O(n)``: torch's scatter)."""
+
+    def sorting_isotonic(self, kl):
+        """The ``(fwd, bwd)`` pair of :func:`diffopt.sorting._projection.isotonic`, traced by the framework (JAX)."""
+
     def jit(self, fn):
         """``fn`` compiled, for a function built once per configuration and reused (JAX)."""
 

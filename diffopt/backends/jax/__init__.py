@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffopt.backends import _common
-from diffopt.backends.jax import _sorting
+from diffopt.backends.jax import _projection, _sorting
 from diffopt.backends._common import SECOND_ORDER_MESSAGE, SecondOrder, check_int_seed, numpy_seed
 from diffopt.backends._rng import Rng, rng_type_error
 
@@ -21,6 +21,8 @@ KERNELS = {
     # soft_sort's network and its backward, looped (diffopt.sorting._soft.sorter)
     "sorting_network": _sorting.network,
     "sorting_network_pull": _sorting.pull,
+    # the projection's isotonic solve, traced (diffopt.sorting._projection.isotonic)
+    "sorting_isotonic": _projection.isotonic,
     # compile a function built once per configuration and reused (sorting's transports)
     "jit": lambda fn: jax.jit(fn),
 }

@@ -6,7 +6,7 @@ import numbers
 import numpy as np
 import torch
 
-from diffopt.backends.torch import _samples, _sorting
+from diffopt.backends.torch import _projection, _samples, _sorting
 from diffopt.backends._common import (
     SECOND_ORDER_MESSAGE, as_tuple, check_int_seed, fori_loop, numpy_seed, second_order_spec,
 )
@@ -92,6 +92,7 @@ KERNELS = {
     "sorting_lse_network": _sorting.lse_network,
     "sorting_pull": _sorting.pull,
     "sorting_fused": _sorting.fused,
+    "sorting_inverse_permutation": _projection.inverse_permutation,
     "sum_samples": _samples.sum_samples,
     "add_scaled": _samples.add_scaled,
 }
