@@ -170,11 +170,8 @@ def test_bad_arguments_raise_errors_naming_them(backend):
 
 
 @pytest.mark.parametrize("api", ["perturbed", "perturbed_max", "FenchelYoungLoss"])
-def test_a_numpy_scalar_sigma_is_a_number(backend, request, api):
-    # np.float64 is a float (np.float32, a 0-d NumPy array, is refused on the other frameworks with a
-    # TypeError naming sigma)
-    if backend.name == "torch":
-        request.applymarker(pytest.mark.xfail(strict=True, reason="issue 30: fixed on branch arch-pipeline"))
+def test_a_numpy_scalar_sigma_is_a_number(backend, api):
+    # np.float64 and np.float32 scalars are numbers on every framework (as a Python float)
     theta = backend.asarray(np.array([[0.0, 1.0, 2.0]]), "float32")
     make = {"perturbed": perturbed, "perturbed_max": perturbed_max, "FenchelYoungLoss": FenchelYoungLoss}[api]
     args = (backend.asarray(np.array([[0.0, 0.0, 1.0]]), "float32"),) if api == "FenchelYoungLoss" else ()
