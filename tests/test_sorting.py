@@ -10,7 +10,7 @@ from diffopt import sorting as ds
 from diffopt._ops import do
 from diffopt.sorting._soft import pad as _pad
 from diffopt.sorting._soft import bit_reverse, network, pull
-from test_exact import ref_sorting  # the NumPy reference network (Python scalars, HIPS-autograd differentiable)
+from references import ref_sorting  # the NumPy reference network (Python scalars, HIPS-autograd differentiable)
 
 X8 = [5.0, -1.0, 9.5, 13.2, 16.2, 20.5, 42.0, 18.0]
 SORTED8 = [-1.0075, 4.9958, 9.4394, 13.2117, 15.948, 18.2103, 20.6023, 42.0]
