@@ -262,3 +262,48 @@ DY_4 = np.array([[0.0, 1.0, -1.0, 0.0], [1.0, 0.0, 0.0, -1.0]])
 
 def top2(x):
     return diffopt.top_k_mask(x, 2)
+
+
+# --- soft sorting checks shared by tests/sorting/test_edge_cases.py and tests/sorting/test_exact.py ---
+
+
+def check_soft_sort_of_the_largest_finite_values(backend, relaxation, n):
+    """``soft_sort`` of float32's ``±finfo.max`` (n entries) stays finite, the extremes in place; ``+inf`` stays ``+inf``."""
+    from diffopt.sorting import soft_sort
+
+    big = float(np.finfo(np.float32).max)
+    values = np.array([big, 1.0, -big, 0.0][:n], dtype=np.float32)
+    out = backend.to_numpy(soft_sort(backend.asarray(values), relaxation=relaxation))
+    assert np.isfinite(out).all(), out
+    np.testing.assert_allclose(out[[0, -1]], [-big, big], rtol=1e-6)
+    # infinities still sort as infinities
+    values[1] = INF
+    out = backend.to_numpy(soft_sort(backend.asarray(values), relaxation=relaxation))
+    assert out[-1] == INF and np.isfinite(out[:-1]).all(), out
+
+
+# --- gradients with respect to two arguments (tests/imle/) ---
+
+
+def grad2(backend, f, x, s):
+    """Gradients of the scalar ``f(x, s)`` with respect to both arguments."""
+    name = backend.name
+    if name == "torch":
+        import torch
+
+        x, s = (v.detach().clone().requires_grad_(True) for v in (x, s))
+        return torch.autograd.grad(f(x, s), (x, s))
+    if name == "jax":
+        import jax
+
+        return jax.grad(f, argnums=(0, 1))(x, s)
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch([x, s])
+            y = f(x, s)
+        return tape.gradient(y, [x, s])
+    import autograd
+
+    return autograd.grad(lambda xs: f(*xs))((x, s))

@@ -10,7 +10,7 @@ import pytest
 import diffopt
 from diffopt import imle as dimle
 from diffopt._ops import first_max_mask
-from references import B, D, FixedNoise, M, S, _imle_inputs, close, ref_beta_update, ref_imle
+from references import B, D, FixedNoise, M, S, _imle_inputs, close, grad2, ref_beta_update, ref_imle
 
 
 def imle_solver(x):
@@ -181,7 +181,6 @@ def test_aimle_explicit_state_exact(grad_backend):
                          nb_samples=S, symmetric_perturbation=True)
         t, dyb = backend.asarray(theta, "float64"), backend.asarray(dy, "float64")
         sb = backend.asarray(np.array(state), "float64")
-        from test_imle import grad2  # gradients with respect to theta and the state together
 
         g_theta, new = grad2(backend, lambda u, s_: ar.do("sum", fn(u, rng=0, target_state=s_) * dyb), t, sb)
         close(backend, g_theta, want_g)
@@ -290,7 +289,6 @@ def test_solver_arguments_travel_beside_an_explicit_state(grad_backend):
         _, want_g, diff = ref_imle(theta, eps, dy, kind="aimle", adaptive=True, beta=state[0], symmetric=True,
                                    solve=_ref_shifted(w))
         want_state = ref_beta_update(state, np.count_nonzero(diff) / (B * S), **hyper)
-        from test_imle import grad2
 
         sb = backend.asarray(np.array(state), "float64")
         g_theta, new = grad2(backend, lambda u, s_: ar.do("sum", fn(u, wb, rng=0, target_state=s_) * dyb), t, sb)
@@ -315,7 +313,6 @@ def test_aimle_float32_with_a_float32_state(grad_backend):
     t, dyb = backend.asarray(theta, "float32"), backend.asarray(dy, "float32")
     sb = backend.asarray(np.array(state), "float32")
     z = fn(t, rng=0, target_state=sb)
-    from test_imle import grad2
 
     g_theta, new = grad2(backend, lambda u, s_: ar.do("sum", fn(u, rng=0, target_state=s_) * dyb), t, sb)
     # θ alone too: HIPS autograd casts the gradient of a tuple of arguments to their dtypes

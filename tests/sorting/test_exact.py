@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from diffopt import backends
-from references import close, ref_sorting
+from references import check_soft_sort_of_the_largest_finite_values, close, ref_sorting
 
 
 def _diffopt_sorting(op, x, relaxation, temperature, k=2):
@@ -72,6 +72,10 @@ def test_soft_sorting_exact(backend, relaxation, op):
 def test_soft_sort_infinities_exact(backend, relaxation):
     """±inf pass through the network as ±inf (not as the finite sentinels they travel as) and never mix:
     one finite value per row comes out unchanged at its place, with gradient 1 there and 0 elsewhere."""
+    _check_soft_sort_infinities(backend, relaxation)
+
+
+def _check_soft_sort_infinities(backend, relaxation):
     from diffopt import sorting
 
     inf = float("inf")
@@ -114,22 +118,18 @@ def _without_fused_kernels(backend, monkeypatch):
 
 @pytest.mark.parametrize("relaxation", ["logsumexp", "logistic"])
 def test_soft_sort_generic_network_infinities_exact(backend, monkeypatch, relaxation):
-    """test_exact's ±inf case through the generic network (sentinels, clip and restore of ``lse_network``)."""
-    from test_exact import test_soft_sort_infinities_exact
-
+    """The ±inf case above through the generic network (sentinels, clip and restore of ``lse_network``)."""
     _without_fused_kernels(backend, monkeypatch)
-    test_soft_sort_infinities_exact(backend, relaxation)
+    _check_soft_sort_infinities(backend, relaxation)
 
 
 @pytest.mark.parametrize("relaxation", ["logsumexp", "logistic"])
 def test_soft_sort_generic_network_largest_finite_values(backend, monkeypatch, relaxation):
-    """test_edge_cases' float32 ``±finfo.max`` case through the generic network: the sentinels are
-    float32's own (not float64's), the largest finite values stay finite and ``+inf`` stays ``+inf``."""
-    from test_edge_cases import test_soft_sort_of_the_largest_finite_values_is_finite
-
+    """The float32 ``±finfo.max`` case of tests/sorting/test_edge_cases.py through the generic network: the
+    sentinels are float32's own (not float64's), the largest finite values stay finite and ``+inf`` stays ``+inf``."""
     _without_fused_kernels(backend, monkeypatch)
     for n in (3, 4):
-        test_soft_sort_of_the_largest_finite_values_is_finite(backend, relaxation, n)
+        check_soft_sort_of_the_largest_finite_values(backend, relaxation, n)
 
 
 def test_soft_sort_uses_the_fused_kernel_where_the_shim_has_one(backend, monkeypatch):
@@ -137,7 +137,6 @@ def test_soft_sort_uses_the_fused_kernel_where_the_shim_has_one(backend, monkeyp
     temperature runs it (asked with the rows, the temperature and the relaxation; its forward called),
     and its numbers are the generic network's."""
     from diffopt import sorting
-    from test_exact import ref_sorting
 
     tables = [t for t in _kernel_tables(backend) if "sorting_fused" in t]
     if not tables:
@@ -179,7 +178,6 @@ def test_soft_sort_uses_the_lse_kernel_where_the_shim_has_one(backend, monkeypat
     from diffopt.sorting import _soft
     from diffopt.sorting._network import schedule
     from diffopt.sorting._soft import finite_range
-    from test_exact import ref_sorting
 
     tables = [t for t in _kernel_tables(backend) if "sorting_lse_network" in t]
     if not tables or not backend.has_grad:
@@ -223,7 +221,6 @@ def test_soft_sort_generic_network_exact(backend, monkeypatch, relaxation, op):
     JAX, TensorFlow and torch under a compiler run) is checked here on their arrays too,
     against the reference of ``test_exact`` (values and gradients, 1e-10).
     """
-    from test_exact import _diffopt_sorting, _sorting_cases
 
     _without_fused_kernels(backend, monkeypatch)
     for x, want, w, want_g in _sorting_cases(relaxation, op, 0.7):
@@ -239,7 +236,6 @@ def _ref_rows(x, relaxation, op, temperature=0.7):
     """Values and gradients of ``sum(w * op(x))`` row by row (``test_exact``'s reference; ``None``: hard)."""
     import autograd
 
-    from test_exact import ref_sorting
 
     w = np.random.default_rng(21).normal(size=x.shape)
     if relaxation is None:  # the exact sort; its gradient scatters w back to the sorted positions
@@ -283,7 +279,6 @@ def test_soft_sort_generic_network_learnable_temperature(backend, monkeypatch, r
     import autograd
 
     from diffopt import sorting
-    from test_exact import ref_sorting
 
     if not backend.has_grad:
         pytest.skip("numpy arrays have no autodiff")

@@ -19,6 +19,7 @@ from diffopt.imle import (
     imle,
     ste,
 )
+from references import grad2
 
 THETA = np.array([[3.0, 2.0, 1.0, 0.0]])
 DY = np.array([[0.0, 1.0, -1.0, 0.0]])
@@ -57,30 +58,6 @@ def linear_loss_grad(backend, estimator, theta, dy, **call):
     """∂/∂θ of ⟨estimator(θ), dy⟩ by the framework's own autodiff."""
     dy_b = backend.asarray(dy)
     return backend.to_numpy(backend.grad(lambda x: ar.do("sum", estimator(x, **call) * dy_b), backend.asarray(theta)))
-
-
-def grad2(backend, f, x, s):
-    """Gradients of the scalar ``f(x, s)`` with respect to both arguments."""
-    name = backend.name
-    if name == "torch":
-        import torch
-
-        x, s = (v.detach().clone().requires_grad_(True) for v in (x, s))
-        return torch.autograd.grad(f(x, s), (x, s))
-    if name == "jax":
-        import jax
-
-        return jax.grad(f, argnums=(0, 1))(x, s)
-    if name == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            tape.watch([x, s])
-            y = f(x, s)
-        return tape.gradient(y, [x, s])
-    import autograd
-
-    return autograd.grad(lambda xs: f(*xs))((x, s))
 
 
 # -- the exact gradients of the issue --------------------------------------------------
