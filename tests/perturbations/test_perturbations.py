@@ -22,7 +22,7 @@ Z_TOL = 5.0
 EULER = 0.5772156649015329
 THETA = np.array([-0.6, 1.9, -0.2, 1.1, -1.0])
 THETA_BATCH = np.array([[-0.6, 1.9, -0.2, 1.1, -1.0], [-0.6, 1.0, -0.2, 1.8, -1.0]])
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, where conftest.py is
 
 
 def softmax(x, sigma=1.0):
