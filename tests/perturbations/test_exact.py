@@ -74,7 +74,7 @@ def test_perturbed_exact_in_tf_graph(backend, control_variate, multiplicative):
     """Under ``tf.function`` the chunks run in a ``tf.while_loop`` (the 2nd to 4th of 4 chunks
     here); eagerly, and on the other backends, a Python loop (:func:`test_perturbed_exact`)."""
     if backend.name != "tensorflow":
-        pytest.skip("the graph loop is TensorFlow's (JAX's lax.fori_loop: tests/test_compiled.py)")
+        pytest.skip("the graph loop is TensorFlow's (JAX's lax.fori_loop: tests/backends/test_compiled.py)")
     import tensorflow as tf
 
     n = 3 * CHUNK + 1

@@ -534,7 +534,7 @@ def test_compiled(grad_backend):
             jax.jit(lambda t: pert(t))(theta)
         return
     if grad_backend.name != "tensorflow":  # torch.compile: test_compiled.py::test_compiled_equals_eager
-        pytest.skip(f"{grad_backend.name}: compiled equals eager is tests/test_compiled.py's")
+        pytest.skip(f"{grad_backend.name}: compiled equals eager is tests/backends/test_compiled.py's")
     out = grad_backend.jit(lambda t: pert(t, rng=0))(theta)
     np.testing.assert_allclose(grad_backend.to_numpy(out), grad_backend.to_numpy(pert(theta, rng=0)), atol=1e-6)
     # tf.function without an rng: the default generator inside the graph

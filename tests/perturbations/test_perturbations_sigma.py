@@ -153,7 +153,7 @@ def test_learnable_sigma_of_another_framework_than_theta(grad_backend, op):
     """A NumPy θ with a torch/JAX/TensorFlow σ mixes frameworks: a TypeError naming both arguments."""
     b = grad_backend
     if b.name == "autograd":
-        pytest.skip("a NumPy theta with an autograd sigma runs on autograd (tests/test_hessians.py)")
+        pytest.skip("a NumPy theta with an autograd sigma runs on autograd (tests/perturbations/test_hessians.py)")
     theta, label = THETA[None], np.eye(4)[[1]]
     with b.float64():
         sigma = b.asarray(np.array(SIGMA), "float64")

@@ -507,7 +507,7 @@ def test_jax_vmap():
 
 def test_jax_second_derivatives_match_finite_differences():
     # JAX differentiates soft_sort's forward and backward (smooth code) for a Hessian;
-    # the other frameworks raise instead (tests/test_backends.py)
+    # the other frameworks raise instead (tests/backends/test_backends.py)
     jax = pytest.importorskip("jax")
     jnp = jax.numpy
     rs = np.random.RandomState(20)
