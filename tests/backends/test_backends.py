@@ -351,6 +351,7 @@ def test_host_solver_torch_float64_float32_and_device():
     for dtype in (torch.float32, torch.float64):
         y = solver(torch.tensor(THETA, dtype=dtype))
         assert y.dtype == dtype and y.device.type == "cpu"
+        np.testing.assert_array_equal(y.numpy(), ARGMAX)
 
 
 def test_host_solver_rejects_non_numeric_results():

@@ -55,3 +55,4 @@ def test_imle_reads_a_1d_theta_as_a_batch_of_scalars(backend):
 
     out = imle_mod.imle(solver, nb_samples=2)(backend.asarray([1.0, 2.0, 3.0], "float32"), rng=0)
     assert seen == [(6,)] and tuple(out.shape) == (6,)
+    np.testing.assert_array_equal(backend.to_numpy(out), np.ones(6))  # the solver's output, sample by sample

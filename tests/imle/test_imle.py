@@ -186,8 +186,12 @@ def test_dtype_and_framework_are_kept(grad_backend, dtype):
     dtype = ar.get_dtype_name(theta)  # JAX without x64 keeps float32
     z = est(theta, rng=0)
     assert ar.get_dtype_name(z) == dtype and ar.infer_backend(z) == ar.infer_backend(theta)
+    z_np = grad_backend.to_numpy(z)
+    np.testing.assert_array_equal(z_np.sum(-1), 2.0)  # a top-2 mask of the perturbed θ in every row
+    assert set(np.unique(z_np)) <= {0.0, 1.0}, z_np
     g = grad_backend.grad(lambda x: ar.do("sum", est(x, rng=0) * grad_backend.asarray(DY, dtype)), theta)
     assert ar.get_dtype_name(g) == dtype
+    assert np.isfinite(grad_backend.to_numpy(g)).all()
 
 
 def test_same_seed_same_output_other_seed_other_output(backend):

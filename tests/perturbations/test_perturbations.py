@@ -246,6 +246,10 @@ def test_extra_tensor_requiring_grad_gets_none():
     pert = perturbed(lambda x, s: argmax_one_hot(x * s), num_samples=200, sigma=0.5, noise="gumbel")
     pert(theta, scale, rng=0)[:, 1].sum().backward()
     assert theta.grad is not None and scale.grad is None
+    # scale is all ones: θ's gradient is the one without the extra tensor, on the same draws
+    theta2 = torch.tensor(THETA_BATCH, requires_grad=True)
+    perturbed(argmax_one_hot, num_samples=200, sigma=0.5, noise="gumbel")(theta2, rng=0)[:, 1].sum().backward()
+    np.testing.assert_allclose(theta.grad.numpy(), theta2.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- chunking and residuals
