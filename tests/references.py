@@ -9,6 +9,7 @@ import autoray as ar
 import numpy as np
 
 import diffopt
+from diffopt._ops import first_max_mask
 from diffopt.random import Rng
 
 
@@ -307,3 +308,21 @@ def grad2(backend, f, x, s):
     import autograd
 
     return autograd.grad(lambda xs: f(*xs))((x, s))
+
+
+# --- closed forms and solvers shared by tests/perturbations/ ---
+
+
+def softmax(x, sigma=1.0):
+    """softmax(x/σ) on the last axis: the Gumbel-perturbed argmax in closed form."""
+    e = np.exp(x / sigma - np.max(x / sigma, axis=-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def solver(x):
+    """Discrete and continuous parts: D + 1 outputs for D inputs (out != in); ``ref_solver`` in NumPy."""
+    return ar.do("concatenate", [first_max_mask(x), 0.5 * ar.do("sum", x * x, axis=-1, keepdims=True)], axis=-1)
+
+
+def ref_solver(x):
+    return np.concatenate([np.eye(x.shape[-1])[x.argmax(-1)], 0.5 * (x * x).sum(-1, keepdims=True)], axis=-1)

@@ -13,19 +13,10 @@ from diffopt import backends
 from diffopt import imle as dimle
 from diffopt._ops import first_max_mask
 from diffopt.random import make_rng
-from references import B, CHUNK, D, FixedNoise, FixedRng, N, SIGMA, close
+from references import B, CHUNK, D, FixedNoise, FixedRng, N, SIGMA, close, ref_solver, solver
 
 
 SCORES = {"normal": (lambda z: z, lambda z: z), "gumbel": (lambda z: 1.0 - ar.do("exp", -z), lambda z: 1.0 - np.exp(-z))}
-
-
-def solver(x):
-    """Discrete and continuous parts, 5 outputs for 4 inputs (out != in)."""
-    return ar.do("concatenate", [first_max_mask(x), 0.5 * ar.do("sum", x * x, axis=-1, keepdims=True)], axis=-1)
-
-
-def ref_solver(x):
-    return np.concatenate([np.eye(x.shape[-1])[x.argmax(-1)], 0.5 * (x * x).sum(-1, keepdims=True)], axis=-1)
 
 
 def ref_perturbed(theta, z, sigma, g, score, control_variate, multiplicative):

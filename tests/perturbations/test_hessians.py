@@ -8,7 +8,7 @@ import pytest
 
 import diffopt
 from diffopt._ops import first_max_mask
-from references import THETA, hessian
+from references import THETA, hessian, ref_solver, softmax, solver
 
 
 Z_TOL = 5.0
@@ -66,15 +66,6 @@ def stein_matrices(s, d):
 # ------------------------------------------------------------- exact (fixed draws)
 
 B, D, N, CHUNK, SIGMA, QUAD = 2, 3, 7, 3, 0.3, 0.4
-
-
-def solver(x):
-    """Discrete and continuous parts, 4 outputs for 3 inputs."""
-    return ar.do("concatenate", [first_max_mask(x), 0.5 * ar.do("sum", x * x, axis=-1, keepdims=True)], axis=-1)
-
-
-def ref_solver(x):
-    return np.concatenate([np.eye(x.shape[-1])[x.argmax(-1)], 0.5 * (x * x).sum(-1, keepdims=True)], axis=-1)
 
 
 def ref_perturbed_hessian(theta, z, kind, g, control_variate, multiplicative):
@@ -201,11 +192,6 @@ def test_fenchel_young_hessian_exact(grad_backend):
             return ar.do("sum", v * wb) + 0.5 * QUAD * ar.do("sum", v * v)
 
         np.testing.assert_allclose(hessian(b, loss, t), want, rtol=0, atol=TOL)
-
-
-def softmax(x, sigma):
-    e = np.exp(x / sigma - np.max(x / sigma))
-    return e / e.sum()
 
 
 def gumbel_terms(n, seed):

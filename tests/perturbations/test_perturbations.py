@@ -17,17 +17,13 @@ from scipy.stats import norm
 
 import diffopt
 from diffopt import FenchelYoungLoss, argmax_one_hot, host_solver, make_perturbed_fun, perturbed, perturbed_max
+from references import softmax
 
 Z_TOL = 5.0
 EULER = 0.5772156649015329
 THETA = np.array([-0.6, 1.9, -0.2, 1.1, -1.0])
 THETA_BATCH = np.array([[-0.6, 1.9, -0.2, 1.1, -1.0], [-0.6, 1.0, -0.2, 1.8, -1.0]])
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, where conftest.py is
-
-
-def softmax(x, sigma=1.0):
-    e = np.exp(x / sigma - np.max(x / sigma, axis=-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
 
 
 def softmax_jacobian(x, sigma):
