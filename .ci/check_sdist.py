@@ -3,7 +3,7 @@
 Usage: ``python .ci/check_sdist.py DIST_DIR CHECKOUT``. Unpacks the one ``.tar.gz`` in
 DIST_DIR, checks that every ``tests/``, ``examples/`` and ``benchmarks/`` Python file and
 the LICENSE of the checkout are in it, installs the unpacked tree,
-then, inside it, collects the whole suite and runs ``tests/test_backends.py`` (NumPy).
+then, inside it, collects the whole suite and runs ``tests/backends/test_backends.py`` (NumPy).
 """
 
 import glob
@@ -31,9 +31,9 @@ def main(dist, checkout):
     print(f"{os.path.basename(archive)}: all {len(wanted)} files the tests need are in it")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", root], check=True)
     env = dict(os.environ, DIFFOPT_TEST_BACKENDS="numpy")
-    for args in (["--collect-only", "-qq", "tests"], ["-q", "-x", "tests/test_backends.py"]):
+    for args in (["--collect-only", "-qq", "tests"], ["-q", "-x", "tests/backends/test_backends.py"]):
         subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=root, env=env, check=True)
-    print("its tests collect and tests/test_backends.py passes from the unpacked archive")
+    print("its tests collect and tests/backends/test_backends.py passes from the unpacked archive")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Shared pieces of the property-based tests (``tests/test_properties_*.py``, hypothesis).
+"""Shared pieces of the property-based tests (``tests/<family>/test_properties_*.py``, hypothesis).
 
 Examples are derandomised (CI is deterministic) and few, so that each file runs in
 well under a minute per backend on a busy machine. JAX compiles every new

@@ -133,7 +133,7 @@ class TorchBackend(Backend):
 class JaxBackend(Backend):
     def float64(self):
         # No cache clearing: compiled functions must survive the scope change
-        # (tests/test_jax_x64.py checks that they do).
+        # (tests/backends/test_jax_x64.py checks that they do).
         import jax
 
         return jax.enable_x64(True)

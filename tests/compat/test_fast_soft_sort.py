@@ -6,7 +6,7 @@ Other changes: ``absl.testing.parameterized`` became ``pytest.mark.parametrize``
 not a dependency); JAX's x64 flag is scoped (``jax.enable_x64``, not a global
 ``config.update``); ``tf.test.TestCase.assertAllClose`` became ``np.testing.assert_allclose``
 with the same tolerance; ``isotonic_test.py`` (sklearn) is replaced by the min-max formula
-check in ``tests/test_sorting_projection.py``. Added: the KL cases the original skipped as
+check in ``tests/sorting/test_sorting_projection.py``. Added: the KL cases the original skipped as
 unstable (``pytorch_ops``' and ``jax_ops``' KL, ``tf_ops``' KL sort at strength 10) pass here;
 the values and VJPs of the original itself at fixed inputs (``test_values_and_vjps_equal_the_original``).
 """

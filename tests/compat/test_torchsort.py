@@ -3,7 +3,7 @@
 The cases of its ``tests/test_ops.py`` with ``torchsort`` changed to
 ``diffopt.sorting.torchsort`` and its reference ``fast_soft_sort.pytorch_ops`` changed to
 ``diffopt.sorting.fast_soft_sort.pytorch_ops`` (both drop-ins of this package: the
-values of both against independent numbers are in ``tests/test_sorting_projection.py``
+values of both against independent numbers are in ``tests/sorting/test_sorting_projection.py``
 and ``test_fast_soft_sort_numbers`` below). ``test_half`` needs CUDA (as in the original).
 """
 

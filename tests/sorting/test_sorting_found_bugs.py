@@ -67,7 +67,7 @@ def test_rows_the_fix_does_not_touch_keep_their_numbers(relaxation):
     finite values' ranks are the reference network's (test_exact's per-comparator mixing matrix,
     which pads with ``+inf`` as before the fix); the ``+inf`` itself is ranked ``n - 1`` (the
     reference, with the old tie, puts ``[1, 2, inf]``'s past the end: 3)."""
-    from test_exact import ref_sorting
+    from references import ref_sorting
 
     for row in ([1.0, 2.0, INF], [0.5, 2.0, INF, -1.0], [0.3, -0.2, 1.1]):
         x = np.array(row)

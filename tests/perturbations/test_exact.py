@@ -1,20 +1,7 @@
-"""Exact tests of the estimators: fixed noise draws, a hand-written NumPy reference, 1e-10.
-
-Every estimator's value and gradient is computed from noise draws that the
-test chooses (:class:`FixedNoise`, :class:`FixedRng`) and compared in float64
-with a few lines of NumPy written from the formulas of the papers / the spec,
-independently of diffopt's code (the sorting reference is differentiated by
-HIPS autograd, not by diffopt's hand-written backward). A wrong constant, sign,
-scale, baseline or sample count fails here, where a statistical test would
-still pass. JAX runs in float64 inside these tests only (``jax.enable_x64``).
-
-``FixedNoise`` returns, for a request of ``n`` rows, the first ``n`` rows of
-its block repeated: with a block of ``chunk_size`` rows, the chunked run
-(``n = chunk_size`` per chunk, then the remainder) and the one-chunk run see
-the same multiset of draws, so both must equal the same reference.
+"""Exact tests of the perturbed estimators and the noise samplers: fixed noise draws, a
+hand-written NumPy reference (:mod:`references`), float64 to 1e-10, every backend.
 """
 
-import functools
 import math
 
 import autoray as ar
@@ -22,53 +9,14 @@ import numpy as np
 import pytest
 
 import diffopt
+from diffopt import backends
 from diffopt import imle as dimle
 from diffopt._ops import first_max_mask
-from diffopt.random import Rng
-
-TOL = 1e-10
-
-
-def close(backend, got, want, tol=TOL):
-    got = backend.to_numpy(got)
-    assert got.dtype == np.float64, got.dtype
-    np.testing.assert_allclose(got, want, rtol=0, atol=tol)
-
-
-class FixedNoise(diffopt.Noise):
-    """Draws given by the test: rows of ``block`` repeated to the requested length."""
-
-    def __init__(self, block, backend, score):
-        self.block, self.backend, self._score = np.asarray(block, dtype=np.float64), backend, score
-
-    def draws(self, n):
-        reps = -(-n // self.block.shape[0])
-        return np.concatenate([self.block] * reps)[:n]
-
-    def sample(self, shape, like, rng=None):
-        shape = tuple(int(d) for d in shape)
-        assert shape[1:] == self.block.shape[1:], (shape, self.block.shape)
-        return self.backend.asarray(self.draws(shape[0]), ar.get_dtype_name(like))
-
-    def score(self, z):
-        return self._score(z)
+from diffopt.random import make_rng
+from references import B, CHUNK, D, FixedNoise, FixedRng, N, SIGMA, close, ref_solver, solver
 
 
 SCORES = {"normal": (lambda z: z, lambda z: z), "gumbel": (lambda z: 1.0 - ar.do("exp", -z), lambda z: 1.0 - np.exp(-z))}
-
-
-# ------------------------------------------------------------------ perturbed
-
-B, D, N, CHUNK, SIGMA = 2, 4, 7, 3, 0.3
-
-
-def solver(x):
-    """Discrete and continuous parts, 5 outputs for 4 inputs (out != in)."""
-    return ar.do("concatenate", [first_max_mask(x), 0.5 * ar.do("sum", x * x, axis=-1, keepdims=True)], axis=-1)
-
-
-def ref_solver(x):
-    return np.concatenate([np.eye(x.shape[-1])[x.argmax(-1)], 0.5 * (x * x).sum(-1, keepdims=True)], axis=-1)
 
 
 def ref_perturbed(theta, z, sigma, g, score, control_variate, multiplicative):
@@ -117,7 +65,7 @@ def test_perturbed_exact_in_tf_graph(backend, control_variate, multiplicative):
     """Under ``tf.function`` the chunks run in a ``tf.while_loop`` (the 2nd to 4th of 4 chunks
     here); eagerly, and on the other backends, a Python loop (:func:`test_perturbed_exact`)."""
     if backend.name != "tensorflow":
-        pytest.skip("the graph loop is TensorFlow's (JAX's lax.fori_loop: tests/test_compiled.py)")
+        pytest.skip("the graph loop is TensorFlow's (JAX's lax.fori_loop: tests/backends/test_compiled.py)")
     import tensorflow as tf
 
     n = 3 * CHUNK + 1
@@ -214,202 +162,6 @@ def test_fenchel_young_exact(backend, maximize, chunk_size):
             close(backend, backend.grad(lambda u: make("mean")(u, y, rng=0), t), sign * (ybar - y_true) / B)
 
 
-# ------------------------------------------------------------------- I-MLE family
-
-S, M = 2, 2  # samples and marginal samples
-
-
-def imle_solver(x):
-    """Argmax plus a small linear part: every coefficient of the targets shows in z - z'."""
-    return first_max_mask(x) + 0.1 * x
-
-
-def ref_imle_solver(x):
-    return np.eye(x.shape[-1])[x.argmax(-1)] + 0.1 * x
-
-
-def ref_imle(theta, eps, dy, *, kind, alpha=1.0, beta=1.0, scaling=False, adaptive=False, t_in=1.0, t_tgt=1.0,
-             samples=S, marginal=1, minimize=False, symmetric=False, solve=ref_imle_solver):
-    """Forward ``[B·T, D]`` and gradient ``[B, D]`` (Niepert et al. 2021; Minervini et al. 2023).
-
-    Returns also the I-MLE difference ``[B, S, D]`` (for the adaptive update).
-    """
-    b, t, d = eps.shape
-    theta3 = np.repeat(theta[:, None], t, axis=1)
-    z = solve(theta3 + t_in * eps)
-    dy3 = dy.reshape(b, t, d)
-    if kind == "ste":
-        return z.reshape(b * t, d), dy3.mean(1), None
-    lam = beta * np.linalg.norm(theta3) / np.linalg.norm(dy3) if adaptive else beta
-    step = lam * dy3 if minimize else -lam * dy3  # θ' = αθ − λ dy (maximise), αθ + λ dy (minimise)
-    right = solve(alpha * theta3 + step + t_tgt * eps)
-    if kind == "imle":
-        left = z
-    else:
-        left = solve(alpha * theta3 - (step if symmetric else 0.0) + t_tgt * eps)
-    diff = (left - right).reshape(b, samples, marginal, d).mean(2)
-    if symmetric:
-        diff = diff / 2.0
-    if adaptive:
-        diff_scaled = diff / lam
-    elif scaling:
-        diff_scaled = diff / beta
-    else:
-        diff_scaled = diff
-    grad = diff_scaled.mean(1)
-    return z.reshape(b * t, d), (-grad if minimize else grad), diff
-
-
-IMLE_CASES = {
-    "default": dict(),
-    "alpha-beta-scaled": dict(alpha=0.6, beta=1.7, scaling=True),
-    "temperatures": dict(t_in=0.5, t_tgt=0.8, beta=2.0),
-    "marginal": dict(marginal=M, beta=1.2),
-    "minimize": dict(minimize=True, beta=1.5, alpha=0.9),
-}
-
-
-def _imle_inputs(seed, marginal=1):
-    rng = np.random.default_rng(seed)
-    theta = rng.normal(size=(B, D))
-    eps = rng.gumbel(size=(B, S * marginal, D))
-    dy = rng.normal(size=(B * S * marginal, D)) * 2.0
-    return theta, eps, dy
-
-
-def _check_imle(backend, make, theta, eps, dy, want_z, want_g):
-    with backend.float64():
-        noise = FixedNoise(eps, backend, None)
-        fn = make(noise)
-        t, dyb = backend.asarray(theta, "float64"), backend.asarray(dy, "float64")
-        close(backend, fn(t, rng=0), want_z)
-        if backend.has_grad:
-            close(backend, backend.grad(lambda u: ar.do("sum", fn(u, rng=0) * dyb), t), want_g)
-
-
-@pytest.mark.parametrize("case", list(IMLE_CASES))
-def test_imle_exact(backend, case):
-    opts = IMLE_CASES[case]
-    theta, eps, dy = _imle_inputs(4, opts.get("marginal", 1))
-    want_z, want_g, diff = ref_imle(theta, eps, dy, kind="imle", **opts)
-    assert np.abs(diff).max() > 0.5  # the discrete part moved: the test sees the solver's jumps
-
-    def make(noise):
-        target = dimle.TargetDistribution(alpha=opts.get("alpha", 1.0), beta=opts.get("beta", 1.0),
-                                          do_gradient_scaling=opts.get("scaling", False))
-        return dimle.imle(imle_solver, target_distribution=target, noise_distribution=noise, nb_samples=S,
-                          input_noise_temperature=opts.get("t_in", 1.0),
-                          target_noise_temperature=opts.get("t_tgt", 1.0),
-                          nb_marginal_samples=opts.get("marginal", 1), minimize=opts.get("minimize", False))
-
-    _check_imle(backend, make, theta, eps, dy, want_z, want_g)
-
-
-AIMLE_CASES = {
-    "reuse": dict(),
-    "symmetric": dict(symmetric=True),
-    "alpha": dict(alpha=0.7),
-    "temperatures-min": dict(t_in=0.6, t_tgt=0.9, minimize=True),
-    "symmetric-marginal": dict(symmetric=True, marginal=M),
-    "symmetric-min-alpha": dict(symmetric=True, minimize=True, alpha=0.8, t_tgt=0.7),
-}
-
-
-@pytest.mark.parametrize("case", list(AIMLE_CASES))
-def test_aimle_exact(backend, case):
-    opts = AIMLE_CASES[case]
-    theta, eps, dy = _imle_inputs(5, opts.get("marginal", 1))
-    beta0 = 0.8
-    want_z, want_g, _ = ref_imle(theta, eps, dy, kind="aimle", adaptive=True, beta=beta0, **opts)
-
-    def make(noise):
-        target = dimle.AdaptiveTargetDistribution(initial_alpha=opts.get("alpha", 1.0), initial_beta=beta0,
-                                                  beta_update_step=0.0)
-        return dimle.aimle(imle_solver, target_distribution=target, noise_distribution=noise, nb_samples=S,
-                           input_noise_temperature=opts.get("t_in", 1.0),
-                           target_noise_temperature=opts.get("t_tgt", 1.0),
-                           nb_marginal_samples=opts.get("marginal", 1), minimize=opts.get("minimize", False),
-                           symmetric_perturbation=opts.get("symmetric", False))
-
-    _check_imle(backend, make, theta, eps, dy, want_z, want_g)
-
-
-def test_ste_exact(backend):
-    theta, eps, dy = _imle_inputs(6)
-    want_z, want_g, _ = ref_imle(theta, eps, dy, kind="ste", t_in=0.7)
-    _check_imle(backend, lambda noise: dimle.ste(imle_solver, noise_distribution=noise, noise_temperature=0.7,
-                                                 nb_samples=S), theta, eps, dy, want_z, want_g)
-
-
-def ref_beta_update(state, ratio, *, step, momentum, decay, target_norm):
-    beta, grad_norm, previous = state
-    grad_norm = decay * grad_norm + (1.0 - decay) * ratio
-    update = momentum * previous + (step if grad_norm < target_norm else -step)
-    return max(beta + update, 0.0), grad_norm, update
-
-
-@pytest.mark.parametrize("marginal", [1, M], ids=["one-marginal", "marginal"])
-@pytest.mark.parametrize("symmetric", [False, True], ids=["one-sided", "symmetric"])
-def test_aimle_beta_update_exact(grad_backend, symmetric, marginal):
-    """Three backward passes: β, the running non-zero ratio and the momentum follow the rule."""
-    backend = grad_backend
-    hyper = dict(step=0.05, momentum=0.5, decay=0.6, target_norm=1.9)
-    theta, eps, dy = _imle_inputs(7, marginal)
-    target = dimle.AdaptiveTargetDistribution(initial_beta=0.9, beta_update_step=hyper["step"],
-                                              beta_update_momentum=hyper["momentum"],
-                                              grad_norm_decay_rate=hyper["decay"], target_norm=hyper["target_norm"],
-                                              initial_grad_norm=2.5)
-    state = (0.9, 2.5, 0.0)
-    directions = []
-    with backend.float64():
-        fn = dimle.aimle(first_max_mask, target_distribution=target, noise_distribution=FixedNoise(eps, backend, None),
-                         nb_samples=S, nb_marginal_samples=marginal, symmetric_perturbation=symmetric)
-        t = backend.asarray(theta, "float64")
-        for k in range(3):
-            scale = 1.0 + 4.0 * k  # larger steps: more argmaxes move, the ratio changes
-            _, want_g, diff = ref_imle(theta, eps, dy * scale, kind="aimle", adaptive=True, beta=state[0],
-                                       symmetric=symmetric, marginal=marginal,
-                                       solve=lambda x: np.eye(D)[x.argmax(-1)])
-            dyb = backend.asarray(dy * scale, "float64")
-            close(backend, backend.grad(lambda u: ar.do("sum", fn(u, rng=0) * dyb), t), want_g)
-            ratio = np.count_nonzero(diff) / (B * S)
-            new = ref_beta_update(state, ratio, **hyper)
-            directions.append(new[2] - hyper["momentum"] * state[2] > 0)
-            state = new
-            np.testing.assert_allclose(target.state, state, rtol=0, atol=1e-12)
-    if marginal == 1:  # β went both up and down: both branches of the rule are checked
-        assert len(set(directions)) == 2, directions
-
-
-# ---------------------------------------------------------------------- noise
-
-
-class FixedRng(Rng):
-    """An :class:`~diffopt.random.Rng` returning given uniforms, normals and gammas."""
-
-    def __init__(self, like, backend, uniform=None, normal=None, gamma=None):
-        super().__init__(0, like)
-        self.backend, self.u, self.n, self.g = backend, uniform, normal, gamma
-        self.alphas = []
-
-    def _arr(self, a, shape, dtype):
-        assert tuple(a.shape) == tuple(shape), (a.shape, shape)
-        return self.backend.asarray(a, dtype)
-
-    def _uniform(self, shape, dtype):
-        return self._arr(self.u, shape, dtype)
-
-    def _normal(self, shape, dtype):
-        return self._arr(self.n, shape, dtype)
-
-    def _gamma(self, shape, alpha, dtype):
-        self.alphas.append(alpha)
-        return self._arr(self.g, shape, dtype)
-
-    def fold(self, index):
-        return self
-
-
 def test_noise_samples_and_scores_exact(backend):
     rng = np.random.default_rng(8)
     shape = (3, 5)
@@ -434,145 +186,6 @@ def test_noise_samples_and_scores_exact(backend):
         close(backend, diffopt.Normal().score(z), normal)
         close(backend, diffopt.Gumbel().score(z), 1.0 - np.exp(-normal))
         close(backend, dimle.GumbelNoiseDistribution(0.4, 1.7).score(z), (1.0 - np.exp(-(normal - 0.4) / 1.7)) / 1.7)
-
-
-# ---------------------------------------------------------------------- soft sorting
-
-SIGMOIDS = {  # weight f(v) of the smaller input in the smaller output, v = gap / T (Petersen et al.)
-    "logistic": lambda v: 1.0 / (1.0 + anp_exp(-v)),
-    "cauchy": lambda v: 0.5 + anp_arctan(v) / np.pi,
-    "reciprocal": lambda v: 1.0 - 0.5 / (1.0 + v),
-    "optimal": lambda v: 0.5 + v if v <= 0.25 else 1.0 - 1.0 / (16.0 * v),
-}
-
-
-def anp_exp(v):
-    import autograd.numpy as anp
-
-    return anp.exp(v)
-
-
-def anp_arctan(v):
-    import autograd.numpy as anp
-
-    return anp.arctan(v)
-
-
-def comparators(big_n):
-    """``(a, b, descending)`` of the bitonic sorting network on ``big_n = 2**k`` wires, in order."""
-    k = big_n.bit_length() - 1
-    for stage in range(k):
-        for j in range(stage + 1):
-            m = 1 << (stage - j)
-            for a in range(big_n):
-                if not a & m:
-                    yield a, a + m, bool((a >> (stage + 1)) & 1)
-
-
-def ref_network(x, relaxation, temperature):
-    """Relaxed bitonic sort of the list ``x`` (padded with +inf to a power of two) and its mixing matrix.
-
-    Written with Python scalars so that HIPS autograd differentiates it; returns
-    ``(values [big_n], P [big_n, big_n])`` with ``P[j, i]`` the weight of input ``i``
-    at sorted position ``j``.
-    """
-    import autograd.numpy as anp
-
-    n = len(x)
-    big_n = 1 << (n - 1).bit_length()
-    vals = list(x) + [np.inf] * (big_n - n)
-    rows = list(np.eye(big_n))
-    for a, b, descending in comparators(big_n):
-        p, q = vals[a], vals[b]
-        small, large = (a, b) if p <= q else (b, a)
-        s, l = vals[small], vals[large]
-        if not np.isfinite(s) or not np.isfinite(l):
-            lo, hi, leak = s, l, 0.0
-        else:
-            v = (l - s) / temperature
-            if relaxation == "logsumexp":
-                hi = temperature * anp.logaddexp(p / temperature, q / temperature)
-                lo = p + q - hi
-                leak = 1.0 / (1.0 + anp.exp(v))
-            else:
-                f = SIGMOIDS[relaxation](v)
-                lo, hi, leak = f * s + (1.0 - f) * l, (1.0 - f) * s + f * l, 1.0 - f
-        r_lo = (1.0 - leak) * rows[small] + leak * rows[large]
-        r_hi = leak * rows[small] + (1.0 - leak) * rows[large]
-        (vals[a], vals[b]), (rows[a], rows[b]) = ((hi, lo), (r_hi, r_lo)) if descending else ((lo, hi), (r_lo, r_hi))
-    return anp.stack(vals), anp.stack(rows)
-
-
-def ref_sorting(x, relaxation, temperature, op, k=2):
-    """Reference of one sorting op on one row ``x`` (autograd-differentiable)."""
-    import autograd.numpy as anp
-
-    n = len(x)
-    if op == "sort":
-        return ref_network(x, relaxation, temperature)[0][:n]
-    if op == "sort_desc":
-        return -ref_network(-x, relaxation, temperature)[0][:n]
-    if op == "topk":
-        return anp.sum(ref_network(-x, relaxation, temperature)[1][:k, :n], axis=0)
-    _, p = ref_network(x, relaxation, temperature)
-    if op == "rank":
-        return anp.dot(anp.arange(p.shape[0], dtype=float), p[:, :n])
-    return p[:n, :n]  # perm
-
-
-def _diffopt_sorting(op, x, relaxation, temperature, k=2):
-    from diffopt import sorting
-
-    kw = dict(temperature=temperature, relaxation=relaxation)
-    return {
-        "sort": lambda: sorting.soft_sort(x, **kw),
-        "sort_desc": lambda: sorting.soft_sort(x, descending=True, **kw),
-        "rank": lambda: sorting.soft_rank(x, **kw),
-        "topk": lambda: sorting.soft_topk(x, k, **kw),
-        "perm": lambda: sorting.soft_permutation(x, **kw),
-    }[op]()
-
-
-@functools.lru_cache(maxsize=None)
-def _sorting_cases(relaxation, op, temperature=0.7):
-    """``(x, want, w, want_grad)`` for rows of 6 (padded to 8) and of 8, computed once for all backends."""
-    import autograd
-
-    rng = np.random.default_rng(9)
-    cases = []
-    for n in (6, 8):
-        x = rng.normal(size=(2, n)) * 1.5
-        x[1, 2] = x[1, 4] + 0.05  # a close pair: the relaxation matters there
-        want = np.stack([ref_sorting(row, relaxation, temperature, op) for row in x])
-        w = rng.normal(size=want.shape)
-        want_g = np.stack([autograd.grad(lambda r: (ref_sorting(r, relaxation, temperature, op) * wi).sum())(row)
-                           for row, wi in zip(x, w)])
-        cases.append((x, want, w, want_g))
-    return cases
-
-
-@pytest.mark.parametrize("op", ["sort", "sort_desc", "rank", "topk", "perm"])
-@pytest.mark.parametrize("relaxation", ["logsumexp", "logistic", "cauchy", "reciprocal", "optimal"])
-def test_soft_sorting_exact(backend, relaxation, op):
-    """Values and gradients of the sorting ops on 2 rows of 6 (padded to 8) and of 8.
-
-    Eager JAX runs the transports (ranks, top-k, permutations) op by op and compiles
-    each small op once (~1 min per case on two cores): JAX checks them for two
-    relaxations, the other backends for all five.
-    """
-    if backend.name == "jax" and op in ("rank", "topk", "perm") and relaxation not in ("logsumexp", "cauchy"):
-        pytest.skip("JAX: transports checked for 'logsumexp' and 'cauchy' only (CI time)")
-    temperature = 0.7
-    # JAX: compiled once per function instead of op by op (CI time); compiled = eager in test_compiled.py
-    compile_ = backend.jit if backend.name == "jax" else (lambda f: f)
-    for x, want, w, want_g in _sorting_cases(relaxation, op, temperature):
-        with backend.float64():
-            xb, wb = backend.asarray(x, "float64"), backend.asarray(w, "float64")
-            close(backend, compile_(lambda u: _diffopt_sorting(op, u, relaxation, temperature))(xb), want)
-            if backend.has_grad:
-                loss = lambda u, v: ar.do("sum", _diffopt_sorting(op, u, relaxation, temperature) * v)  # noqa: E731
-                got = compile_(lambda u, v: backend.grad(lambda z: loss(z, v), u))(xb, wb)
-                close(backend, got, want_g)
 
 
 # ------------------------------------------------- dtypes, shapes and defaults (mutation survivors)
@@ -643,35 +256,6 @@ def test_perturbed_max_rng_is_used(backend):
     assert not np.array_equal(a, c)
 
 
-def test_target_distribution_defaults():
-    """Public calls without the optional arguments: maximisation, the object's own β."""
-    theta, dy = np.array([1.0, -2.0, 0.5]), np.array([0.3, 0.1, -1.0])
-    target = dimle.TargetDistribution(alpha=0.5, beta=2.0)
-    assert target.step(theta, dy) == 2.0 and target.step(theta, dy, 0.25) == 0.25
-    np.testing.assert_allclose(target.params(theta, dy), 0.5 * theta - 2.0 * dy, rtol=0, atol=1e-15)
-    adaptive = dimle.AdaptiveTargetDistribution(initial_alpha=0.5, initial_beta=2.0)
-    lam = 2.0 * np.linalg.norm(theta) / np.linalg.norm(dy)
-    np.testing.assert_allclose(adaptive.params(theta, dy), 0.5 * theta - lam * dy, rtol=0, atol=1e-12)
-
-
-def test_adaptive_step_half_precision_norms(backend):
-    """‖θ‖² above float16's range (65504): the norms are taken in float32, λ stays finite and right."""
-    backend.require("float16")
-    theta, dy = np.full((2, 3), 300.0), np.full((2, 3), 0.5)
-    lam = dimle.AdaptiveTargetDistribution(initial_beta=1.5).step(backend.asarray(theta, "float16"),
-                                                                  backend.asarray(dy, "float16"))
-    got = float(backend.to_numpy(lam))
-    np.testing.assert_allclose(got, 1.5 * np.linalg.norm(theta) / np.linalg.norm(dy), rtol=2e-3)
-
-
-def test_nonzero_ratio_counts_per_sample():
-    """Non-zero entries per (instance, sample) pair of a [B, S, ...] gradient, B != S."""
-    grad = np.zeros((2, 3, 4))
-    grad[0, 0, :3] = 1.0
-    grad[1, 2, 1] = -2.0
-    assert dimle.AdaptiveTargetDistribution.nonzero_ratio(grad) == pytest.approx(4 / 6)
-
-
 def test_optax_style_noise_sampling_with_a_jax_key():
     """``Normal().sample(key, shape, dtype)`` / ``Gumbel()``: optax's convention draws jax.random's numbers."""
     jax = pytest.importorskip("jax")
@@ -684,42 +268,6 @@ def test_optax_style_noise_sampling_with_a_jax_key():
         got = noise.sample(key, (3, 2), jax.numpy.float32)
         np.testing.assert_array_equal(np.asarray(got), np.asarray(draw(key, (3, 2), jax.numpy.float32)))
         assert got.shape == (3, 2) and got.dtype == jax.numpy.float32
-
-
-def test_adaptive_step_and_scale_edge_cases():
-    """λ = 0 for a zero cotangent (no NaN, also with θ = 0); small ‖dy‖ < 1; scale divides by λ > 0 only."""
-    target = dimle.AdaptiveTargetDistribution(initial_beta=1.5)
-    theta, dy = np.array([[3.0, 4.0]]), np.array([[0.3, 0.4]])  # ‖θ‖ = 5, ‖dy‖ = 0.5
-    assert float(target.step(theta, dy)) == pytest.approx(15.0, abs=1e-12)
-    assert float(target.step(theta, 0.0 * dy)) == 0.0
-    assert float(target.step(0.0 * theta, 0.0 * dy)) == 0.0
-    g = np.array([[1.0, -2.0]])
-    np.testing.assert_array_equal(target.scale(g, np.float64(0.0)), g)
-    np.testing.assert_allclose(target.scale(g, np.float64(2.0)), g / 2.0, rtol=0, atol=1e-15)
-
-
-def test_aimle_explicit_state_exact(grad_backend):
-    """``target_state=``: λ uses the state's β (not the object's), the state's gradient is the next state."""
-    backend = grad_backend
-    hyper = dict(step=0.05, momentum=0.5, decay=0.6, target_norm=1.9)
-    theta, eps, dy = _imle_inputs(13)
-    target = dimle.AdaptiveTargetDistribution(initial_beta=5.0, beta_update_step=hyper["step"],
-                                              beta_update_momentum=hyper["momentum"],
-                                              grad_norm_decay_rate=hyper["decay"], target_norm=hyper["target_norm"])
-    state = (0.7, 1.2, 0.02)
-    _, want_g, diff = ref_imle(theta, eps, dy, kind="aimle", adaptive=True, beta=state[0], symmetric=True)
-    want_state = ref_beta_update(state, np.count_nonzero(diff) / (B * S), **hyper)
-    with backend.float64():
-        fn = dimle.aimle(imle_solver, target_distribution=target, noise_distribution=FixedNoise(eps, backend, None),
-                         nb_samples=S, symmetric_perturbation=True)
-        t, dyb = backend.asarray(theta, "float64"), backend.asarray(dy, "float64")
-        sb = backend.asarray(np.array(state), "float64")
-        from test_imle import grad2  # gradients with respect to theta and the state together
-
-        g_theta, new = grad2(backend, lambda u, s_: ar.do("sum", fn(u, rng=0, target_state=s_) * dyb), t, sb)
-        close(backend, g_theta, want_g)
-        close(backend, new, np.array(want_state), tol=1e-12)
-    assert target.beta == 5.0  # the object's state is untouched on the functional path
 
 
 # ------------------------------------------- learnable sigma on fixed draws (mutation survivors)
@@ -796,31 +344,6 @@ def test_perturbed_max_and_fenchel_young_learnable_sigma_exact(grad_backend):
                 close(backend, backend.grad(lambda u: ar.do("sum", loss(u, s) * wb), t),
                       sign * w[:, None] * (ybar - y_true))
                 close(backend, backend.grad(lambda v: ar.do("sum", loss(t, v) * wb), s), sign * float(w @ d_sigma))
-
-
-@pytest.mark.parametrize("relaxation", ["logsumexp", "logistic"])
-def test_soft_sort_infinities_exact(backend, relaxation):
-    """±inf pass through the network as ±inf (not as the finite sentinels they travel as) and never mix:
-    one finite value per row comes out unchanged at its place, with gradient 1 there and 0 elsewhere."""
-    from diffopt import sorting
-
-    inf = float("inf")
-    x = np.array([[inf, 1.0, -inf], [-inf, -inf, 2.0], [0.5, inf, inf]])
-    want = np.array([[-inf, 1.0, inf], [-inf, -inf, 2.0], [0.5, inf, inf]])
-    w = np.array([[0.3, -1.2, 0.7], [0.4, 0.9, 1.5], [-0.8, 0.2, 0.6]])  # finite outputs: -1.2, 1.5, -0.8
-    want_g = np.zeros_like(x)
-    want_g[0, 1], want_g[1, 2], want_g[2, 0] = -1.2, 1.5, -0.8
-    with backend.float64():
-        xb = backend.asarray(x, "float64")
-        got = backend.to_numpy(sorting.soft_sort(xb, temperature=0.5, relaxation=relaxation))
-        np.testing.assert_array_equal(got, want)
-        desc = backend.to_numpy(sorting.soft_sort(xb, temperature=0.5, relaxation=relaxation, descending=True))
-        np.testing.assert_array_equal(desc, want[:, ::-1])
-        if backend.has_grad:  # weights only at the finite outputs (0 · inf = NaN in the value, not in J^T w)
-            wm = backend.asarray(np.where(np.isfinite(want), w, 0.0), "float64")
-            loss = lambda u: ar.do("sum", sorting.soft_sort(u, temperature=0.5, relaxation=relaxation) * wm)  # noqa: E731
-            with np.errstate(invalid="ignore"):
-                close(backend, backend.grad(loss, xb), want_g)
 
 
 # ------------------------------------------- the seed reaches the noise (mutation survivors)
@@ -1179,3 +702,135 @@ def test_perturbed_max_chunks_of_the_chunk_budget(backend):
         t = backend.asarray(np.random.default_rng(23).normal(size=(batch, 32)), "float64")
         diffopt.perturbed_max(mask, num_samples=n, sigma=SIGMA)(t, rng=0)
     assert calls == [4 * batch, batch]
+
+# ---------------------------------------------------------------------- noise
+
+
+@pytest.mark.parametrize("noise, kind", [(diffopt.Normal(), "normal"), (diffopt.Gumbel(), "gumbel")],
+                         ids=["normal", "gumbel"])
+def test_optax_style_sample_hands_key_shape_and_dtype_to_the_keys_framework(monkeypatch, noise, kind):
+    """``sample(key, shape, dtype)`` calls the key's shim's ``draw_with_key(kind, key, shape, dtype)``.
+
+    JAX is the only framework with such keys; a stand-in ``draw_with_key`` on the NumPy
+    shim checks the call itself in every test env (``test_exact`` checks JAX's numbers).
+    """
+    key = np.array([0, 7], dtype=np.uint32)
+    shim = backends.get_backend(key)
+    calls = []
+
+    def draw_with_key(*args):
+        calls.append(args)
+        return "drawn"
+
+    monkeypatch.setattr(shim, "draw_with_key", draw_with_key, raising=False)
+    assert noise.sample(key, (3, 2), np.float32) == "drawn"
+    assert noise.sample(key=key, sample_shape=4) == "drawn"
+    assert [(c[0], c[2], c[3]) for c in calls] == [(kind, (3, 2), np.float32), (kind, (4,), float)]
+    assert all(c[1] is key for c in calls)
+
+
+def test_noise_log_prob_and_score_derivative_exact(backend):
+    """``log_prob`` (optax's) and ``score_derivative`` of the standard normal and Gumbel noises."""
+    x = np.random.default_rng(11).normal(size=(3, 4)) * 1.5
+    with backend.float64():
+        z = backend.asarray(x, "float64")
+        close(backend, diffopt.Normal().log_prob(z), -0.5 * x**2)
+        close(backend, diffopt.Gumbel().log_prob(z), -x - np.exp(-x))
+        close(backend, diffopt.Normal().score_derivative(z), np.ones_like(x))
+        close(backend, diffopt.Gumbel().score_derivative(z), np.exp(-x))
+
+
+def _seeded_samplers():
+    """``(name, sample(shape, like, rng), reference(stream, shape))``: the reference reads the same stream."""
+    k, s = 3.0, 4
+
+    def gumbel(stream, shape):
+        return -np.log(-np.log(stream.uniform(shape)))
+
+    def sog(stream, shape):
+        g = stream.gamma((s,) + shape, 1.0 / k)
+        return (sum(g[i] * k / (i + 1) for i in range(s)) - math.log(s)) / k
+
+    return [
+        ("normal", diffopt.Normal().sample, lambda stream, shape: stream.normal(shape)),
+        ("gumbel", diffopt.Gumbel().sample, gumbel),
+        ("imle-gumbel", dimle.GumbelNoiseDistribution(0.4, 1.7).sample,
+         lambda stream, shape: 0.4 + 1.7 * gumbel(stream, shape)),
+        ("sog", dimle.SumOfGammaNoiseDistribution(k=k, nb_iterations=s).sample, sog),
+    ]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_seeded_draws_follow_the_framework_and_dtype_of_like(backend, dtype):
+    """An int seed draws from ``make_rng(seed, like)``: ``like``'s framework and dtype, the same numbers."""
+    shape = (3, 4)
+    tol = 1e-10 if dtype == "float64" else 1e-5
+    with backend.float64():
+        backend.require(dtype)
+        like = backend.asarray(np.zeros(1), dtype)
+        for name, sample, reference in _seeded_samplers():
+            got = sample(shape, like, 5)
+            assert backends.same_framework(got, backends.get_backend(like)), name
+            assert ar.get_dtype_name(got) == dtype, name
+            stream = make_rng(5, like)
+            want = reference(_NumpyStream(backend, stream), shape)
+            np.testing.assert_allclose(backend.to_numpy(got).astype(np.float64), want, rtol=tol, atol=tol,
+                                       err_msg=name)
+
+
+class _NumpyStream:
+    """A diffopt stream's draws as NumPy float64 (for the references)."""
+
+    def __init__(self, backend, stream):
+        self.backend, self.stream = backend, stream
+
+    def _np(self, x):
+        return self.backend.to_numpy(x).astype(np.float64)
+
+    def normal(self, shape):
+        return self._np(self.stream.normal(shape))
+
+    def uniform(self, shape):
+        return self._np(self.stream.uniform(shape))
+
+    def gamma(self, shape, alpha):
+        return self._np(self.stream.gamma(shape, alpha))
+
+
+def _within_half_ulp(got, want, what):
+    """``got`` (float16) is ``want`` rounded once: at most half a float16 spacing away."""
+    got = got.astype(np.float64)
+    half = 0.5 * np.spacing(np.abs(want).astype(np.float16)).astype(np.float64)
+    err = np.abs(got - want)
+    assert np.all(err <= half * (1 + 1e-3)), (what, err / half)
+
+
+def test_half_precision_draws_are_made_in_float32_and_rounded_once(backend):
+    """float16 noise: uniforms and gammas drawn in float32, the transform in float32, one rounding.
+
+    Uniforms close to 1 (0.999 is 2e-5 from its nearest float16) and sums of Gamma
+    terms tell a computation in float32 from one in float16 (several roundings).
+    """
+    backend.require("float16")
+    rng = np.random.default_rng(12)
+    shape = (4, 5)
+    u = rng.uniform(0.02, 0.98, size=shape)
+    u[0, :4] = [0.999, 0.9995, 0.99, 0.9993]
+    k, s = 3.0, 6
+    gammas = rng.gamma(1.0 / k, size=(s,) + shape) + 0.5
+    u32, g32 = u.astype(np.float32).astype(np.float64), gammas.astype(np.float32).astype(np.float64)
+    gumbel = -np.log(-np.log(u32))
+    like = backend.asarray(np.zeros(1), "float16")
+
+    def fixed():
+        return FixedRng(like, backend, uniform=u, normal=u, gamma=gammas)
+
+    draws = {
+        "gumbel": (diffopt.Gumbel().sample(shape, like, fixed()), gumbel),
+        "imle-gumbel": (dimle.GumbelNoiseDistribution(0.25, 1.5).sample(shape, like, fixed()), 0.25 + 1.5 * gumbel),
+        "sog": (dimle.SumOfGammaNoiseDistribution(k=k, nb_iterations=s).sample(shape, like, fixed()),
+                (sum(g32[i] * k / (i + 1) for i in range(s)) - math.log(s)) / k),
+    }
+    for name, (got, want) in draws.items():
+        assert ar.get_dtype_name(got) == "float16", name
+        _within_half_ulp(backend.to_numpy(got), want, name)

@@ -14,15 +14,11 @@ import pytest
 
 import diffopt
 from diffopt._ops import first_max_mask
+from references import softmax
 
 Z_TOL = 5.0
 THETA = np.array([0.3, -0.2, 0.5, 0.1])
 SIGMA, N = 0.5, 20000
-
-
-def softmax(x, sigma):
-    e = np.exp(x / sigma - np.max(x / sigma))
-    return e / e.sum()
 
 
 def gumbel_samples(seed):
@@ -153,7 +149,7 @@ def test_learnable_sigma_of_another_framework_than_theta(grad_backend, op):
     """A NumPy θ with a torch/JAX/TensorFlow σ mixes frameworks: a TypeError naming both arguments."""
     b = grad_backend
     if b.name == "autograd":
-        pytest.skip("a NumPy theta with an autograd sigma runs on autograd (tests/test_hessians.py)")
+        pytest.skip("a NumPy theta with an autograd sigma runs on autograd (tests/perturbations/test_hessians.py)")
     theta, label = THETA[None], np.eye(4)[[1]]
     with b.float64():
         sigma = b.asarray(np.array(SIGMA), "float64")

@@ -18,7 +18,7 @@ from diffopt.backends import _contract
 from diffopt.sorting import _kernels as sorting_kernels
 from diffopt.sorting import _relax, _soft
 
-DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs" / "backends.md"
+DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs" / "backends.md"
 
 
 def _loaded_shims():

@@ -325,7 +325,7 @@ def test_jax_grad_under_jit_and_vmap():
 
 
 def test_at_most_five_lookups_per_call(backend):
-    from test_sorting_lookups import LIMIT, _Counter
+    from references import LIMIT, LookupCounter as _Counter
 
     for n in (8, 256):
         x = backend.asarray(np.random.default_rng(n).normal(size=(2, n)), "float32")

@@ -214,6 +214,8 @@ def test_jax_abstract_shapes():
     assert (grad.shape, grad.dtype) == ((3, 5), jnp.float32)
     lowered = jax.jit(lambda t: _PERTURBED(t, rng=key)).lower(spec)
     assert lowered.out_info.shape == (3, 5)
+    theta = jnp.asarray(np.linspace(-1.0, 1.0, 15).reshape(3, 5), jnp.float32)  # the lowered program's values
+    np.testing.assert_allclose(np.asarray(lowered.compile()(theta)), np.asarray(_PERTURBED(theta, rng=key)), atol=TOL)
 
 
 @pytest.mark.parametrize("estimator", ["perturbed", "perturbed-recompute", "fenchel_young"])

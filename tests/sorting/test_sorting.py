@@ -10,7 +10,7 @@ from diffopt import sorting as ds
 from diffopt._ops import do
 from diffopt.sorting._soft import pad as _pad
 from diffopt.sorting._soft import bit_reverse, network, pull
-from test_exact import ref_sorting  # the NumPy reference network (Python scalars, HIPS-autograd differentiable)
+from references import ref_sorting  # the NumPy reference network (Python scalars, HIPS-autograd differentiable)
 
 X8 = [5.0, -1.0, 9.5, 13.2, 16.2, 20.5, 42.0, 18.0]
 SORTED8 = [-1.0075, 4.9958, 9.4394, 13.2117, 15.948, 18.2103, 20.6023, 42.0]
@@ -507,7 +507,7 @@ def test_jax_vmap():
 
 def test_jax_second_derivatives_match_finite_differences():
     # JAX differentiates soft_sort's forward and backward (smooth code) for a Hessian;
-    # the other frameworks raise instead (tests/test_backends.py)
+    # the other frameworks raise instead (tests/backends/test_backends.py)
     jax = pytest.importorskip("jax")
     jnp = jax.numpy
     rs = np.random.RandomState(20)

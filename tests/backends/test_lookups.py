@@ -20,7 +20,7 @@ from diffopt import FenchelYoungLoss, blackbox, negative_identity, perturbed, pe
 from diffopt._ops import first_max_mask, namespace
 from diffopt.imle import aimle, imle, ste
 
-LIMIT = 5  # issue 30: at most 5 framework look-ups per call
+from references import LIMIT  # noqa: E402  (issue 30: at most 5 framework look-ups per call)
 # (num_samples, batch, chunk_size): one chunk, then many samples in 8 chunks on a bigger batch
 SIZES = [(4, 2, None), (64, 9, 8)]
 

@@ -116,6 +116,7 @@ def test_dtype_and_framework_are_kept(grad_backend):
         for layer in (blackbox(pick_min, minimize=True), negative_identity(pick_min, minimize=True)):
             out = layer(theta)
             assert ar.get_dtype_name(out) == dtype and ar.infer_backend(out) == ar.infer_backend(theta)
+            np.testing.assert_array_equal(b.to_numpy(out), np.eye(3)[PRED.argmin(-1)])  # forward: the solver's
             g = b.grad(lambda t: do("sum", layer(t) * theta), theta)
             assert ar.get_dtype_name(g) == dtype
         loss = spo_plus_loss(pick_min, minimize=True)(theta, b.asarray(C, dtype), b.asarray(C * 0, dtype))

@@ -17,17 +17,13 @@ from scipy.stats import norm
 
 import diffopt
 from diffopt import FenchelYoungLoss, argmax_one_hot, host_solver, make_perturbed_fun, perturbed, perturbed_max
+from references import softmax
 
 Z_TOL = 5.0
 EULER = 0.5772156649015329
 THETA = np.array([-0.6, 1.9, -0.2, 1.1, -1.0])
 THETA_BATCH = np.array([[-0.6, 1.9, -0.2, 1.1, -1.0], [-0.6, 1.0, -0.2, 1.8, -1.0]])
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def softmax(x, sigma=1.0):
-    e = np.exp(x / sigma - np.max(x / sigma, axis=-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, where conftest.py is
 
 
 def softmax_jacobian(x, sigma):
@@ -246,6 +242,10 @@ def test_extra_tensor_requiring_grad_gets_none():
     pert = perturbed(lambda x, s: argmax_one_hot(x * s), num_samples=200, sigma=0.5, noise="gumbel")
     pert(theta, scale, rng=0)[:, 1].sum().backward()
     assert theta.grad is not None and scale.grad is None
+    # scale is all ones: θ's gradient is the one without the extra tensor, on the same draws
+    theta2 = torch.tensor(THETA_BATCH, requires_grad=True)
+    perturbed(argmax_one_hot, num_samples=200, sigma=0.5, noise="gumbel")(theta2, rng=0)[:, 1].sum().backward()
+    np.testing.assert_allclose(theta.grad.numpy(), theta2.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- chunking and residuals
@@ -534,7 +534,7 @@ def test_compiled(grad_backend):
             jax.jit(lambda t: pert(t))(theta)
         return
     if grad_backend.name != "tensorflow":  # torch.compile: test_compiled.py::test_compiled_equals_eager
-        pytest.skip(f"{grad_backend.name}: compiled equals eager is tests/test_compiled.py's")
+        pytest.skip(f"{grad_backend.name}: compiled equals eager is tests/backends/test_compiled.py's")
     out = grad_backend.jit(lambda t: pert(t, rng=0))(theta)
     np.testing.assert_allclose(grad_backend.to_numpy(out), grad_backend.to_numpy(pert(theta, rng=0)), atol=1e-6)
     # tf.function without an rng: the default generator inside the graph

@@ -2,7 +2,7 @@
 
 For an exact solver ``w(c) = argmin_w ⟨c, w⟩`` over a finite set (the k-subsets,
 the monotone paths of a grid: the solvers are exact, see
-``tests/test_properties_solvers.py``):
+``tests/solvers/test_properties_solvers.py``):
 
 * regret ``⟨c, w(θ̂)⟩ − z* >= 0``, and ``= 0`` for ``θ̂ = c``;
 * SPO+ is an upper bound of the regret: with ``w = w(θ̂)`` in its max,

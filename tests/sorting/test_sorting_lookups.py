@@ -6,14 +6,12 @@ the namespace down the network; before, ``soft_rank`` made 195 look-ups at ``n =
 at ``n = 1024`` (two rows, NumPy), growing with the network's depth.
 """
 
-import autoray
-import autoray.autoray as autoray_core
 import numpy as np
 import pytest
 
 from diffopt import sorting
 
-LIMIT = 5
+from references import LIMIT, LookupCounter as _Counter
 
 OPS = {
     "soft_sort": lambda x: sorting.soft_sort(x, temperature=0.5),
@@ -32,25 +30,6 @@ DROPIN = {
     "diff_argsort": lambda m, i, x: sorting.diff_argsort(m, x, sigma=0.5),
     "vector_sort": lambda m, i, x: sorting.vector_sort(m, x[:, None] * x[None, :4], lambda r: r[:, 0], alpha=2.0),
 }
-
-
-class _Counter:
-    """Counts :func:`autoray.infer_backend` calls (autoray's own callers read it from its module)."""
-
-    def count(self, fn):
-        fn()  # warm: shims loaded, caches filled, JAX compiled
-        self.calls = 0
-        with pytest.MonkeyPatch.context() as mp:
-            original = autoray_core.infer_backend
-
-            def counting(x):
-                self.calls += 1
-                return original(x)
-
-            mp.setattr(autoray, "infer_backend", counting)
-            mp.setattr(autoray_core, "infer_backend", counting)
-            fn()
-        return self.calls
 
 
 def _data(backend, shape):

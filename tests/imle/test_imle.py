@@ -19,6 +19,7 @@ from diffopt.imle import (
     imle,
     ste,
 )
+from references import grad2
 
 THETA = np.array([[3.0, 2.0, 1.0, 0.0]])
 DY = np.array([[0.0, 1.0, -1.0, 0.0]])
@@ -57,30 +58,6 @@ def linear_loss_grad(backend, estimator, theta, dy, **call):
     """∂/∂θ of ⟨estimator(θ), dy⟩ by the framework's own autodiff."""
     dy_b = backend.asarray(dy)
     return backend.to_numpy(backend.grad(lambda x: ar.do("sum", estimator(x, **call) * dy_b), backend.asarray(theta)))
-
-
-def grad2(backend, f, x, s):
-    """Gradients of the scalar ``f(x, s)`` with respect to both arguments."""
-    name = backend.name
-    if name == "torch":
-        import torch
-
-        x, s = (v.detach().clone().requires_grad_(True) for v in (x, s))
-        return torch.autograd.grad(f(x, s), (x, s))
-    if name == "jax":
-        import jax
-
-        return jax.grad(f, argnums=(0, 1))(x, s)
-    if name == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            tape.watch([x, s])
-            y = f(x, s)
-        return tape.gradient(y, [x, s])
-    import autograd
-
-    return autograd.grad(lambda xs: f(*xs))((x, s))
 
 
 # -- the exact gradients of the issue --------------------------------------------------
@@ -209,8 +186,12 @@ def test_dtype_and_framework_are_kept(grad_backend, dtype):
     dtype = ar.get_dtype_name(theta)  # JAX without x64 keeps float32
     z = est(theta, rng=0)
     assert ar.get_dtype_name(z) == dtype and ar.infer_backend(z) == ar.infer_backend(theta)
+    z_np = grad_backend.to_numpy(z)
+    np.testing.assert_array_equal(z_np.sum(-1), 2.0)  # a top-2 mask of the perturbed θ in every row
+    assert set(np.unique(z_np)) <= {0.0, 1.0}, z_np
     g = grad_backend.grad(lambda x: ar.do("sum", est(x, rng=0) * grad_backend.asarray(DY, dtype)), theta)
     assert ar.get_dtype_name(g) == dtype
+    assert np.isfinite(grad_backend.to_numpy(g)).all()
 
 
 def test_same_seed_same_output_other_seed_other_output(backend):
