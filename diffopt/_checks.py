@@ -100,3 +100,13 @@ def check_choice(name, value, choices):
 def check_choice_or_none(name, value, choices):
     """``value`` must be ``None`` or one of ``choices``."""
     return value if value is None else check_choice(name, value, choices)
+
+
+def check_sort_axis(x, axis):
+    """``axis`` of ``x`` to sort along, as a non-negative int (``x`` needs a dimension)."""
+    ndim = len(x.shape)
+    if ndim == 0:
+        raise ValueError("x must have at least one dimension to sort along, got a 0-d array")
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -ndim <= axis < ndim:
+        raise ValueError(f"axis must be an integer in [-{ndim}, {ndim}) for x of shape {tuple(x.shape)}, got axis={axis!r}")
+    return int(axis) % ndim

@@ -24,7 +24,7 @@ import autoray as ar
 import numpy as np
 
 from diffopt._typing import Array
-from diffopt._checks import check_floating, check_scale
+from diffopt._checks import check_floating, check_sort_axis, check_scale
 from diffopt._dtypes import compute_dtype
 from diffopt._ops import astype_in, namespace, nan_rows_in
 from diffopt.backends import get_backend
@@ -55,12 +55,7 @@ def _prepare(x, axis, temperature, relaxation):
         temperature = float(temperature)
     temperature = check_scale("temperature", temperature)
     shim = get_backend(x, temperature, argnames=("x", "temperature"))
-    ndim = len(x.shape)
-    if ndim == 0:
-        raise ValueError("x must have at least one dimension to sort along, got a 0-d array")
-    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -ndim <= axis < ndim:
-        raise ValueError(f"axis must be an integer in [-{ndim}, {ndim}) for x of shape {tuple(x.shape)}, got axis={axis!r}")
-    return x, int(axis) % ndim, shim, temperature
+    return x, check_sort_axis(x, axis), shim, temperature
 
 
 def _is_empty(x):

@@ -48,7 +48,7 @@ import numbers
 import autoray as ar
 import numpy as np
 
-from diffopt._checks import check_floating, check_nonnegative, check_scale
+from diffopt._checks import check_floating, check_sort_axis, check_nonnegative, check_scale
 from diffopt._ops import astype_in, constant_in, namespace, nan_rows_in
 from diffopt._typing import Array
 from diffopt.backends import get_backend
@@ -79,12 +79,7 @@ def _prepare(x, axis, strength, regularization):
     else:
         strength = check_scale("regularization_strength", strength)
     shim = get_backend(x, strength, argnames=("x", "regularization_strength"))
-    ndim = len(x.shape)
-    if ndim == 0:
-        raise ValueError("x must have at least one dimension to sort along, got a 0-d array")
-    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -ndim <= axis < ndim:
-        raise ValueError(f"axis must be an integer in [-{ndim}, {ndim}) for x of shape {tuple(x.shape)}, got axis={axis!r}")
-    return x, int(axis) % ndim, shim, strength
+    return x, check_sort_axis(x, axis), shim, strength
 
 
 # ----------------------------------------------------------- the isotonic primitive
