@@ -10,9 +10,8 @@ Differences from torchsort, where torchsort is wrong: its KL gradient overflows
 to ``inf``/``NaN`` once ``|values / regularization_strength|`` passes about 709
 (torchsort issue #63); here it is computed with block-wise log-sum-exp and stays
 finite. Tied values get equal ranks here whatever order the sort put them in.
+For example:
 
-Examples
---------
 >>> import numpy as np
 >>> from diffopt.sorting import torchsort
 >>> torchsort.soft_rank(np.array([[8.0, 0.0, 5.0, 3.0, 2.0, 1.0, 6.0, 7.0, 9.0, 4.0]]),
