@@ -264,17 +264,28 @@ def custom_vjp(fwd, bwd, jit=False, second_order=False):
 
 
 @torch.library.custom_op("diffopt::seeded_draw", mutates_args=())
-def _seeded_draw(kind: str, seed: int, shape: list[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The first ``normal``/``uniform`` draw of a :class:`TorchRng` seeded with ``seed``, as one op:
-    ``torch.compile`` cannot create a ``torch.Generator`` inside a graph, an op can (same numbers)."""
+def _seeded_draw(
+    kind: str, seed: int, shape: list[int], dtype: torch.dtype, device: torch.device, alpha: float = 1.0
+) -> torch.Tensor:
+    """The first ``normal``/``uniform``/``gamma`` draw of a :class:`TorchRng` seeded with ``seed``, as
+    one op: ``torch.compile`` cannot create a ``torch.Generator`` inside a graph, an op can (same
+    numbers: the same calls as :class:`TorchRng`'s eager draws)."""
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
+    if kind == "gamma":
+        return _standard_gamma(tuple(shape), alpha, dtype, device, gen)
     return (torch.randn if kind == "normal" else torch.rand)(tuple(shape), generator=gen, device=device, dtype=dtype)
 
 
 @_seeded_draw.register_fake
-def _(kind, seed, shape, dtype, device):
+def _(kind, seed, shape, dtype, device, alpha=1.0):
     return torch.empty(tuple(shape), dtype=dtype, device=device)
+
+
+def _standard_gamma(shape, alpha, dtype, device, gen):
+    """Standard Gamma(``alpha``) draws from ``gen``: torch's own sampler, on ``device``."""
+    conc = torch.tensor(alpha, dtype=dtype, device=device).expand(shape)
+    return torch._standard_gamma(conc, generator=gen)
 
 
 # a child seed is a function of Python ints: computed while tracing, a constant of the graph
@@ -284,7 +295,7 @@ _constant_child_seed = torch.compiler.assume_constant_result(child_seed)
 class TorchRng(SeededRng):
     """Stream backed by a ``torch.Generator`` on ``like``'s device, seeded with ``key``.
 
-    Under ``torch.compile`` the first ``normal``/``uniform`` draw of a stream (the
+    Under ``torch.compile`` the first ``normal``/``uniform``/``gamma`` draw of a stream (the
     perturbed estimators draw once per chunk, from a child stream) is the op
     ``diffopt::seeded_draw``, which makes the generator inside: the same numbers as eager.
     """
@@ -297,12 +308,12 @@ class TorchRng(SeededRng):
         seed = _constant_child_seed(self.key, index) if torch.compiler.is_compiling() else child_seed(self.key, index)
         return type(self)(seed, self.like)
 
-    def _compiled_draw(self, kind, shape, dtype):
+    def _compiled_draw(self, kind, shape, dtype, alpha=1.0):
         """The draw as one op when compiling and this stream has not drawn yet, else ``None``."""
         if self._gen is not None or getattr(self, "_drawn", False) or not torch.compiler.is_compiling():
             return None
         self._drawn = True
-        return _seeded_draw(kind, self.key, list(shape), getattr(torch, dtype), self.device)
+        return _seeded_draw(kind, self.key, list(shape), getattr(torch, dtype), self.device, alpha)
 
     def _generator(self):
         gen = torch.Generator(device=self.device)
@@ -325,9 +336,10 @@ class TorchRng(SeededRng):
         return torch.rand(shape, generator=self.generator, device=self.device, dtype=getattr(torch, dtype))
 
     def _gamma(self, shape, alpha, dtype):
-        # torch's own sampler, on the stream's device and from its generator (no host round trip)
-        conc = torch.tensor(alpha, dtype=getattr(torch, dtype), device=self.device).expand(shape)
-        return torch._standard_gamma(conc, generator=self.generator)
+        out = self._compiled_draw("gamma", shape, dtype, alpha)
+        if out is not None:
+            return out
+        return _standard_gamma(shape, alpha, getattr(torch, dtype), self.device, self.generator)
 
 
 def make_rng(rng, like):
