@@ -2,6 +2,7 @@
 
 import math
 import numbers
+import sys
 
 import numpy as np
 import torch
@@ -393,3 +394,55 @@ def host_call(fn, x, out_shape, out_dtype):
 def from_numpy(a, like):
     """``a`` (NumPy) as a tensor on ``like``'s device."""
     return torch.as_tensor(a, device=like.device)
+
+
+# -- host solvers under torch.compile ------------------------------------------------------------
+#: The host solver calls met while compiling, by token: (solver, args, sorted kwargs); kept for the
+#: life of the process (one entry per compiled call site, as the graphs that use them).
+_HOST_SOLVES = []
+
+
+def _remember(solver, args, kwargs):
+    """The token of ``(solver, args, kwargs)`` in :data:`_HOST_SOLVES` (added if new)."""
+    entry = (solver, tuple(args), tuple(sorted(kwargs.items())))
+    flat = (solver, *entry[1], *entry[2])
+    for token, seen in enumerate(_HOST_SOLVES):
+        other = (seen[0], *seen[1], *seen[2])
+        if len(other) == len(flat) and all(map(_same, other, flat)):
+            return token
+    _HOST_SOLVES.append(entry)
+    return len(_HOST_SOLVES) - 1
+
+
+def _same(a, b):
+    """``a`` is ``b``, or both are equal Python scalars/strings (never an array comparison)."""
+    scalar = (bool, int, float, complex, str, bytes, type(None))
+    return a is b or (type(a) is type(b) and isinstance(a, scalar) and a == b)
+
+
+# evaluated while tracing, on the real objects: the token is a constant of the graph
+_constant_token = torch.compiler.assume_constant_result(_remember)
+
+
+@torch.library.custom_op("diffopt::host_solve", mutates_args=())
+def _host_solve(token: int, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The eager call of the host solver ``token`` on ``x``: the same numbers as eager."""
+    solver, args, kwargs = _HOST_SOLVES[token]
+    return solver(x, *args, **dict(kwargs))
+
+
+@_host_solve.register_fake
+def _(token, x, dtype):
+    solver, args, kwargs = _HOST_SOLVES[token]
+    shape = solver._spec(x, sys.modules[__name__], args, dict(kwargs))
+    return x.new_empty(shape, dtype=dtype)
+
+
+def compiled_host_solve(solver, x, args, kwargs, out_dtype):
+    """``solver(x, *args, **kwargs)`` (a :class:`diffopt.HostSolver`) as the op ``diffopt::host_solve``.
+
+    Used by :class:`diffopt.HostSolver` while ``torch.compile`` traces: the host code runs in the
+    op (eager) and in its fake (the output shape, declared or probed once), never under dynamo, so
+    ``fullgraph=True`` holds. Extra arguments are host values, constants of the graph.
+    """
+    return _host_solve(_constant_token(solver, args, kwargs), x, getattr(torch, out_dtype))
