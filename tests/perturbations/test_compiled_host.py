@@ -90,3 +90,14 @@ def test_torch_compile_host_solver_result_has_the_solver_values():
     out = f(t)
     assert out.dtype == torch.float32
     np.testing.assert_array_equal(out.numpy(), _top_k(THETA * 2.0, 2))
+
+
+def test_torch_compile_host_solver_result_carries_no_gradient():
+    """Called directly on a tensor that requires a gradient, the compiled solver result is a
+    constant, as eager's: the gradient of ``<solver(t), t>`` is ``solver(t)``."""
+    def f(t):
+        return (TOP2(t, 2) * t).sum()
+
+    t = torch.tensor(THETA, requires_grad=True)
+    (compiled,) = torch.autograd.grad(torch.compile(f, backend="aot_eager", fullgraph=True, dynamic=False)(t), t)
+    np.testing.assert_array_equal(compiled.numpy(), _top_k(THETA, 2))

@@ -445,4 +445,5 @@ def compiled_host_solve(solver, x, args, kwargs, out_dtype):
     op (eager) and in its fake (the output shape, declared or probed once), never under dynamo, so
     ``fullgraph=True`` holds. Extra arguments are host values, constants of the graph.
     """
-    return _host_solve(_constant_token(solver, args, kwargs), x, getattr(torch, out_dtype))
+    # detached: a solver result carries no gradient (as eager's host copy)
+    return _host_solve(_constant_token(solver, args, kwargs), x.detach(), getattr(torch, out_dtype))
