@@ -1,5 +1,6 @@
 """PyTorch shim: ``torch.autograd.Function`` (with ``setup_context`` and a vmap rule)."""
 
+import ast
 import math
 import numbers
 import sys
@@ -266,27 +267,31 @@ def custom_vjp(fwd, bwd, jit=False, second_order=False):
 
 @torch.library.custom_op("diffopt::seeded_draw", mutates_args=())
 def _seeded_draw(
-    kind: str, seed: int, shape: list[int], dtype: torch.dtype, device: torch.device, alpha: float = 1.0
+    kind: str, seed: int, shape: list[int], dtype: torch.dtype, device: torch.device, alpha: float = 1.0,
+    before: str = "()",
 ) -> torch.Tensor:
-    """The first ``normal``/``uniform``/``gamma`` draw of a :class:`TorchRng` seeded with ``seed``, as
-    one op: ``torch.compile`` cannot create a ``torch.Generator`` inside a graph, an op can (same
-    numbers: the same calls as :class:`TorchRng`'s eager draws)."""
+    """A ``normal``/``uniform``/``gamma`` draw of a :class:`TorchRng` seeded with ``seed``, after the
+    draws ``before`` (the repr of their ``(kind, shape, dtype name, alpha)``), as one op:
+    ``torch.compile`` cannot create a ``torch.Generator`` inside a graph, an op can (same numbers:
+    the same calls on a generator in the same state as :class:`TorchRng`'s eager draws)."""
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
-    if kind == "gamma":
-        return _standard_gamma(tuple(shape), alpha, dtype, device, gen)
-    return (torch.randn if kind == "normal" else torch.rand)(tuple(shape), generator=gen, device=device, dtype=dtype)
+    for k, s, d, a in ast.literal_eval(before):
+        _draw(k, s, getattr(torch, d), device, gen, a)
+    return _draw(kind, tuple(shape), dtype, device, gen, alpha)
 
 
 @_seeded_draw.register_fake
-def _(kind, seed, shape, dtype, device, alpha=1.0):
+def _(kind, seed, shape, dtype, device, alpha=1.0, before="()"):
     return torch.empty(tuple(shape), dtype=dtype, device=device)
 
 
-def _standard_gamma(shape, alpha, dtype, device, gen):
-    """Standard Gamma(``alpha``) draws from ``gen``: torch's own sampler, on ``device``."""
-    conc = torch.tensor(alpha, dtype=dtype, device=device).expand(shape)
-    return torch._standard_gamma(conc, generator=gen)
+def _draw(kind, shape, dtype, device, gen, alpha):
+    """One draw from ``gen``: standard normal, uniform [0, 1) or standard Gamma(``alpha``)."""
+    if kind == "gamma":  # torch's own sampler, on the device (no host round trip)
+        conc = torch.tensor(alpha, dtype=dtype, device=device).expand(shape)
+        return torch._standard_gamma(conc, generator=gen)
+    return (torch.randn if kind == "normal" else torch.rand)(shape, generator=gen, device=device, dtype=dtype)
 
 
 # a child seed is a function of Python ints: computed while tracing, a constant of the graph
@@ -296,9 +301,10 @@ _constant_child_seed = torch.compiler.assume_constant_result(child_seed)
 class TorchRng(SeededRng):
     """Stream backed by a ``torch.Generator`` on ``like``'s device, seeded with ``key``.
 
-    Under ``torch.compile`` the first ``normal``/``uniform``/``gamma`` draw of a stream (the
-    perturbed estimators draw once per chunk, from a child stream) is the op
-    ``diffopt::seeded_draw``, which makes the generator inside: the same numbers as eager.
+    Under ``torch.compile`` each ``normal``/``uniform``/``gamma`` draw of a stream is the op
+    ``diffopt::seeded_draw``, which makes the generator inside and replays the stream's earlier
+    draws: the same numbers as eager (the perturbed estimators draw once per chunk, from a child
+    stream: no replay).
     """
 
     @property
@@ -309,12 +315,14 @@ class TorchRng(SeededRng):
         seed = _constant_child_seed(self.key, index) if torch.compiler.is_compiling() else child_seed(self.key, index)
         return type(self)(seed, self.like)
 
-    def _compiled_draw(self, kind, shape, dtype, alpha=1.0):
-        """The draw as one op when compiling and this stream has not drawn yet, else ``None``."""
-        if self._gen is not None or getattr(self, "_drawn", False) or not torch.compiler.is_compiling():
-            return None
-        self._drawn = True
-        return _seeded_draw(kind, self.key, list(shape), getattr(torch, dtype), self.device, alpha)
+    def _draw(self, kind, shape, dtype, alpha=1.0):
+        """A draw from this stream's generator; while compiling, the op ``diffopt::seeded_draw``
+        replaying this stream's earlier draws (unless an eager draw made the generator)."""
+        if self._gen is None and torch.compiler.is_compiling():
+            before = getattr(self, "_drawn", ())
+            self._drawn = before + ((kind, tuple(shape), dtype, float(alpha)),)
+            return _seeded_draw(kind, self.key, list(shape), getattr(torch, dtype), self.device, alpha, repr(before))
+        return _draw(kind, shape, getattr(torch, dtype), self.device, self.generator, alpha)
 
     def _generator(self):
         gen = torch.Generator(device=self.device)
@@ -325,22 +333,13 @@ class TorchRng(SeededRng):
         return torch.clamp(u, lo, hi)
 
     def _normal(self, shape, dtype):
-        out = self._compiled_draw("normal", shape, dtype)
-        if out is not None:
-            return out
-        return torch.randn(shape, generator=self.generator, device=self.device, dtype=getattr(torch, dtype))
+        return self._draw("normal", shape, dtype)
 
     def _uniform(self, shape, dtype):
-        out = self._compiled_draw("uniform", shape, dtype)
-        if out is not None:
-            return out
-        return torch.rand(shape, generator=self.generator, device=self.device, dtype=getattr(torch, dtype))
+        return self._draw("uniform", shape, dtype)
 
     def _gamma(self, shape, alpha, dtype):
-        out = self._compiled_draw("gamma", shape, dtype, alpha)
-        if out is not None:
-            return out
-        return _standard_gamma(shape, alpha, getattr(torch, dtype), self.device, self.generator)
+        return self._draw("gamma", shape, dtype, alpha)
 
 
 def make_rng(rng, like):
