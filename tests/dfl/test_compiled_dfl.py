@@ -12,6 +12,8 @@ import pytest
 import diffopt
 from diffopt import dfl
 
+from references import torch_value_and_grad
+
 torch = pytest.importorskip("torch")
 if "torch" not in __import__("conftest").SELECTED:
     pytest.skip("torch is not among the selected backends", allow_module_level=True)
@@ -42,10 +44,7 @@ def _losses(minimize):
 
 
 def _value_and_grad(f):
-    t = torch.tensor(THETA, requires_grad=True)
-    value = f(t)
-    (grad,) = torch.autograd.grad(value, t)
-    return value.detach(), grad
+    return torch_value_and_grad(f, THETA)
 
 
 @pytest.mark.parametrize("op", ["spo_plus_loss", "blackbox", "negative_identity", "regret"])

@@ -15,6 +15,8 @@ import pytest
 from diffopt import imle as I
 from diffopt.imle.solvers import select_k
 
+from references import torch_value_and_grad
+
 torch = pytest.importorskip("torch")
 if "torch" not in __import__("conftest").SELECTED:
     pytest.skip("torch is not among the selected backends", allow_module_level=True)
@@ -46,10 +48,7 @@ def _loss(estimator, noise, rng):
 
 
 def _value_and_grad(f):
-    t = torch.tensor(THETA, requires_grad=True)
-    value = f(t)
-    (grad,) = torch.autograd.grad(value, t)
-    return value.detach(), grad
+    return torch_value_and_grad(f, THETA)
 
 
 def _compiled(f):

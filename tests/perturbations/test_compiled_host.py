@@ -15,6 +15,8 @@ import diffopt
 from diffopt import dfl
 from diffopt import imle as I
 
+from references import torch_value_and_grad
+
 torch = pytest.importorskip("torch")
 if "torch" not in __import__("conftest").SELECTED:
     pytest.skip("torch is not among the selected backends", allow_module_level=True)
@@ -64,10 +66,7 @@ def _losses(rng):
 
 
 def _value_and_grad(f):
-    t = torch.tensor(THETA, requires_grad=True)
-    value = f(t)
-    (grad,) = torch.autograd.grad(value, t)
-    return value.detach(), grad
+    return torch_value_and_grad(f, THETA)
 
 
 @pytest.mark.parametrize("op", ["perturbed", "perturbed_rowwise", "perturbed_extra_argument", "FenchelYoungLoss",
