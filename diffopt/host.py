@@ -135,6 +135,9 @@ class HostSolver:
         backend = get_backend(x)
         args = tuple(_host_arg(a, backend) for a in args)
         kwargs = {k: _host_arg(v, backend) for k, v in kwargs.items()}
+        compiled = getattr(backend, "compiled_host_solve", None)
+        if compiled is not None and backend.is_symbolic(x):  # torch.compile: one op, no host code traced
+            return compiled(self, x, args, kwargs, self.output_dtype or _dtype_name(x))
         fn = (lambda a: self.numpy_call(a, *args, **kwargs)) if (args or kwargs) else self.numpy_call
         traced = backend.is_symbolic(x)
         shape = self._spec(x, backend, args, kwargs) if traced or self.output_shape is not None else None

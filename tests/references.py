@@ -354,3 +354,13 @@ class LookupCounter:
             mp.setattr(autoray_core, "infer_backend", counting)
             fn()
         return self.calls
+
+
+def torch_value_and_grad(f, theta):
+    """``f(t)`` and its gradient at ``t = torch.tensor(theta)``, both detached (the torch.compile tests)."""
+    import torch
+
+    t = torch.tensor(theta, requires_grad=True)
+    value = f(t)
+    (grad,) = torch.autograd.grad(value, t)
+    return value.detach(), grad

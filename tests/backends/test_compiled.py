@@ -76,7 +76,7 @@ def test_compiled_equals_eager(grad_backend, case):
     if backend.name == "autograd":
         pytest.skip("HIPS autograd has no compiler")
     if backend.name == "torch" and case.startswith("soft_"):
-        pytest.skip("torch: test_torch_compile_fullgraph_sorting_equals_eager (the same ops and relaxations, "
+        pytest.skip("torch: tests/sorting/test_compiled_sorting.py (the same ops and relaxations, "
                     "fullgraph, also the temperature's gradient)")
     f = _cases(backend.asarray(Y))[case]
     theta, w, key = backend.asarray(THETA), backend.asarray(W), _key(backend)
@@ -306,85 +306,3 @@ def test_torch_compile_where_does_not_break_the_graph():
         _dynamo.reset()
     frames = [f"{fr.filename}:{fr.name}" for b in explained.break_reasons for fr in (b.user_stack or ())]
     assert not [f for f in frames if "infer_backend_multi" in f], frames
-
-
-# ------------------------------------------------ torch.compile(fullgraph=True) of the sorting ops
-
-_SORT_OPS = {
-    "soft_sort": lambda v, t: soft_sort(v, axis=1, temperature=t),
-    "soft_rank": lambda v, t: soft_rank(v, axis=1, temperature=t, relaxation="cauchy", descending=True),
-    "soft_topk": lambda v, t: soft_topk(v, 3, axis=1, temperature=t, relaxation="logistic"),
-    "soft_permutation": lambda v, t: soft_permutation(v, axis=1, temperature=t)[..., 1, :],
-}
-
-
-def _torch_or_skip():
-    torch = pytest.importorskip("torch")
-    from conftest import SELECTED
-
-    if "torch" not in SELECTED:
-        pytest.skip("torch is not among DIFFOPT_TEST_BACKENDS")
-    return torch
-
-
-@pytest.mark.parametrize("op", list(_SORT_OPS))
-def test_torch_compile_fullgraph_sorting_equals_eager(op):
-    """Each sorting op compiles as one graph (``fullgraph=True`` raises at any graph break),
-    forward and backward, with a Python-number and a learnable (tensor) temperature; values
-    and gradients (in ``x`` and the temperature) equal eager's to 1e-6 in float32. The
-    rows (3 x 4 = 12 of length 7, sorted along axis 1) take the padded, batch-innermost layout.
-    Also the forward alone (no input requires a gradient: the path without autograd recording),
-    traced by dynamo with ``fullgraph=True``."""
-    torch = _torch_or_skip()
-    from torch import _dynamo
-
-    rng = np.random.default_rng(7)
-    x0 = torch.tensor(rng.normal(size=(3, 7, 4)), dtype=torch.float32)
-    f = _SORT_OPS[op]
-
-    def value_and_grads(fn, temperature):
-        x = x0.clone().requires_grad_(True)
-        y = fn(x, temperature)
-        w = torch.tensor(np.random.default_rng(8).normal(size=tuple(y.shape)), dtype=y.dtype)
-        inputs = [x] + ([temperature] if isinstance(temperature, torch.Tensor) else [])
-        return [y.detach()] + [g.detach() for g in torch.autograd.grad((y * w).sum(), inputs)]
-
-    want = f(x0, 0.4)  # first: loads the torch shim (diffopt was imported before torch)
-    _dynamo.reset()
-    try:
-        forward = torch.compile(f, backend="eager", fullgraph=True)(x0, 0.4)
-    finally:
-        _dynamo.reset()
-    np.testing.assert_allclose(forward.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
-    for temperature in (0.4, torch.tensor(0.4, requires_grad=True)):
-        eager = value_and_grads(f, temperature)
-        _dynamo.reset()
-        try:
-            compiled = value_and_grads(torch.compile(f, backend="aot_eager", fullgraph=True), temperature)
-        finally:
-            _dynamo.reset()
-        assert len(compiled) == len(eager) == (3 if isinstance(temperature, torch.Tensor) else 2)
-        assert float(eager[1].abs().max()) > 1e-3  # a gradient that could differ
-        for c, e in zip(compiled, eager):
-            np.testing.assert_allclose(c.numpy(), e.numpy(), rtol=1e-6, atol=1e-6)
-
-
-def test_torch_compile_fullgraph_first_call_in_a_fresh_process():
-    """In a fresh process (``import torch`` then diffopt), the very first diffopt call may be a
-    compiled one: the torch shim is loaded at import, not imported inside the traced region
-    (``torch.compile`` cannot trace an import; torch imported after diffopt: the shim loads
-    on the first call, which must then be an eager one for ``fullgraph=True``)."""
-    _torch_or_skip()
-    import subprocess
-    import sys
-
-    code = (
-        "import torch, diffopt\n"
-        "from diffopt.sorting import soft_rank\n"
-        "x = torch.tensor([[0.3, -1.0, 2.0, 0.5]])\n"
-        "y = torch.compile(lambda v: soft_rank(v, temperature=1e-3), backend='eager', fullgraph=True)(x)\n"
-        "print(y.round().tolist())\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "[[1.0, 0.0, 3.0, 2.0]]"

@@ -1,7 +1,9 @@
 """PyTorch shim: ``torch.autograd.Function`` (with ``setup_context`` and a vmap rule)."""
 
+import ast
 import math
 import numbers
+import sys
 
 import numpy as np
 import torch
@@ -264,17 +266,32 @@ def custom_vjp(fwd, bwd, jit=False, second_order=False):
 
 
 @torch.library.custom_op("diffopt::seeded_draw", mutates_args=())
-def _seeded_draw(kind: str, seed: int, shape: list[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The first ``normal``/``uniform`` draw of a :class:`TorchRng` seeded with ``seed``, as one op:
-    ``torch.compile`` cannot create a ``torch.Generator`` inside a graph, an op can (same numbers)."""
+def _seeded_draw(
+    kind: str, seed: int, shape: list[int], dtype: torch.dtype, device: torch.device, alpha: float = 1.0,
+    before: str = "()",
+) -> torch.Tensor:
+    """A ``normal``/``uniform``/``gamma`` draw of a :class:`TorchRng` seeded with ``seed``, after the
+    draws ``before`` (the repr of their ``(kind, shape, dtype name, alpha)``), as one op:
+    ``torch.compile`` cannot create a ``torch.Generator`` inside a graph, an op can (same numbers:
+    the same calls on a generator in the same state as :class:`TorchRng`'s eager draws)."""
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
-    return (torch.randn if kind == "normal" else torch.rand)(tuple(shape), generator=gen, device=device, dtype=dtype)
+    for k, s, d, a in ast.literal_eval(before):
+        _draw(k, s, getattr(torch, d), device, gen, a)
+    return _draw(kind, tuple(shape), dtype, device, gen, alpha)
 
 
 @_seeded_draw.register_fake
-def _(kind, seed, shape, dtype, device):
+def _(kind, seed, shape, dtype, device, alpha=1.0, before="()"):
     return torch.empty(tuple(shape), dtype=dtype, device=device)
+
+
+def _draw(kind, shape, dtype, device, gen, alpha):
+    """One draw from ``gen``: standard normal, uniform [0, 1) or standard Gamma(``alpha``)."""
+    if kind == "gamma":  # torch's own sampler, on the device (no host round trip)
+        conc = torch.tensor(alpha, dtype=dtype, device=device).expand(shape)
+        return torch._standard_gamma(conc, generator=gen)
+    return (torch.randn if kind == "normal" else torch.rand)(shape, generator=gen, device=device, dtype=dtype)
 
 
 # a child seed is a function of Python ints: computed while tracing, a constant of the graph
@@ -284,9 +301,10 @@ _constant_child_seed = torch.compiler.assume_constant_result(child_seed)
 class TorchRng(SeededRng):
     """Stream backed by a ``torch.Generator`` on ``like``'s device, seeded with ``key``.
 
-    Under ``torch.compile`` the first ``normal``/``uniform`` draw of a stream (the
-    perturbed estimators draw once per chunk, from a child stream) is the op
-    ``diffopt::seeded_draw``, which makes the generator inside: the same numbers as eager.
+    Under ``torch.compile`` each ``normal``/``uniform``/``gamma`` draw of a stream is the op
+    ``diffopt::seeded_draw``, which makes the generator inside and replays the stream's earlier
+    draws: the same numbers as eager (the perturbed estimators draw once per chunk, from a child
+    stream: no replay).
     """
 
     @property
@@ -297,12 +315,14 @@ class TorchRng(SeededRng):
         seed = _constant_child_seed(self.key, index) if torch.compiler.is_compiling() else child_seed(self.key, index)
         return type(self)(seed, self.like)
 
-    def _compiled_draw(self, kind, shape, dtype):
-        """The draw as one op when compiling and this stream has not drawn yet, else ``None``."""
-        if self._gen is not None or getattr(self, "_drawn", False) or not torch.compiler.is_compiling():
-            return None
-        self._drawn = True
-        return _seeded_draw(kind, self.key, list(shape), getattr(torch, dtype), self.device)
+    def _draw(self, kind, shape, dtype, alpha=1.0):
+        """A draw from this stream's generator; while compiling, the op ``diffopt::seeded_draw``
+        replaying this stream's earlier draws (unless an eager draw made the generator)."""
+        if self._gen is None and torch.compiler.is_compiling():
+            before = getattr(self, "_drawn", ())
+            self._drawn = before + ((kind, tuple(shape), dtype, float(alpha)),)
+            return _seeded_draw(kind, self.key, list(shape), getattr(torch, dtype), self.device, alpha, repr(before))
+        return _draw(kind, shape, getattr(torch, dtype), self.device, self.generator, alpha)
 
     def _generator(self):
         gen = torch.Generator(device=self.device)
@@ -313,21 +333,13 @@ class TorchRng(SeededRng):
         return torch.clamp(u, lo, hi)
 
     def _normal(self, shape, dtype):
-        out = self._compiled_draw("normal", shape, dtype)
-        if out is not None:
-            return out
-        return torch.randn(shape, generator=self.generator, device=self.device, dtype=getattr(torch, dtype))
+        return self._draw("normal", shape, dtype)
 
     def _uniform(self, shape, dtype):
-        out = self._compiled_draw("uniform", shape, dtype)
-        if out is not None:
-            return out
-        return torch.rand(shape, generator=self.generator, device=self.device, dtype=getattr(torch, dtype))
+        return self._draw("uniform", shape, dtype)
 
     def _gamma(self, shape, alpha, dtype):
-        # torch's own sampler, on the stream's device and from its generator (no host round trip)
-        conc = torch.tensor(alpha, dtype=getattr(torch, dtype), device=self.device).expand(shape)
-        return torch._standard_gamma(conc, generator=self.generator)
+        return self._draw("gamma", shape, dtype, alpha)
 
 
 def make_rng(rng, like):
@@ -381,3 +393,56 @@ def host_call(fn, x, out_shape, out_dtype):
 def from_numpy(a, like):
     """``a`` (NumPy) as a tensor on ``like``'s device."""
     return torch.as_tensor(a, device=like.device)
+
+
+# -- host solvers under torch.compile ------------------------------------------------------------
+#: The host solver calls met while compiling, by token: (solver, args, sorted kwargs); kept for the
+#: life of the process (one entry per compiled call site, as the graphs that use them).
+_HOST_SOLVES = []
+
+
+def _remember(solver, args, kwargs):
+    """The token of ``(solver, args, kwargs)`` in :data:`_HOST_SOLVES` (added if new)."""
+    entry = (solver, tuple(args), tuple(sorted(kwargs.items())))
+    flat = (solver, *entry[1], *entry[2])
+    for token, seen in enumerate(_HOST_SOLVES):
+        other = (seen[0], *seen[1], *seen[2])
+        if len(other) == len(flat) and all(map(_same, other, flat)):
+            return token
+    _HOST_SOLVES.append(entry)
+    return len(_HOST_SOLVES) - 1
+
+
+def _same(a, b):
+    """``a`` is ``b``, or both are equal Python scalars/strings (never an array comparison)."""
+    scalar = (bool, int, float, complex, str, bytes, type(None))
+    return a is b or (type(a) is type(b) and isinstance(a, scalar) and a == b)
+
+
+# evaluated while tracing, on the real objects: the token is a constant of the graph
+_constant_token = torch.compiler.assume_constant_result(_remember)
+
+
+@torch.library.custom_op("diffopt::host_solve", mutates_args=())
+def _host_solve(token: int, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The eager call of the host solver ``token`` on ``x``: the same numbers as eager."""
+    solver, args, kwargs = _HOST_SOLVES[token]
+    return solver(x, *args, **dict(kwargs))
+
+
+@_host_solve.register_fake
+def _(token, x, dtype):
+    solver, args, kwargs = _HOST_SOLVES[token]
+    shape = solver._spec(x, sys.modules[__name__], args, dict(kwargs))
+    return x.new_empty(shape, dtype=dtype)
+
+
+def compiled_host_solve(solver, x, args, kwargs, out_dtype):
+    """``solver(x, *args, **kwargs)`` (a :class:`diffopt.HostSolver`) as the op ``diffopt::host_solve``.
+
+    Used by :class:`diffopt.HostSolver` while ``torch.compile`` traces: the host code runs in the
+    op (eager) and in its fake (the output shape, declared or probed once), never under dynamo, so
+    ``fullgraph=True`` holds. Extra arguments are host values, constants of the graph.
+    """
+    # detached: a solver result carries no gradient (as eager's host copy)
+    return _host_solve(_constant_token(solver, args, kwargs), x.detach(), getattr(torch, out_dtype))
