@@ -170,8 +170,8 @@ def kernels(backend: str) -> Mapping[str, Any]:
     Examples
     --------
     >>> from diffopt.backends import kernels
-    >>> sorted(kernels("numpy")), kernels("builtins")
-    (['sorting_fused'], {})
+    >>> "sorting_fused" in kernels("numpy"), kernels("builtins")
+    (True, {})
     """
     name = _SHIM_OF.get(backend, backend)
     if name not in SHIMS:
