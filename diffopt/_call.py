@@ -10,7 +10,10 @@ A public call of :func:`~diffopt.perturbed`, :func:`~diffopt.imle.imle` or
 3. :func:`split_extras` decides which extra solver arguments travel through the
    custom VJP (:func:`travels`: arrays of the call's framework) and which are constants;
 4. :func:`call_solver` calls the solver and checks what it returned
-   (:func:`check_output`), with one set of errors, each naming the solver.
+   (:func:`check_output`), with one set of errors, each naming the solver;
+5. :func:`differentiable` registers the op's forward and backward (first and
+   second order) with the framework: the one entry point to a shim's ``custom_vjp``
+   for every family (the sorting network and projection too).
 
 The rng (``rng=``) becomes a stream once per call (:func:`diffopt.random.make_rng`,
 called by the engines with the shim resolved here).
@@ -21,9 +24,10 @@ import sys
 from diffopt import _arrays, backends
 from diffopt._arrays import same_shape, shape_of
 from diffopt._ops import Namespace
+from diffopt.backends import SecondOrder
 
 __all__ = ["resolve", "bind", "check_instance_shape", "travels", "split_extras", "solver_name",
-           "check_output", "call_solver", "cast", "ByReference"]
+           "check_output", "call_solver", "cast", "differentiable", "ByReference"]
 
 # dtype names a solver may return: real numbers (an estimator averages them)
 _REAL = ("float", "bfloat", "int", "uint", "bool")
@@ -131,6 +135,58 @@ def call_solver(role, fn, x, args, kwargs, shim, xp, dtype, *, expect="rows", fr
     out = fn(x, *args, **kwargs)
     check_output(role, fn, out, x, shim, xp, expect=expect, framework=framework)
     return cast(out, dtype, xp)
+
+
+def differentiable(shim, fwd, bwd, *, second_order=False, jit=False):
+    """The op ``f(*arrays)`` of ``shim``'s framework with the forward ``fwd`` and backward ``bwd``.
+
+    The one way diffopt registers a hand-written derivative (every family calls
+    this, never a shim's ``custom_vjp`` itself).
+
+    The contract: ``fwd(*arrays) -> (out, residuals)``, ``out`` an array or a
+    tuple of arrays, ``residuals`` a tuple (of arrays, or ``None``);
+    ``bwd(residuals, g) -> cotangents``, one per argument of ``f`` (``None``:
+    no gradient), ``g`` shaped like ``out``. Every array ``fwd``/``bwd`` use is
+    an argument of ``f`` or a residual: they close over Python constants only
+    (a JAX tracer or a TF symbolic tensor must not be captured).
+
+    The second-order rule (stated here once): a derivative of ``f``'s gradient
+    would silently miss how the residuals depend on the inputs, so it raises
+    ``NotImplementedError`` unless ``second_order`` says how to take it:
+
+    ``False``
+        It raises (the default; e.g. I-MLE, the DFL losses, a learnable ``sigma``).
+    a :class:`~diffopt.backends.SecondOrder`
+        Every framework: the backward is an op of ``(g, arrays)`` whose own
+        derivative is the given JVP and symmetric Hessian-vector product (the
+        perturbed estimators' Monte-Carlo estimates). One-output ops only.
+    ``True``
+        JAX differentiates ``fwd`` and ``bwd`` themselves (correct when both are
+        smooth JAX code, as the sorting network); the other frameworks raise.
+
+    A third derivative always raises. ``jit=True`` compiles ``f`` where eager
+    execution is slow (JAX; the others ignore it): for an op built once and
+    reused (cached).
+
+    Parameters
+    ----------
+    shim : module
+        The framework's shim (:func:`resolve`).
+    fwd, bwd : callable
+        The pair above.
+    second_order : bool or SecondOrder, optional
+        How ``f``'s gradient is differentiated (above).
+    jit : bool, optional
+        Compile ``f`` (above).
+
+    Returns
+    -------
+    callable
+        ``f(*arrays)``, natively differentiable by the framework.
+    """
+    if not isinstance(second_order, (bool, SecondOrder)):
+        raise TypeError(f"second_order must be a bool or a SecondOrder, got {type(second_order).__name__}")
+    return shim.custom_vjp(fwd, bwd, jit=bool(jit), second_order=second_order)
 
 
 class ByReference:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 import functools
 
-from diffopt._call import resolve
+from diffopt._call import differentiable, resolve
 from diffopt._typing import Array, Solver
 from diffopt._checks import check_positive
 from diffopt.dfl import _common
@@ -56,7 +56,7 @@ def _wrap(solver, make):
         backend, xp = resolve(theta, argnames=("theta",))
         _common.check_costs("theta", theta, rank=1)
         op = make(backend, xp, xp.get_dtype_name(theta))
-        return backend.custom_vjp(op.fwd, op.bwd)(theta)
+        return differentiable(backend, op.fwd, op.bwd)(theta)
 
     return wrapper
 

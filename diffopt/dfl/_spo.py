@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from diffopt._call import resolve
+from diffopt._call import differentiable, resolve
 from diffopt._typing import Array, Solver
 from diffopt.dfl import _common
 
@@ -107,7 +107,7 @@ def spo_plus_loss(solver: Solver, *, minimize: bool, reduction: str = 'mean') ->
         op = _SPOPlus(solver, minimize, backend, xp, xp.get_dtype_name(theta_pred), _common.shape_of(theta_pred))
         arrays = (theta_pred, c_true, w_true) + (() if z_true is None else (z_true,))
         op.n_data = len(arrays) - 1
-        losses = backend.custom_vjp(op.fwd, op.bwd)(*arrays)
+        losses = differentiable(backend, op.fwd, op.bwd)(*arrays)
         if reduction == "none":
             return losses
         return getattr(xp, reduction)(losses)

@@ -171,7 +171,7 @@ class _IMLEFunction(_call.ByReference):
         extras, rebuild = _call.split_extras(args, {}, backend)
         eps = _core.sample_noise(config.noise, theta, layout, rng)
         est = _Estimator(config, function, rebuild, layout, backend, has_state)
-        op = backend.custom_vjp(est.fwd, est.bwd)
+        op = _call.differentiable(backend, est.fwd, est.bwd)
         state = (target_state,) if has_state else ()
         return op(theta, eps, *state, *extras)
 

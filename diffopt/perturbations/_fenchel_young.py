@@ -11,7 +11,7 @@ from typing import Any, Callable
 import math
 
 from diffopt._arrays import reshape_target, same_shape, shape_of
-from diffopt._call import cast, solver_name
+from diffopt._call import cast, differentiable, solver_name
 from diffopt._typing import Array, NoiseLike, RngLike, Solver
 from diffopt._checks import check_choice
 from diffopt.backends import SecondOrder
@@ -169,7 +169,7 @@ def _apply_max(settings, fn, theta, args, kwargs, rng):
 
     # second derivatives: the symmetrised Jacobian of y_σ in θ; with a learnable sigma they raise
     second = False if call.learnable else SecondOrder(jvp, hvp)
-    out = shim.custom_vjp(fwd, bwd, second_order=second)(*call.inputs)
+    out = differentiable(shim, fwd, bwd, second_order=second)(*call.inputs)
     return out if settings.batched else out[0]
 
 
@@ -292,7 +292,7 @@ class FenchelYoungLoss:
             return (cast(xp.reshape(h, reshape_target(shape)), dtype, xp), None) + call.nones(2)
 
         second = False if call.learnable else SecondOrder(jvp, hvp)
-        return shim.custom_vjp(fwd, bwd, second_order=second)(*call.inputs)
+        return differentiable(shim, fwd, bwd, second_order=second)(*call.inputs)
 
 
 def squared_losses(
@@ -334,7 +334,7 @@ def squared_losses(
         g = cast(g, xp.get_dtype_name(diff), xp)[:, None]
         return (cast(xp.reshape(g * diff, reshape_target(shape)), dtype, xp), None) + call.nones(2)
 
-    losses = shim.custom_vjp(fwd, bwd)(*call.inputs)
+    losses = differentiable(shim, fwd, bwd)(*call.inputs)
     return losses if settings.batched else losses[0]
 
 

@@ -21,7 +21,7 @@ from diffopt.perturbations._engine import (
 )
 from diffopt._arrays import reshape_target, shape_of
 from diffopt._checks import check_choice
-from diffopt._call import cast
+from diffopt._call import cast, differentiable
 from diffopt._ops import inner_samples, nan_rows, sum_samples, where_fill
 from diffopt.backends import SecondOrder
 from diffopt.noise import score_derivative
@@ -450,5 +450,5 @@ def _apply(opts, fn, theta, args, kwargs, rng):
     call = _Call(opts, fn, theta_b, rng, args, kwargs, shim, xp)
     # second derivatives: Stein's estimate in θ; with a learnable sigma they raise (no σ terms)
     second = False if call.learnable else SecondOrder(call.jvp, call.hvp)
-    out = shim.custom_vjp(call.fwd, call.bwd, second_order=second)(*call.inputs)
+    out = differentiable(shim, call.fwd, call.bwd, second_order=second)(*call.inputs)
     return out if opts.settings.batched else out[0]

@@ -48,6 +48,7 @@ import numbers
 import autoray as ar
 import numpy as np
 
+from diffopt._call import differentiable
 from diffopt._checks import check_floating, check_sort_axis, check_nonnegative, check_scale
 from diffopt._ops import astype_in, constant_in, namespace, nan_rows_in
 from diffopt._typing import Array
@@ -115,7 +116,7 @@ def isotonic(shim, kl):
 @functools.lru_cache(maxsize=32)
 def _isotonic(shim, kl, pair):
     if pair is not None:
-        return shim.custom_vjp(*pair)
+        return differentiable(shim, *pair)
     xp = namespace(shim.NAME)
 
     def fwd(a, b):
@@ -130,7 +131,7 @@ def _isotonic(shim, kl, pair):
                              ar.get_dtype_name(a))
         return out[..., 0], out[..., 1]
 
-    return shim.custom_vjp(fwd, bwd)
+    return differentiable(shim, fwd, bwd)
 
 
 # ----------------------------------------------------------- permutations

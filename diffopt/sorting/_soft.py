@@ -42,6 +42,7 @@ import autoray as ar
 import numpy as np
 
 from diffopt._arrays import reshape_target
+from diffopt._call import differentiable
 from diffopt._ops import astype_in, constant_in, namespace, quiet_numpy_in, where_fill_in
 from diffopt.sorting._kernels import kernel
 from diffopt.sorting._network import schedule
@@ -463,7 +464,7 @@ def sorter(shim, n, relaxation, learnable=False):
         return (_from_network(t, n, xp), xp.reshape(g_temperature, ()))
 
     # fwd and bwd are smooth JAX code: JAX's own autodiff of them gives correct second derivatives
-    return shim.custom_vjp(fwd, bwd, jit=True, second_order=True)
+    return differentiable(shim, fwd, bwd, jit=True, second_order=True)
 
 
 def _want(relaxation, learnable):
@@ -512,12 +513,12 @@ def _looped_sorter(shim, run, pull_, n, relaxation, learnable):
             g_temperature = xp.zeros_like(temperature)
         return (t[:, :n], xp.reshape(g_temperature, ()))
 
-    return shim.custom_vjp(fwd, bwd, jit=True, second_order=True)
+    return differentiable(shim, fwd, bwd, jit=True, second_order=True)
 
 
 @functools.lru_cache(maxsize=64)
 def _fused_vjp(shim, fwd, bwd):
-    return shim.custom_vjp(fwd, bwd)
+    return differentiable(shim, fwd, bwd)
 
 
 def transport(rows, columns, relaxation, temperature, transpose, xp):

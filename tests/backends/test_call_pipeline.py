@@ -223,3 +223,62 @@ def test_a_numpy_scalar_sigma_is_a_number_on_every_backend(backend, sigma):
         grads = [backend.to_numpy(backend.grad(lambda t: do("sum", f(t, rng=0) * weights), theta))
                  for f in (op, reference)]
         np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12)
+
+
+# --- one way to register forward and backward -------------------------------------------------
+
+def _custom_vjp_calls(path):
+    """``(line, source)`` of every call ``<something>.custom_vjp(...)`` in the file ``path``."""
+    import ast
+
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    return [node.lineno for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "custom_vjp"]
+
+
+def test_every_family_registers_its_derivative_through_one_entry_point():
+    """Outside the shims, only ``diffopt._call.differentiable`` calls a shim's ``custom_vjp``."""
+    import os
+
+    root = os.path.dirname(diffopt.__file__)
+    direct, users = [], set()
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, root)
+            if not name.endswith(".py") or rel.startswith("backends") or rel == "_call.py":
+                continue
+            direct += [f"{rel}:{line}" for line in _custom_vjp_calls(path)]
+            with open(path, encoding="utf-8") as f:
+                if "differentiable(" in f.read():
+                    users.add(rel.split(os.sep)[0])
+    assert direct == []
+    assert _custom_vjp_calls(os.path.join(root, "_call.py"))  # the entry point itself
+    assert {"perturbations", "imle", "dfl", "sorting"} <= users
+
+
+def test_every_estimator_family_goes_through_the_entry_point_at_run_time(monkeypatch):
+    """A shim's ``custom_vjp`` is called from ``diffopt/_call.py`` only (recorded on one call of each)."""
+    import sys
+
+    shim = backends.get_backend(THETA)
+    callers, original = [], shim.custom_vjp
+
+    def recording(*args, **kwargs):
+        callers.append(sys._getframe(1).f_code.co_filename)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(shim, "custom_vjp", recording)
+    for call in _families(diffopt.argmax_one_hot).values():
+        call(THETA)
+    diffopt.FenchelYoungLoss(diffopt.argmax_one_hot, num_samples=3)(THETA, THETA, rng=0)
+    assert len(callers) == 5
+    assert {c.replace("\\", "/").rsplit("/", 2)[-2:] == ["diffopt", "_call.py"] for c in callers} == {True}
+
+
+@pytest.mark.parametrize("bad", [None, "yes", 1])
+def test_the_entry_point_names_a_bad_second_order(bad):
+    shim = backends.get_backend(THETA)
+    with pytest.raises(TypeError, match="second_order must be a bool or a SecondOrder"):
+        _call.differentiable(shim, lambda x: (x, ()), lambda r, g: (g,), second_order=bad)
