@@ -54,3 +54,5 @@ __all__ += ["imle", "sorting", "dfl", "spo_plus_loss", "blackbox", "negative_ide
 from diffopt.sorting import soft_argsort, soft_permutation, soft_rank, soft_sort, soft_topk  # noqa: E402
 
 __all__ += ["soft_sort", "soft_rank", "soft_topk", "soft_permutation", "soft_argsort"]
+
+backends._load_imported()  # the shims of frameworks imported already, checked against every family's kernels

@@ -135,15 +135,28 @@ def kernel(name, like=None, *, xp=None):
 
     Kernels are entries of a shim's ``KERNELS`` table under the names a family
     declares; this is the look-up of the core's sample helpers
-    (:class:`diffopt._kernels.SampleKernels`: ``sum_samples``, ``add_scaled``), and
+    (:class:`diffopt._kernels.SampleKernels`: ``sum_samples``, ``add_scaled``;
+    :class:`diffopt._kernels.OrderKernels`: ``stable_argsort``), and
     an undeclared name is a ``ValueError`` (the sorting family asks through
     :func:`diffopt.sorting._kernels.kernel`). The core calls its generic code
     where this is ``None``. With ``xp`` no array is inspected.
     """
     if name not in _kernels.NAMES:
-        raise ValueError(f"{name!r} is not a kernel declared by diffopt._kernels.SampleKernels "
+        raise ValueError(f"{name!r} is not a kernel declared by diffopt._kernels "
                          f"(declared: {', '.join(sorted(_kernels.NAMES))})")
     return backends.kernels(xp.name if xp is not None else ar.infer_backend(like)).get(name)
+
+
+def stable_argsort(x, axis, *, xp=None):
+    """``argsort`` of ``x`` along ``axis`` with ties kept in their order of position.
+
+    The shim's ``stable_argsort`` kernel (each framework spells "stable" its own
+    way), else the framework's ``argsort`` (stable already: CuPy). ``xp``: the
+    bound namespace of ``x``'s framework (none: inferred from ``x``).
+    """
+    xp = namespace(x) if xp is None else xp
+    fast = kernel("stable_argsort", xp=xp)
+    return xp.argsort(x, axis=axis) if fast is None else fast(x, axis)
 
 
 def sum_samples(x, *, xp=None):

@@ -114,8 +114,23 @@ class HostSolver:
             raise RuntimeError(f"host solver {name} got {len(rows)} results for {len(a)} instances")
         return _stack(rows, name)
 
-    def _spec(self, x, backend, args, kwargs):
-        """Output shape for a traced ``x``: declared, or probed once per input shape."""
+    def traced_shape(self, x: Array, args: tuple = (), kwargs: dict | None = None) -> tuple:
+        """The output shape for the input ``x`` (traced or not) and the extra arguments ``args``/``kwargs``.
+
+        Declared (``output_shape``), else probed once per input shape on zeros
+        (cached); an input with an unknown batch size gives its own shape. A
+        framework asks for it before the solver runs (``jax.pure_callback``,
+        ``tf.numpy_function``, the fake of torch's ``diffopt::host_solve``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from diffopt import host_solver
+        >>> first = host_solver(lambda a: a[:, :1])
+        >>> first.traced_shape(np.zeros((4, 3)))
+        (4, 1)
+        """
+        kwargs = {} if kwargs is None else kwargs
         shape = tuple(int(d) if d is not None else None for d in x.shape)
         if self.output_shape is not None:
             out = self.output_shape(shape) if callable(self.output_shape) else self.output_shape
@@ -140,7 +155,7 @@ class HostSolver:
             return compiled(self, x, args, kwargs, self.output_dtype or _dtype_name(x))
         fn = (lambda a: self.numpy_call(a, *args, **kwargs)) if (args or kwargs) else self.numpy_call
         traced = backend.is_symbolic(x)
-        shape = self._spec(x, backend, args, kwargs) if traced or self.output_shape is not None else None
+        shape = self.traced_shape(x, args, kwargs) if traced or self.output_shape is not None else None
         if shape is not None:
             fn = functools.partial(_checked_shape, fn, tuple(shape), self.output_shape is not None,
                                    getattr(self.fn, "__name__", "fn"))

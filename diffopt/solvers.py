@@ -18,7 +18,7 @@ import autoray as ar
 import numpy as np
 
 from diffopt._typing import Array
-from diffopt._ops import do, first_max_mask
+from diffopt._ops import astype_in, do, first_max_mask, namespace, stable_argsort
 from diffopt.host import HostSolver, host_solver
 
 __all__ = [
@@ -34,16 +34,6 @@ def _check_axis(x, axis):
         raise ValueError(f"axis must be an integer in [-{ndim}, {ndim}) for x of shape {tuple(x.shape)}, "
                          f"got axis={axis!r}")
     return int(axis) % ndim
-
-
-# The keyword that makes ``argsort`` stable, per autoray backend (CuPy's sorts are always stable).
-_STABLE = {"numpy": {"kind": "stable"}, "autograd": {"kind": "stable"}, "tensorflow": {"kind": "stable"},
-           "torch": {"stable": True}, "jax": {"stable": True}}
-
-
-def _stable_argsort(x, axis):
-    """``argsort`` along ``axis`` with ties kept in their order of position."""
-    return do("argsort", x, axis=axis, **_STABLE.get(ar.infer_backend(x), {}))
 
 
 def argmax_one_hot(x: Array, axis: int = -1) -> Array:
@@ -119,8 +109,10 @@ def ranking(x: Array, axis: int = -1) -> Array:
     array([1., 0., 3., 2.])
     """
     axis = _check_axis(x, axis)
-    order = _stable_argsort(x, axis)
-    return ar.astype(do("argsort", order, axis=axis), ar.get_dtype_name(x))  # a permutation: no ties
+    xp = namespace(x)  # bound once: no lazy import of an autoray function under torch.compile
+    order = stable_argsort(x, axis, xp=xp)
+    # the inverse permutation (no ties: any argsort gives it; the stable one is the shim's kernel)
+    return astype_in(xp, stable_argsort(order, axis, xp=xp), xp.get_dtype_name(x))
 
 
 def top_k_mask(x: Array, k: int, axis: int = -1) -> Array:
@@ -145,7 +137,8 @@ def top_k_mask(x: Array, k: int, axis: int = -1) -> Array:
     if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= n:
         raise ValueError(f"k must be an integer in [1, {n}] (the size of axis {axis}), got k={k!r}")
     rank_desc = ranking(-x, axis=axis)
-    return ar.astype(rank_desc < k, ar.get_dtype_name(x))
+    xp = namespace(x)
+    return astype_in(xp, rank_desc < k, xp.get_dtype_name(x))
 
 
 @functools.lru_cache(maxsize=32)

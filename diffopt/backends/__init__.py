@@ -330,7 +330,8 @@ def _load_imported() -> None:
     ``torch.compile`` cannot trace the import of a shim (``importlib`` is a graph
     break, an error under ``fullgraph=True``): a shim loaded here is never imported
     inside a compiled region. A framework imported after diffopt gets its shim on
-    its first array, as before.
+    its first array, as before. Called once by ``diffopt/__init__.py`` after every
+    family is imported (their kernel declarations, against which a shim is checked).
     """
     import sys
 
@@ -340,6 +341,3 @@ def _load_imported() -> None:
                 load(name)
             except Exception:  # noqa: BLE001  a broken framework install: report it on first use, as before
                 pass
-
-
-_load_imported()

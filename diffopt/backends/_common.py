@@ -112,6 +112,17 @@ def forward_only(fwd, bwd, jit=False, second_order=False):
     return f
 
 
+def stable_argsort_of(backend):
+    """The ``stable_argsort`` kernel of a framework whose ``argsort`` (through autoray) takes
+    NumPy's ``kind="stable"`` (NumPy, HIPS autograd, TensorFlow's NumPy API)."""
+    import autoray as ar
+
+    def stable_argsort(x, axis):
+        return ar.do("argsort", x, axis=axis, kind="stable", like=backend)
+
+    return stable_argsort
+
+
 def never_symbolic(x):
     """``is_symbolic`` of a framework without tracing: its arrays are always concrete."""
     return False

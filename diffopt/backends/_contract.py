@@ -29,7 +29,7 @@ import re
 import sys
 from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
-__all__ = ["Shim", "OptionalNames", "REQUIRED", "OPTIONAL", "declared_kernels", "check_shim", "check_source"]
+__all__ = ["Shim", "OptionalNames", "REQUIRED", "OPTIONAL", "declare_kernels", "declarations", "declared_kernels", "check_shim", "check_source"]
 
 
 @runtime_checkable
@@ -129,6 +129,13 @@ class OptionalNames(Protocol):
     def score_derivative_from_log_prob(self, log_prob, z):
         """``-∂² log_prob(z)/∂z²`` elementwise (JAX: optax-style noise objects)."""
 
+    def compiled_host_solve(self, solver, x, args, kwargs, out_dtype):
+        """``solver(x, *args, **kwargs)`` for a :class:`diffopt.HostSolver` ``solver`` while a
+        compiler traces ``x`` (torch: ``torch.compile``), as one op of the framework whose
+        output shape is ``solver.traced_shape(x, args, kwargs)`` and dtype ``out_dtype`` (a
+        name); the solver's result carries no gradient. Absent: ``host_call`` serves traced
+        arrays too."""
+
 
 def _parameters(fn):
     return [p for p in inspect.signature(fn).parameters if p != "self"]
@@ -144,22 +151,36 @@ REQUIRED = {
 
 #: Optional names (:class:`OptionalNames`): the parameter names of the functions.
 OPTIONAL = {name: _parameters(getattr(OptionalNames, name)) for name in (
-    "draw_with_key", "dynamic_size", "on_device", "score_from_log_prob", "score_derivative_from_log_prob")}
+    "draw_with_key", "dynamic_size", "on_device", "score_from_log_prob", "score_derivative_from_log_prob",
+    "compiled_host_solve")}
+
+
+#: The kernel declarations of the families (:func:`declare_kernels`), by module and name.
+_DECLARATIONS = {}
+
+
+def declare_kernels(protocol):
+    """Record ``protocol`` (a :class:`typing.Protocol` of kernels) as one family's declaration; returns it.
+
+    A family declares its kernels next to itself (:mod:`diffopt.sorting._kernels`,
+    :mod:`diffopt._kernels`) and registers them here when it is imported, so the
+    contract imports no family (the arrow points from the families down to the
+    backends). Importing :mod:`diffopt` imports every family before any shim is
+    loaded and checked.
+    """
+    _DECLARATIONS[(protocol.__module__, protocol.__qualname__)] = protocol
+    return protocol
+
+
+def declarations():
+    """The families' kernel declarations (:func:`declare_kernels`), ordered by module."""
+    return [_DECLARATIONS[key] for key in sorted(_DECLARATIONS)]
 
 
 def declared_kernels():
-    """``name -> parameter names`` of every kernel a family declares.
-
-    The declarations live next to their families (:mod:`diffopt.sorting._kernels`,
-    :mod:`diffopt._kernels`); they are read when a shim is checked, not when this
-    module is imported (the families import the backends).
-    """
-    from diffopt import _kernels as samples
-    from diffopt.sorting import _kernels as sorting
-
+    """``name -> parameter names`` of every kernel a family declares (:func:`declarations`)."""
     return {name: _parameters(getattr(protocol, name))
-            for protocol in (sorting.SortingKernels, samples.SampleKernels) for name in sorted(vars(protocol))
-            if not name.startswith("_")}
+            for protocol in declarations() for name in sorted(vars(protocol)) if not name.startswith("_")}
 
 
 def _check_kernels(module):
@@ -279,14 +300,11 @@ def _attribute_docs(cls):
 def markdown():
     """The "Shim contract" section of ``docs/backends.md``, generated from this module and the
     families' kernel declarations (between :data:`DOC_BEGIN` and :data:`DOC_END`)."""
-    from diffopt import _kernels as samples
-    from diffopt.sorting import _kernels as sorting
-
     required = ["NAME", "OPS", *[n for n in REQUIRED if n not in ("NAME", "OPS")]]
     lines = [DOC_BEGIN, "", "## Shim contract", "", *_plain(inspect.getdoc(Shim))[1:], "",
              "Every shim module (`diffopt.backends.<framework>`) defines:", "", *_entries(Shim, required), "",
              "and may define:", "", *_entries(OptionalNames, ["KERNELS", *OPTIONAL]), ""]
-    for protocol in (sorting.SortingKernels, samples.SampleKernels):
+    for protocol in declarations():
         names = sorted(n for n in vars(protocol) if not n.startswith("_"))
         summary = _plain(inspect.getdoc(protocol))[0].rstrip(".")
         lines += [f"{summary}, declared by `{protocol.__module__}.{protocol.__name__}`:", "",

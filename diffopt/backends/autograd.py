@@ -8,7 +8,7 @@ from autograd.tracer import getval
 
 from diffopt.backends import numpy as _np_shim
 from diffopt.backends.numpy import _fused
-from diffopt.backends._common import SECOND_ORDER_MESSAGE, second_order_spec
+from diffopt.backends._common import SECOND_ORDER_MESSAGE, second_order_spec, stable_argsort_of
 
 NAME = "autograd"
 
@@ -22,7 +22,8 @@ def _promote_float(x):
 OPS = {}  # autoray's autograd translations serve as they are
 # kernels declared by diffopt.sorting._kernels: the fused sort, and the promotion
 # :mod:`diffopt.sorting._dropin` asks for before ``astype``
-KERNELS = {"sorting_fused": _fused.numpy_fused, "promote_float": _promote_float}
+KERNELS = {"sorting_fused": _fused.numpy_fused, "promote_float": _promote_float,
+           "stable_argsort": stable_argsort_of("autograd")}
 
 make_rng = _np_shim.make_rng
 is_symbolic = _np_shim.is_symbolic

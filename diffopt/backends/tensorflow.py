@@ -13,6 +13,7 @@ from diffopt.backends._rng import Rng, rng_type_error
 
 NAME = "tensorflow"
 OPS = {}
+KERNELS = {"stable_argsort": _common.stable_argsort_of("tensorflow")}  # declared by diffopt._kernels
 _SEED_HIGH = 2**62
 
 

@@ -8,7 +8,8 @@ generic path. Every kernel but ``jit`` and ``promote_float`` returns ``None``
 where it does not apply (e.g. eager torch's kernels under ``torch.compile``):
 the generic code of :mod:`diffopt.sorting._soft` then runs.
 
-The contract reads :class:`SortingKernels` and :data:`NAMES` (no import of it at its import time).
+:class:`SortingKernels` is registered with the contract
+(:func:`~diffopt.backends._contract.declare_kernels`) when this module is imported.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol
 
 from diffopt.backends import kernels
+from diffopt.backends._contract import declare_kernels
 
 __all__ = ["SortingKernels", "NAMES", "kernel"]
 
 
+@declare_kernels
 class SortingKernels(Protocol):
     """Kernels of the sorting family (all optional for a shim)."""
 

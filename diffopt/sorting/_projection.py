@@ -50,7 +50,7 @@ import numpy as np
 
 from diffopt._call import differentiable
 from diffopt._checks import check_floating, check_sort_axis, check_nonnegative, check_scale
-from diffopt._ops import astype_in, constant_in, namespace, nan_rows_in
+from diffopt._ops import astype_in, constant_in, namespace, nan_rows_in, stable_argsort
 from diffopt._typing import Array
 from diffopt.backends import get_backend
 from diffopt.sorting._kernels import kernel
@@ -61,11 +61,6 @@ __all__ = ["projection_sort", "projection_rank", "REGULARIZATIONS", "isotonic"]
 
 #: The regularizations of the projection.
 REGULARIZATIONS = ("l2", "kl")
-
-# keyword asking each framework's ``argsort`` for a stable sort
-_STABLE = {"numpy": {"axis": -1, "kind": "stable"}, "autograd": {"axis": -1, "kind": "stable"},
-           "tensorflow": {"axis": -1, "kind": "stable"}, "torch": {"dim": -1, "stable": True},
-           "jax": {"axis": -1, "stable": True}}
 
 
 def _prepare(x, axis, strength, regularization):
@@ -139,7 +134,7 @@ def _isotonic(shim, kl, pair):
 
 def _argsort_desc(xp, x):
     """Indices sorting the rows of ``x`` descending; ties keep their order along the row."""
-    return xp.argsort(-x, **_STABLE.get(xp.name, {"axis": -1}))
+    return stable_argsort(-x, -1, xp=xp)
 
 
 def _inverse(xp, order):

@@ -25,6 +25,7 @@ KERNELS = {
     "sorting_isotonic": _projection.isotonic,
     # compile a function built once per configuration and reused (sorting's transports)
     "jit": lambda fn: jax.jit(fn),
+    "stable_argsort": lambda x, axis: jnp.argsort(x, axis=axis, stable=True),
 }
 
 

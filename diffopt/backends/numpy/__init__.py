@@ -3,13 +3,15 @@
 import numpy as np
 
 from diffopt.backends.numpy import _fused, _numba_pav
-from diffopt.backends._common import fori_loop, forward_only, map_leading, numpy_seed
+from diffopt.backends._common import fori_loop, forward_only, map_leading, numpy_seed, stable_argsort_of
 from diffopt.backends._common import never_symbolic as is_symbolic
 from diffopt.backends._rng import GeneratorRng
 
 NAME = "numpy"
 OPS = {}  # autoray's NumPy translations serve as they are
-KERNELS = {"sorting_fused": _fused.numpy_fused, "sorting_pav": _numba_pav.numpy_pav}  # declared by diffopt.sorting._kernels
+# declared by diffopt.sorting._kernels and diffopt._kernels
+KERNELS = {"sorting_fused": _fused.numpy_fused, "sorting_pav": _numba_pav.numpy_pav,
+           "stable_argsort": stable_argsort_of("numpy")}
 
 custom_vjp = forward_only
 
