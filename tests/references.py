@@ -364,3 +364,51 @@ def torch_value_and_grad(f, theta):
     value = f(t)
     (grad,) = torch.autograd.grad(value, t)
     return value.detach(), grad
+
+
+# --- torch.compile tests (tests/*/test_compiled*.py) ---
+
+#: The instances the torch.compile tests differentiate (two rows of five).
+COMPILE_THETA = np.array([[0.3, -0.2, 0.9, 0.1, -0.5], [-0.1, 0.2, 0.15, -0.4, 0.05]])
+
+
+def torch_for_compile_tests():
+    """``torch``, or skip the calling test module when torch is missing or not selected
+    (call it at module level, before anything that needs torch)."""
+    torch = pytest.importorskip("torch")
+    from conftest import SELECTED
+
+    if "torch" not in SELECTED:
+        pytest.skip("torch is not among the selected backends", allow_module_level=True)
+    return torch
+
+
+def fullgraph(f, dynamic=False):
+    """``torch.compile(f)`` as one graph (``fullgraph=True``: any graph break raises), ``aot_eager``:
+    the backward is compiled too; ``dynamic=False`` keeps an int seed a constant of the graph."""
+    import torch
+
+    torch._dynamo.reset()
+    return torch.compile(f, backend="aot_eager", fullgraph=True, dynamic=dynamic)
+
+
+def assert_compiled_equals_eager(f, theta=COMPILE_THETA):
+    """``fullgraph(f)``'s value and gradient at ``theta`` equal eager's exactly (and the gradient
+    is not zero: one that could differ); returns eager's ``(value, gradient)``."""
+    eager = torch_value_and_grad(f, theta)
+    compiled = torch_value_and_grad(fullgraph(f), theta)
+    assert float(eager[1].abs().max()) > 1e-3
+    for c, e in zip(compiled, eager):
+        np.testing.assert_array_equal(c.numpy(), e.numpy())
+    return eager
+
+
+def last_line_of_a_fresh_process(code):
+    """The last line ``code`` prints when run by a fresh Python process (which must succeed):
+    the first diffopt call of a process may be a compiled one."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]

@@ -9,9 +9,9 @@ the eager sequence exactly.
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-if "torch" not in __import__("conftest").SELECTED:
-    pytest.skip("torch is not among the selected backends", allow_module_level=True)
+from references import fullgraph, torch_for_compile_tests
+
+torch = torch_for_compile_tests()
 
 from diffopt.backends.torch import TorchRng  # noqa: E402  (after the skip: torch is selected)
 
@@ -29,8 +29,7 @@ def _draws(x):
 def test_torch_compile_fullgraph_stream_draws_equal_eager():
     x = torch.zeros(2, dtype=torch.float64)
     eager = _draws(x)
-    torch._dynamo.reset()
-    compiled = torch.compile(_draws, backend="aot_eager", fullgraph=True, dynamic=False)(x)
+    compiled = fullgraph(_draws)(x)
     for c, e in zip(compiled, eager):
         assert c.dtype == e.dtype
         np.testing.assert_array_equal(c.numpy(), e.numpy())

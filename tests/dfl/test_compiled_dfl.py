@@ -12,13 +12,10 @@ import pytest
 import diffopt
 from diffopt import dfl
 
-from references import torch_value_and_grad
+from references import COMPILE_THETA as THETA, assert_compiled_equals_eager, torch_for_compile_tests
 
-torch = pytest.importorskip("torch")
-if "torch" not in __import__("conftest").SELECTED:
-    pytest.skip("torch is not among the selected backends", allow_module_level=True)
+torch = torch_for_compile_tests()
 
-THETA = np.array([[0.3, -0.2, 0.9, 0.1, -0.5], [-0.1, 0.2, 0.15, -0.4, 0.05]])
 C = np.array([[0.5, 1.2, 0.3, 0.8, 0.1], [0.9, 0.2, 0.7, 0.4, 1.1]])
 W = np.random.default_rng(0).normal(size=THETA.shape)
 SOLVE = diffopt.argmax_one_hot
@@ -43,17 +40,7 @@ def _losses(minimize):
     }
 
 
-def _value_and_grad(f):
-    return torch_value_and_grad(f, THETA)
-
-
 @pytest.mark.parametrize("op", ["spo_plus_loss", "blackbox", "negative_identity", "regret"])
 @pytest.mark.parametrize("minimize", [False, True])
 def test_torch_compile_fullgraph_equals_eager(op, minimize):
-    torch._dynamo.reset()
-    f = _losses(minimize)[op]
-    eager = _value_and_grad(f)
-    compiled = _value_and_grad(torch.compile(f, backend="aot_eager", fullgraph=True, dynamic=False))
-    assert float(eager[1].abs().max()) > 1e-3  # a gradient that could differ
-    for c, e in zip(compiled, eager):
-        np.testing.assert_array_equal(c.numpy(), e.numpy())
+    assert_compiled_equals_eager(_losses(minimize)[op])

@@ -15,13 +15,10 @@ import diffopt
 from diffopt import dfl
 from diffopt import imle as I
 
-from references import torch_value_and_grad
+from references import COMPILE_THETA as THETA, assert_compiled_equals_eager, fullgraph, torch_for_compile_tests
 
-torch = pytest.importorskip("torch")
-if "torch" not in __import__("conftest").SELECTED:
-    pytest.skip("torch is not among the selected backends", allow_module_level=True)
+torch = torch_for_compile_tests()
 
-THETA = np.array([[0.3, -0.2, 0.9, 0.1, -0.5], [-0.1, 0.2, 0.15, -0.4, 0.05]])
 Y = np.eye(5)[[2, 0]]
 W = np.random.default_rng(0).normal(size=THETA.shape)
 C = np.array([[0.5, 1.2, 0.3, 0.8, 0.1], [0.9, 0.2, 0.7, 0.4, 1.1]])
@@ -65,26 +62,16 @@ def _losses(rng):
     }
 
 
-def _value_and_grad(f):
-    return torch_value_and_grad(f, THETA)
-
-
 @pytest.mark.parametrize("op", ["perturbed", "perturbed_rowwise", "perturbed_extra_argument", "FenchelYoungLoss",
                                 "imle", "spo_plus_loss"])
 def test_torch_compile_fullgraph_host_solver_equals_eager(op):
-    torch._dynamo.reset()
     for rng in (3, 4):  # two seeds: two compiled graphs, each equal to its eager run
-        f = _losses(rng)[op]
-        eager = _value_and_grad(f)
-        compiled = _value_and_grad(torch.compile(f, backend="aot_eager", fullgraph=True, dynamic=False))
-        assert float(eager[1].abs().max()) > 1e-3  # a gradient that could differ
-        for c, e in zip(compiled, eager):
-            np.testing.assert_array_equal(c.numpy(), e.numpy())
+        assert_compiled_equals_eager(_losses(rng)[op])
 
 
 def test_torch_compile_host_solver_result_has_the_solver_values():
     """The op returns the host solver's values, in the input's dtype (float32 here)."""
-    f = torch.compile(lambda t: TOP2(t * 2.0, 2), backend="aot_eager", fullgraph=True, dynamic=False)
+    f = fullgraph(lambda t: TOP2(t * 2.0, 2))
     t = torch.tensor(THETA, dtype=torch.float32)
     out = f(t)
     assert out.dtype == torch.float32
@@ -98,5 +85,5 @@ def test_torch_compile_host_solver_result_carries_no_gradient():
         return (TOP2(t, 2) * t).sum()
 
     t = torch.tensor(THETA, requires_grad=True)
-    (compiled,) = torch.autograd.grad(torch.compile(f, backend="aot_eager", fullgraph=True, dynamic=False)(t), t)
+    (compiled,) = torch.autograd.grad(fullgraph(f)(t), t)
     np.testing.assert_array_equal(compiled.numpy(), _top_k(THETA, 2))

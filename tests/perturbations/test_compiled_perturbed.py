@@ -7,19 +7,16 @@ Gumbel noise; for the same rng the compiled forward and gradient equal the eager
 compiled noise draw is the eager draw, made by the op ``diffopt::seeded_draw``).
 """
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 import diffopt
 
-torch = pytest.importorskip("torch")
-if "torch" not in __import__("conftest").SELECTED:
-    pytest.skip("torch is not among the selected backends", allow_module_level=True)
+from references import (COMPILE_THETA as THETA, assert_compiled_equals_eager, fullgraph, last_line_of_a_fresh_process,
+                        torch_for_compile_tests, torch_value_and_grad)
 
-THETA = np.array([[0.3, -0.2, 0.9, 0.1, -0.5], [-0.1, 0.2, 0.15, -0.4, 0.05]])
+torch = torch_for_compile_tests()
+
 Y = np.eye(5)[[2, 0]]
 W = np.random.default_rng(0).normal(size=THETA.shape)
 
@@ -38,10 +35,7 @@ def _losses(noise, chunk_size, rng=3):
 
 
 def _value_and_grad(f, y):
-    t = torch.tensor(THETA, requires_grad=True)
-    value = f(t, y)
-    (grad,) = torch.autograd.grad(value, t)
-    return value.detach(), grad
+    return torch_value_and_grad(lambda t: f(t, y), THETA)
 
 
 @pytest.mark.parametrize("op", ["perturbed", "perturbed_max", "FenchelYoungLoss"])
@@ -50,15 +44,11 @@ def _value_and_grad(f, y):
 def test_torch_compile_fullgraph_equals_eager(op, noise, chunk_size):
     f = _losses(noise, chunk_size)[op]
     y = torch.tensor(Y)
-    eager = _value_and_grad(f, y)
-    compiled = _value_and_grad(torch.compile(f, backend="aot_eager", fullgraph=True, dynamic=False), y)
-    assert float(eager[1].abs().max()) > 1e-3  # a gradient that could differ
-    for c, e in zip(compiled, eager):
-        np.testing.assert_array_equal(c.numpy(), e.numpy())
+    eager = assert_compiled_equals_eager(lambda t: f(t, y))
     # another rng: other noise draws in the compiled graph too (the seed is not baked in wrongly);
     # dynamic=False: a recompile for a new int would otherwise make the seed a symbolic int
     f4 = _losses(noise, chunk_size, rng=4)[op]
-    other = _value_and_grad(torch.compile(f4, backend="aot_eager", fullgraph=True, dynamic=False), y)
+    other = _value_and_grad(fullgraph(f4), y)
     np.testing.assert_array_equal(other[1].numpy(), _value_and_grad(f4, y)[1].numpy())
     assert not np.array_equal(other[1].numpy(), eager[1].numpy())
 
@@ -75,6 +65,4 @@ def test_torch_compile_fullgraph_perturbed_first_call_in_a_fresh_process():
         "v.backward()\n"
         "print(float(v), bool(torch.isfinite(t.grad).all()))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "2.0 True"
+    assert last_line_of_a_fresh_process(code) == "2.0 True"
