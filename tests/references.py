@@ -5,6 +5,9 @@ Every test folder imports it by name (``from references import ...``): ``tests/`
 ``sys.path`` (setup.cfg ``pythonpath = tests``). It holds no tests.
 """
 
+import collections
+import traceback
+
 import autoray
 import autoray as ar
 import autoray.autoray as autoray_core
@@ -338,22 +341,28 @@ LIMIT = 5
 
 
 class LookupCounter:
-    """Counts :func:`autoray.infer_backend` calls (autoray's own callers read it from its module)."""
+    """Counts :func:`autoray.infer_backend` calls of one warm call (autoray's own callers read it
+    from its module: both names are patched); ``calls`` holds them by caller (``file:line``)."""
+
+    def __init__(self):
+        self.calls = collections.Counter()
 
     def count(self, fn):
-        fn()  # warm: shims loaded, caches filled, JAX compiled
-        self.calls = 0
+        """The look-ups of ``fn()`` run a second time (the first warms shims, caches, JAX)."""
+        fn()
+        self.calls.clear()
         with pytest.MonkeyPatch.context() as mp:
             original = autoray_core.infer_backend
 
             def counting(x):
-                self.calls += 1
+                frame = traceback.extract_stack(limit=2)[0]
+                self.calls[f"{frame.filename}:{frame.lineno}"] += 1
                 return original(x)
 
             mp.setattr(autoray, "infer_backend", counting)
             mp.setattr(autoray_core, "infer_backend", counting)
             fn()
-        return self.calls
+        return sum(self.calls.values())
 
 
 def torch_value_and_grad(f, theta):

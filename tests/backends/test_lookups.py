@@ -8,10 +8,6 @@ on a namespace bound in advance (:func:`diffopt._ops.namespace`), so that only d
 are counted.
 """
 
-import collections
-import traceback
-
-import autoray
 import numpy as np
 import pytest
 
@@ -20,35 +16,9 @@ from diffopt import FenchelYoungLoss, blackbox, negative_identity, perturbed, pe
 from diffopt._ops import first_max_mask, namespace
 from diffopt.imle import aimle, imle, ste
 
-from references import LIMIT  # noqa: E402  (issue 30: at most 5 framework look-ups per call)
+from references import LIMIT, LookupCounter  # issue 30: at most 5 framework look-ups per call
 # (num_samples, batch, chunk_size): one chunk, then many samples in 8 chunks on a bigger batch
 SIZES = [(4, 2, None), (64, 9, 8)]
-
-
-class Counter:
-    """Counts :func:`autoray.infer_backend` calls (by caller) while ``on``."""
-
-    def __init__(self, monkeypatch):
-        self.on, self.calls = False, collections.Counter()
-        original = autoray.infer_backend
-
-        def counting(x):
-            if self.on:
-                frame = traceback.extract_stack(limit=2)[0]
-                self.calls[f"{frame.filename}:{frame.lineno}"] += 1
-            return original(x)
-
-        monkeypatch.setattr(autoray, "infer_backend", counting)
-
-    def count(self, fn):
-        fn()  # warm
-        self.calls.clear()
-        self.on = True
-        try:
-            fn()
-        finally:
-            self.on = False
-        return sum(self.calls.values())
 
 
 def _solver(backend):
@@ -98,10 +68,10 @@ OPS = ["perturbed", "perturbed (Gumbel noise)", "perturbed_max", "FenchelYoungLo
 
 
 @pytest.mark.parametrize("op", OPS)
-def test_one_call_makes_a_bounded_number_of_framework_look_ups(backend, op, monkeypatch):
+def test_one_call_makes_a_bounded_number_of_framework_look_ups(backend, op):
     if backend.name in ("cupy",):
         pytest.skip("counted on the CPU frameworks")
-    counter = Counter(monkeypatch)
+    counter = LookupCounter()
     counts = []
     for n, batch, chunk in SIZES:
         ops, label = _ops(backend, n, chunk)
@@ -119,10 +89,10 @@ def test_one_call_makes_a_bounded_number_of_framework_look_ups(backend, op, monk
     assert counts[0] == counts[1], (op, counts)
 
 
-def test_the_counter_counts(backend, monkeypatch):
+def test_the_counter_counts(backend):
     """The counter sees look-ups: ``do`` without a bound namespace infers on every call."""
     from diffopt._ops import do
 
-    counter = Counter(monkeypatch)
+    counter = LookupCounter()
     x = backend.asarray(np.ones(3))
     assert counter.count(lambda: [do("exp", x) for _ in range(7)]) == 7
