@@ -8,6 +8,11 @@ from diffopt.dfl import _common
 
 __all__ = ["regret", "normalized_regret"]
 
+#: Added to the denominator of :func:`normalized_regret`, as PyEPO does (``pyepo.utils._EPS``,
+#: used by ``pyepo.metric.regret``; 1e-8 in PyEPO 2.2.7): a batch whose optimal objectives are
+#: all 0 gives a finite value (0 when the regret is 0), not NaN.
+EPS = 1e-8
+
 
 def _parts(solver, theta_pred, c_true, z_true, minimize):
     """Per-instance regret ``[B]`` and the true optimal objectives ``[B]``, in the work dtype."""
@@ -73,9 +78,11 @@ def regret(
 
 def normalized_regret(solver: Solver, theta_pred: Array, c_true: Array, z_true: Array | None = None, *,
                       minimize: bool) -> Array:
-    """Normalised regret of a batch: ``Σ_i regret_i / Σ_i |z*_i|`` (PyEPO's ``regret``).
+    """Normalised regret of a batch: ``Σ_i regret_i / (Σ_i |z*_i| + ε)`` (PyEPO's ``regret``).
 
-    Same arguments as :func:`regret`; returns a scalar array.
+    Same arguments as :func:`regret`; returns a scalar array. ``ε`` is :data:`EPS`
+    (1e-8, PyEPO's): when every optimal objective is 0 the value stays finite
+    (0 for no regret) instead of NaN.
 
     Parameters
     ----------
@@ -93,8 +100,8 @@ def normalized_regret(solver: Solver, theta_pred: Array, c_true: Array, z_true: 
     >>> from diffopt import argmax_one_hot, normalized_regret
     >>> cheapest = lambda c: argmax_one_hot(-c)  # a minimising solver: one-hot of the cheapest item
     >>> c_true, theta = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), np.array([[3.0, 1.0, 2.0], [0.0, 9.0, 9.0]])
-    >>> float(normalized_regret(cheapest, theta, c_true, minimize=True))  # (1 + 0) / (1 + 4)
+    >>> round(float(normalized_regret(cheapest, theta, c_true, minimize=True)), 6)  # (1 + 0) / (1 + 4 + 1e-8)
     0.2
     """
     r, z, xp = _parts(solver, theta_pred, c_true, z_true, minimize)
-    return xp.sum(r) / xp.sum(xp.abs(z))
+    return xp.sum(r) / (xp.sum(xp.abs(z)) + EPS)

@@ -282,3 +282,37 @@ def test_the_entry_point_names_a_bad_second_order(bad):
     shim = backends.get_backend(THETA)
     with pytest.raises(TypeError, match="second_order must be a bool or a SecondOrder"):
         _call.differentiable(shim, lambda x: (x, ()), lambda r, g: (g,), second_order=bad)
+
+
+def _scalar_parameter_cases(v):
+    """``name -> f(x)`` for each public number parameter set to ``v`` (x: a [2, 4] batch)."""
+    from diffopt import sorting as S
+    from diffopt.imle import SumOfGammaNoiseDistribution, TargetDistribution, aimle, ste
+
+    top2 = lambda t: diffopt.top_k_mask(t, 2)  # noqa: E731
+    return {
+        "perturbed sigma": lambda x: diffopt.perturbed(diffopt.argmax_one_hot, num_samples=3, sigma=v)(x, rng=0),
+        "perturbed_max sigma": lambda x: diffopt.perturbed_max(diffopt.argmax_one_hot, num_samples=3, sigma=v)(x, rng=0),
+        "FenchelYoungLoss sigma": lambda x: diffopt.FenchelYoungLoss(diffopt.argmax_one_hot, num_samples=3, sigma=v)(
+            x, x, rng=0),
+        "soft_sort temperature": lambda x: S.soft_sort(x, temperature=v),
+        "soft_topk temperature": lambda x: S.soft_topk(x, 2, temperature=v),
+        "projection_rank regularization_strength": lambda x: S.projection_rank(x, regularization_strength=v),
+        "diff_argsort sigma": lambda x: S.diff_argsort(S.bitonic_matrices(4), x[0], sigma=v),
+        "imle temperatures": lambda x: imle(top2, input_noise_temperature=v, target_noise_temperature=v)(x, rng=0),
+        "imle alpha, beta": lambda x: imle(top2, TargetDistribution(alpha=v, beta=v))(x, rng=0),
+        "imle sum-of-gamma k": lambda x: imle(top2, noise_distribution=SumOfGammaNoiseDistribution(k=v))(x, rng=0),
+        "aimle temperature": lambda x: aimle(top2, input_noise_temperature=v)(x, rng=0),
+        "ste temperature": lambda x: ste(top2, noise_temperature=v)(x, rng=0),
+        "blackbox lambd": lambda x: diffopt.blackbox(diffopt.argmax_one_hot, lambd=v, minimize=True)(x),
+    }
+
+
+@pytest.mark.parametrize("scalar", [np.float32, np.float64, np.int64])
+def test_every_number_parameter_takes_a_numpy_scalar_on_every_backend(backend, scalar):
+    """A NumPy scalar (``np.float32(1)``, ``np.int64(1)``) is the number it holds for every number
+    parameter of every family, on every backend: the same values as with the Python float."""
+    x = backend.asarray(np.array([[0.3, -1.2, 2.0, 0.5], [1.0, 0.0, -0.5, 0.25]]))
+    with_numpy = _scalar_parameter_cases(scalar(1))
+    for name, f in _scalar_parameter_cases(1.0).items():
+        np.testing.assert_array_equal(backend.to_numpy(with_numpy[name](x)), backend.to_numpy(f(x)), err_msg=name)

@@ -140,6 +140,29 @@ def test_regret_by_hand(backend, minimize, solver, per, normalized):
                                normalized, rtol=1e-6)
 
 
+def test_normalized_regret_of_zero_optima_is_finite_as_pyepo(backend):
+    """Every optimal objective 0: PyEPO adds 1e-8 to the denominator (``pyepo.utils._EPS``), so the
+    value is finite (0 / 1e-8 = 0 without regret, 1 / 1e-8 with regret 1), never NaN."""
+    c = backend.asarray(np.array([[0.0, 1.0], [0.0, 2.0]]))  # the cheapest item is free: z* = 0
+    no_regret = normalized_regret(pick_min, c, c, minimize=True)
+    one = normalized_regret(pick_min, backend.asarray(np.array([[1.0, 0.0], [0.0, 1.0]])), c, minimize=True)
+    assert float(_np(backend, no_regret)) == 0.0
+    np.testing.assert_allclose(_np(backend, one), 1.0 / 1e-8, rtol=1e-6)
+
+
+def test_normalized_regret_matches_pyepo_s_normalisation():
+    """The same denominator as the installed PyEPO's (its ``normalize_regret`` and ``_EPS``)."""
+    common = pytest.importorskip("pyepo.metric._common")
+    from diffopt.dfl import _metrics
+
+    assert _metrics.EPS == pytest.importorskip("pyepo.utils")._EPS
+    pred, c = np.array([[0.0, 1.0], [2.0, 0.0]]), np.array([[3.0, 1.0], [2.0, 5.0]])
+    r = regret(pick_min, pred, c, minimize=True)
+    z = _optimum(c, True)[1]
+    assert float(normalized_regret(pick_min, pred, c, minimize=True)) == pytest.approx(
+        common.normalize_regret(float(r.sum()), float(np.abs(z).sum())), rel=1e-12)
+
+
 # -- the grid DAG shortest path and the knapsack ------------------------------------------
 def _all_paths(height, width):
     index = {e: k for k, e in enumerate(grid_edges((height, width)))}
