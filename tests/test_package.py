@@ -173,9 +173,10 @@ def _module_files():
     return found
 
 
-def _imports_at_import_time(module, path, modules):
+def _imports_at_import_time(module, path, modules, anywhere=False):
     """The diffopt modules ``module`` imports when it is imported (module level, ``if``/``try``
-    bodies included, ``TYPE_CHECKING`` blocks and imports inside functions excluded)."""
+    bodies included, ``TYPE_CHECKING`` blocks and imports inside functions excluded); with
+    ``anywhere``, every import of its source (inside functions too: at call time)."""
     import ast
 
     package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
@@ -183,6 +184,8 @@ def _imports_at_import_time(module, path, modules):
 
     def visit(body):
         for node in body:
+            if anywhere and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                visit(node.body)
             if isinstance(node, ast.Import):
                 found.update(a.name for a in node.names)
             elif isinstance(node, ast.ImportFrom):
@@ -204,9 +207,9 @@ def _imports_at_import_time(module, path, modules):
     return {m for m in found if m in modules and m != module}
 
 
-def _import_graph():
+def _import_graph(anywhere=False):
     modules = _module_files()
-    return {m: _imports_at_import_time(m, p, modules) for m, p in modules.items()}
+    return {m: _imports_at_import_time(m, p, modules, anywhere) for m, p in modules.items()}
 
 
 def test_import_graph_has_no_cycle():
@@ -240,6 +243,17 @@ def test_backends_import_nothing_above_them_but_leaves():
           for m, targets in graph.items() if m.startswith("diffopt.backends")}
     assert any(up.values())  # the scan sees e.g. diffopt.backends._rng -> diffopt._dtypes
     assert {m: [t for t in ts if graph[t]] for m, ts in up.items() if any(graph[t] for t in ts)} == {}
+
+
+def test_backends_import_no_family_even_at_call_time():
+    """Not even inside a function does a module of ``diffopt.backends`` import the core or a family
+    that sits above it (the kernel declarations register with the contract instead): outside
+    ``diffopt.backends`` its imports, at any time, are leaf modules."""
+    at_import, anywhere = _import_graph(), _import_graph(anywhere=True)
+    assert sum(map(len, anywhere.values())) > sum(map(len, at_import.values()))  # it sees more
+    up = {m: sorted(t for t in targets if not t.startswith("diffopt.backends") and at_import[t])
+          for m, targets in anywhere.items() if m.startswith("diffopt.backends")}
+    assert {m: ts for m, ts in up.items() if ts} == {}
 
 
 # ----------------------------------------------------------------------------- top-level names
