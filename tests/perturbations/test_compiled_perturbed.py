@@ -66,3 +66,38 @@ def test_torch_compile_fullgraph_perturbed_first_call_in_a_fresh_process():
         "print(float(v), bool(torch.isfinite(t.grad).all()))\n"
     )
     assert last_line_of_a_fresh_process(code) == "2.0 True"
+
+
+@pytest.mark.parametrize("op", ["perturbed", "FenchelYoungLoss"])
+def test_torch_compile_fullgraph_with_a_changing_seed_and_default_dynamic(op):
+    """The seed as an argument of the compiled function, changing between calls, with torch.compile's
+    default ``dynamic`` (which makes an int that changed a symbolic int): the torch shim specialises
+    it (one graph per seed), so each call still equals its eager run, value and gradient."""
+    import torch._dynamo
+
+    y = torch.tensor(Y)
+    torch._dynamo.reset()
+    compiled = torch.compile(_losses_fn(op), backend="aot_eager", fullgraph=True)
+    grads = []
+    for seed in (3, 4, 5):
+        want = _value_and_grad(lambda t, y: _losses_fn(op)(t, y, seed), y)
+        got = _value_and_grad(lambda t, y: compiled(t, y, seed), y)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g.numpy(), w.numpy())
+        grads.append(want[1].numpy())
+    assert not np.array_equal(grads[0], grads[1])  # the seed matters: the graphs are not one
+
+
+_OPS = {}
+
+
+def _losses_fn(op):
+    """``loss(t, y, seed)`` of one estimator object (built once: the compiled function closes over it)."""
+    if op not in _OPS:
+        kw = dict(num_samples=11, sigma=0.4, noise="gumbel", chunk_size=4)
+        est = (diffopt.perturbed(diffopt.argmax_one_hot, control_variate="mean", **kw) if op == "perturbed"
+               else diffopt.FenchelYoungLoss(diffopt.argmax_one_hot, **kw))
+        w = torch.tensor(W)
+        _OPS[op] = ((lambda t, y, seed: (est(t, rng=seed) * w).sum()) if op == "perturbed"
+                    else (lambda t, y, seed: est(t, y, rng=seed)))
+    return _OPS[op]

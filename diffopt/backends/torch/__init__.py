@@ -3,6 +3,7 @@
 import ast
 import math
 import numbers
+import operator
 
 import numpy as np
 import torch
@@ -348,8 +349,10 @@ def make_rng(rng, like):
         seed = int(torch.randint(_SEED_HIGH, (1,)).item())
     elif isinstance(rng, torch.Generator):
         seed = int(torch.randint(_SEED_HIGH, (1,), generator=rng, device=rng.device).item())
-    elif isinstance(rng, numbers.Integral):
-        seed = check_int_seed(rng)
+    elif isinstance(rng, (numbers.Integral, torch.SymInt)):
+        # operator.index: a seed that torch.compile made dynamic (it changed between calls) is
+        # specialised, a constant of the graph (one graph per seed, as with dynamic=False)
+        seed = check_int_seed(operator.index(rng))
     else:
         seed = numpy_seed(rng, NAME)
     return TorchRng(seed, like)
