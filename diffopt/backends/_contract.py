@@ -136,6 +136,16 @@ class OptionalNames(Protocol):
         name); the solver's result carries no gradient. Absent: ``host_call`` serves traced
         arrays too."""
 
+    def held_state(self, holder, like):
+        """While a compiler traces (torch: ``torch.compile``), the ``[3]`` float64 ``holder.state``
+        (a Python-held state: :class:`diffopt.imle.AdaptiveTargetDistribution`) read when the
+        compiled graph runs, on ``like``'s device. Absent (with :meth:`commit_held_state`): a traced
+        call cannot update a Python-held state (it warns)."""
+
+    def commit_held_state(self, holder, state, out):
+        """``holder.commit(state)`` when the compiled graph runs; returns ``out`` (a copy), which
+        the caller uses from then on, so that the commit is part of the graph."""
+
 
 def _parameters(fn):
     return [p for p in inspect.signature(fn).parameters if p != "self"]
@@ -152,7 +162,7 @@ REQUIRED = {
 #: Optional names (:class:`OptionalNames`): the parameter names of the functions.
 OPTIONAL = {name: _parameters(getattr(OptionalNames, name)) for name in (
     "draw_with_key", "dynamic_size", "on_device", "score_from_log_prob", "score_derivative_from_log_prob",
-    "compiled_host_solve")}
+    "compiled_host_solve", "held_state", "commit_held_state")}
 
 
 #: The kernel declarations of the families (:func:`declare_kernels`), by module and name.

@@ -104,6 +104,9 @@ class _Estimator:
     def _imle_gradient(self, theta, eps, z3, dy3, state, args):
         c, lay, target = self.c, self.layout, self.c.target
         theta3 = lay.repeat(theta)
+        held = state is None and self._reads_held_state(dy3)
+        if held:  # compiled: the target's own state, read (and written below) when the graph runs
+            state = self.backend.held_state(target, dy3)
         beta = None if state is None else lay.xp.astype(state[0], lay.dtype)
         lam = target.step(theta3, dy3, beta)
         noise = c.t_target * eps
@@ -120,7 +123,15 @@ class _Estimator:
             diff = diff / 2.0
         new_state = self._adapt(state, diff, dy3)
         grad = lay.xp.mean(target.scale(diff, lam), axis=1)
+        if held:
+            grad, new_state = self.backend.commit_held_state(target, new_state, grad), None
         return (-grad if c.minimize else grad), new_state
+
+    def _reads_held_state(self, dy3):
+        """Whether the backward is traced by a compiler whose shim reads and writes an adaptive
+        target's Python-held state in the graph (``held_state``; torch.compile)."""
+        return (getattr(self.c.target, "adaptive", False) and hasattr(self.backend, "held_state")
+                and self.backend.is_symbolic(dy3))
 
     def _adapt(self, state, diff, dy3):
         """New adaptive state: returned (explicit state) or stored on the target."""

@@ -449,3 +449,55 @@ def compiled_host_solve(solver, x, args, kwargs, out_dtype):
     """
     # detached: a solver result carries no gradient (as eager's host copy)
     return _host_solve(_constant_token(solver, args, kwargs), x.detach(), getattr(torch, out_dtype))
+
+
+# -- a Python-held state under torch.compile (AdaptiveTargetDistribution) -------------------------
+#: The holders met while compiling, by token (kept for the life of the process, as the graphs).
+_HOLDERS = []
+
+
+def _holder_token(holder):
+    """The token of ``holder`` in :data:`_HOLDERS` (by identity; added if new)."""
+    for token, seen in enumerate(_HOLDERS):
+        if seen is holder:
+            return token
+    _HOLDERS.append(holder)
+    return len(_HOLDERS) - 1
+
+
+# evaluated while tracing, on the real object: the token is a constant of the graph
+_constant_holder = torch.compiler.assume_constant_result(_holder_token)
+
+
+@torch.library.custom_op("diffopt::held_state", mutates_args=())
+def _held_state(token: int, like: torch.Tensor) -> torch.Tensor:
+    """The holder's ``state`` when the op runs (float64, on ``like``'s device)."""
+    return torch.tensor(_HOLDERS[token].state, dtype=torch.float64, device=like.device)
+
+
+@_held_state.register_fake
+def _(token, like):
+    return like.new_empty((3,), dtype=torch.float64)
+
+
+@torch.library.custom_op("diffopt::commit_held_state", mutates_args=())
+def _commit_held_state(token: int, state: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``holder.commit(state)`` when the op runs; returns a copy of ``out`` (which orders the
+    commit in the graph: the result is used, so the op is never dropped)."""
+    _HOLDERS[token].commit(state.detach().cpu().numpy())
+    return out.clone()
+
+
+@_commit_held_state.register_fake
+def _(token, state, out):
+    return torch.empty_like(out)
+
+
+def held_state(holder, like):
+    """See :mod:`diffopt.backends`: the op ``diffopt::held_state``, read when the graph runs."""
+    return _held_state(_constant_holder(holder), like.detach())
+
+
+def commit_held_state(holder, state, out):
+    """See :mod:`diffopt.backends`: the op ``diffopt::commit_held_state``, written when the graph runs."""
+    return _commit_held_state(_constant_holder(holder), state.detach(), out)
