@@ -9,7 +9,8 @@ from diffopt.backends._rng import GeneratorRng
 
 NAME = "numpy"
 OPS = {}  # autoray's NumPy translations serve as they are
-KERNELS = {"sorting_fused": _fused.numpy_fused, "sorting_pav": _numba_pav.numpy_pav}  # declared by diffopt.sorting._kernels
+KERNELS = {"sorting_fused": _fused.numpy_fused, "sorting_pav": _numba_pav.numpy_pav,
+           "sorting_pav_vjp": _numba_pav.numpy_pav_vjp}  # declared by diffopt.sorting._kernels
 
 custom_vjp = forward_only
 

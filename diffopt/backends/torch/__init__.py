@@ -95,6 +95,8 @@ KERNELS = {
     "sorting_pull": _sorting.pull,
     "sorting_fused": _sorting.fused,
     "sorting_inverse_permutation": _projection.inverse_permutation,
+    "sorting_sort_desc": _projection.sort_desc,
+    "sorting_isotonic": _projection.isotonic,
     "sum_samples": _samples.sum_samples,
     "add_scaled": _samples.add_scaled,
 }
