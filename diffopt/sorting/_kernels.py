@@ -51,6 +51,9 @@ class SortingKernels(Protocol):
         """``(values, order)``: the rows of ``x`` sorted descending, differentiable in the values
         (``stable``: ties keep their order along the row; else any order of ties)."""
 
+    def sorting_unsort(self, values, order):
+        """``out[..., order[..., j]] = values[..., j]`` along the last axis, differentiable in ``values``."""
+
     def sorting_inverse_permutation(self, order):
         """The inverse of the permutations ``order`` along the last axis (``O(n)``: torch's scatter)."""
 

@@ -164,6 +164,15 @@ def _inverse(xp, order):
     return xp.argsort(order, -1) if fast is None else fast(order)
 
 
+def _unsort(xp, values, order):
+    """``out[r, order[r, j]] = values[r, j]``: sorted rows back in the input's order (differentiable).
+
+    The shim's ``sorting_unsort`` (one scatter), else a gather by the inverse permutation.
+    """
+    fast = kernel("sorting_unsort", xp)
+    return _gather(xp, values, _inverse(xp, order)) if fast is None else fast(values, order)
+
+
 def _gather(xp, x, idx):
     """``x[r, idx[r, j]]`` for ``(B, n)`` rows (differentiable in ``x``)."""
     if xp.name == "autograd":  # fancy indexing: autograd differentiates it
@@ -204,8 +213,8 @@ def _rank_rows(shim, axis, descending, regularization, exact, x, strength):
     # Soft ranks pool tied inputs (any strength > 0): their values and gradients do not depend
     # on the order the sort gives the ties, so any sort will do; the exact ranks need a stable one.
     sorted_rows, order = _sort_desc(xp, rows * sign, stable=exact)
-    inverse = _inverse(xp, order)
     if exact:  # ranks do not depend on x: a zero gradient, kept in the graph
+        inverse = _inverse(xp, order)
         finite = xp.where(xp.isfinite(rows), rows, xp.zeros_like(rows))
         out = astype_in(xp, (rows.shape[1] - 1) - inverse, ar.get_dtype_name(rows)) + finite * 0.0
         return _downcast(undo(out), x, xp)
@@ -214,7 +223,7 @@ def _rank_rows(shim, axis, descending, regularization, exact, x, strength):
     w = xp.zeros_like(s) + _descending_weights(int(rows.shape[1]), rows, xp, log=kl)
     p = s - isotonic(shim, kl)(s, w)
     p = xp.exp(p) if kl else p
-    return _downcast(undo(_gather(xp, p, inverse) - 1.0), x, xp)  # a NaN row: all NaN (the isotonic solve)
+    return _downcast(undo(_unsort(xp, p, order) - 1.0), x, xp)  # a NaN row: all NaN (the isotonic solve)
 
 
 # ----------------------------------------------------------- public

@@ -96,6 +96,7 @@ KERNELS = {
     "sorting_fused": _sorting.fused,
     "sorting_inverse_permutation": _projection.inverse_permutation,
     "sorting_sort_desc": _projection.sort_desc,
+    "sorting_unsort": _projection.unsort,
     "sorting_isotonic": _projection.isotonic,
     "sum_samples": _samples.sum_samples,
     "add_scaled": _samples.add_scaled,

@@ -6,6 +6,7 @@ permutation by one scatter, and the isotonic solve on the tensors' own memory.
 * ``sorting_inverse_permutation``: :func:`diffopt.sorting.projection_rank` needs
   ``inverse[r, order[r, j]] = j``; the generic code argsorts ``order`` again
   (``O(n log n)``), while a scatter is ``O(n)``.
+* ``sorting_unsort``: the sorted rows put back in the input's order by one scatter.
 * ``sorting_isotonic``: the numba loops of :mod:`diffopt.sorting._pav` called on
   ``tensor.numpy()`` views (no copy, no stacking, the tensors' own dtype; blocks
   accumulated in float64 as on the host path, so the numbers are the same). Tensors off
@@ -20,7 +21,7 @@ import torch
 
 from diffopt.backends.numpy import _numba_pav
 
-__all__ = ["sort_desc", "inverse_permutation", "isotonic"]
+__all__ = ["sort_desc", "inverse_permutation", "unsort", "isotonic"]
 
 
 def sort_desc(x, stable):
@@ -32,6 +33,13 @@ def inverse_permutation(order):
     """``inverse`` with ``inverse[..., order[..., j]] = j`` along the last axis (integer tensors)."""
     positions = torch.arange(order.shape[-1], device=order.device, dtype=order.dtype).expand_as(order)
     return torch.empty_like(order).scatter_(-1, order, positions)
+
+
+def unsort(values, order):
+    """``out`` with ``out[..., order[..., j]] = values[..., j]``: one scatter, differentiable in ``values``
+    (the generic gather by the inverse permutation needs that inverse first, and torch's
+    ``take_along_dim`` wraps every index with a ``remainder``)."""
+    return torch.empty_like(values).scatter(-1, order, values)
 
 
 def isotonic(kl):
