@@ -47,11 +47,21 @@ class SortingKernels(Protocol):
     def sorting_pav(self, a, b, kl):
         """``(v, first)`` of :func:`diffopt.sorting._pav.pav` on NumPy rows, compiled (numba; the projection's PAV)."""
 
+    def sorting_pav_vjp(self, g, a, b, first, kl):
+        """``(g_a, g_b)`` of :func:`diffopt.sorting._pav.pav_vjp` on NumPy rows, compiled (numba)."""
+
+    def sorting_sort_desc(self, x, stable):
+        """``(values, order)``: the rows of ``x`` sorted descending, differentiable in the values
+        (``stable``: ties keep their order along the row; else any order of ties)."""
+
+    def sorting_unsort(self, values, order):
+        """``out[..., order[..., j]] = values[..., j]`` along the last axis, differentiable in ``values``."""
+
     def sorting_inverse_permutation(self, order):
         """The inverse of the permutations ``order`` along the last axis (``O(n)``: torch's scatter)."""
 
     def sorting_isotonic(self, kl):
-        """The ``(fwd, bwd)`` pair of :func:`diffopt.sorting._projection.isotonic`, traced by the framework (JAX)."""
+        """The ``(fwd, bwd)`` pair of :func:`diffopt.sorting._projection.isotonic` (JAX: traced; torch: numba on the tensors' memory)."""
 
     def jit(self, fn):
         """``fn`` compiled, for a function built once per configuration and reused (JAX)."""

@@ -18,6 +18,8 @@ The Jacobian is block diagonal (:func:`pav_vjp`): within a block ``B``,
 :func:`pav_rows` is plain Python over NumPy arrays so that numba can compile the
 same source (:mod:`diffopt.backends.numpy._numba_pav`, the ``sorting_pav`` kernel);
 without numba it runs as it is (slow for long rows: a Python loop per element).
+:func:`pav_vjp_rows` is the backward as such a loop (compiled: ``sorting_pav_vjp``);
+without numba :func:`pav_vjp` computes the same block sums with NumPy's ``reduceat``.
 
 Examples
 --------
@@ -31,13 +33,15 @@ import math
 
 import numpy as np
 
-__all__ = ["pav_rows", "pav", "pav_vjp"]
+__all__ = ["pav_rows", "pav_vjp_rows", "pav", "pav_vjp"]
 
 
 def pav_rows(a, b, kl, v, first):
-    """Solve the rows of ``a, b`` (float64, ``(B, n)``) into ``v``; ``first[r, i] = 1`` where a block starts.
+    """Solve the rows of ``a, b`` (``(B, n)``) into ``v``; ``first[r, i] = 1`` where a block starts.
 
-    Plain loops (numba compiles this very function); ``kl`` selects the KL problem.
+    Plain loops (numba compiles this very function); ``kl`` selects the KL problem. The
+    blocks are accumulated in float64 whatever the dtype of ``a, b`` and ``v``. A row where
+    ``a - b`` has a NaN is all NaN, with every index a block of its own.
     """
     rows, n = a.shape
     start = np.zeros(n, dtype=np.int64)
@@ -46,12 +50,14 @@ def pav_rows(a, b, kl, v, first):
     val = np.zeros(n)
     for r in range(rows):
         top = -1
+        bad = False
         for i in range(n):
             top += 1
             start[top] = i
             num[top] = a[r, i] if kl else a[r, i] - b[r, i]
             den[top] = b[r, i] if kl else 1.0
             val[top] = num[top] - den[top] if kl else num[top]
+            bad = bad or val[top] != val[top]
             while top > 0 and val[top - 1] <= val[top]:
                 if kl:  # logaddexp, both ways
                     hi, lo = max(num[top - 1], num[top]), min(num[top - 1], num[top])
@@ -64,11 +70,51 @@ def pav_rows(a, b, kl, v, first):
                     den[top - 1] += den[top]
                     val[top - 1] = num[top - 1] / den[top - 1]
                 top -= 1
+        if bad:
+            for i in range(n):
+                v[r, i] = math.nan
+                first[r, i] = 1
+            continue
         for k in range(top + 1):
             end = start[k + 1] if k < top else n
             for i in range(start[k], end):
                 v[r, i] = val[k]
-                first[r, i] = 1.0 if i == start[k] else 0.0
+                first[r, i] = 1 if i == start[k] else 0
+
+
+def pav_vjp_rows(g, a, b, first, kl, ga, gb):
+    """:func:`pav_vjp` as plain loops (numba compiles this very function): ``ga, gb`` filled in place.
+
+    Each row's blocks start where ``first`` is nonzero (and at its first index); sums
+    in float64 whatever the dtype of the arrays.
+    """
+    rows, n = g.shape
+    for r in range(rows):
+        i = 0
+        while i < n:
+            j = i + 1
+            while j < n and first[r, j] == 0:
+                j += 1
+            total = 0.0
+            for k in range(i, j):
+                total += g[r, k]
+            if kl:  # block softmaxes of a and b, each shifted by its block's maximum
+                pa, pb = -math.inf, -math.inf
+                for k in range(i, j):
+                    pa, pb = max(pa, a[r, k]), max(pb, b[r, k])
+                pa, pb = (pa if math.isfinite(pa) else 0.0), (pb if math.isfinite(pb) else 0.0)
+                sa, sb = 0.0, 0.0
+                for k in range(i, j):
+                    sa, sb = sa + math.exp(a[r, k] - pa), sb + math.exp(b[r, k] - pb)
+                for k in range(i, j):
+                    ga[r, k] = math.exp(a[r, k] - pa) / sa * total
+                    gb[r, k] = -(math.exp(b[r, k] - pb) / sb * total)
+            else:
+                mean = total / (j - i)
+                for k in range(i, j):
+                    ga[r, k] = mean
+                    gb[r, k] = -mean
+            i = j
 
 
 def pav(a, b, kl, compiled=None):

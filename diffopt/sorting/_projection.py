@@ -91,8 +91,10 @@ def _host_forward(packed, kl):
 
 def _host_backward(packed, kl):
     """``(B, n, 4)`` rows ``(g, a, b, first)`` -> ``(B, n, 2)``: the cotangents of ``a`` and ``b``."""
-    ga, gb = pav_vjp(packed[..., 0], packed[..., 1], packed[..., 2], packed[..., 3], kl)
-    return np.stack((ga, gb), axis=-1)
+    args = (packed[..., 0], packed[..., 1], packed[..., 2], packed[..., 3], kl)
+    fast = kernel("sorting_pav_vjp", namespace("numpy"))
+    out = None if fast is None else fast(*args)
+    return np.stack(pav_vjp(*args) if out is None else out, axis=-1)
 
 
 def isotonic(shim, kl):
@@ -100,8 +102,9 @@ def isotonic(shim, kl):
 
     See :mod:`diffopt.sorting._pav`; ``kl`` picks the KL problem. The shim's
     ``sorting_isotonic`` kernel where it gives one (JAX off the CPU or without numba:
-    a traced ``lax`` loop on the device); else forward and backward run on the host
-    (``shim.host_call``). The backward is the closed form.
+    a traced ``lax`` loop on the device; torch with numba: the compiled loops on the
+    tensors' memory); else forward and backward run on the host (``shim.host_call``).
+    The backward is the closed form.
     """
     traced = kernel("sorting_isotonic", namespace(shim.NAME))
     pair = None if traced is None else traced(kl)
@@ -137,10 +140,33 @@ def _argsort_desc(xp, x):
     return stable_argsort(-x, -1, xp=xp)
 
 
+def _sort_desc(xp, x, stable=True):
+    """``(values, order)``: the rows of ``x`` sorted descending, differentiable in ``x``.
+
+    ``stable``: ties keep their order along the row; else the order of ties is the
+    framework's (where the result does not depend on it: the soft ranks). The shim's
+    ``sorting_sort_desc`` (one sort giving both), else a stable argsort and a gather.
+    """
+    fast = kernel("sorting_sort_desc", xp)
+    if fast is not None:
+        return fast(x, stable)
+    order = _argsort_desc(xp, x)
+    return _gather(xp, x, order), order
+
+
 def _inverse(xp, order):
     """The inverse permutations of ``order`` (the shim's ``sorting_inverse_permutation``, else an argsort)."""
     fast = kernel("sorting_inverse_permutation", xp)
     return xp.argsort(order, -1) if fast is None else fast(order)
+
+
+def _unsort(xp, values, order):
+    """``out[r, order[r, j]] = values[r, j]``: sorted rows back in the input's order (differentiable).
+
+    The shim's ``sorting_unsort`` (one scatter), else a gather by the inverse permutation.
+    """
+    fast = kernel("sorting_unsort", xp)
+    return _gather(xp, values, _inverse(xp, order)) if fast is None else fast(values, order)
 
 
 def _gather(xp, x, idx):
@@ -165,12 +191,13 @@ def _sort_rows(shim, axis, descending, regularization, exact, x, strength):
     xc = _upcast(x, xp)
     rows, undo = _to_rows(xc, axis, xp)
     sign = 1.0 if descending else -1.0
-    values = rows * sign
-    s = _gather(xp, values, _argsort_desc(xp, values))
+    s, _ = _sort_desc(xp, rows * sign)
     if not exact:
         y = xp.zeros_like(s) + _descending_weights(int(rows.shape[1]), rows, xp) / _scalar_like(strength, rows, xp)
-        s = y - isotonic(shim, regularization == "kl")(y, s)
-    return _downcast(undo(nan_rows_in(xp, rows, s * sign)), x, xp)
+        s = y - isotonic(shim, regularization == "kl")(y, s)  # a NaN row comes out all NaN
+    else:
+        s = nan_rows_in(xp, rows, s)
+    return _downcast(undo(s * sign), x, xp)
 
 
 def _rank_rows(shim, axis, descending, regularization, exact, x, strength):
@@ -179,19 +206,20 @@ def _rank_rows(shim, axis, descending, regularization, exact, x, strength):
     xc = _upcast(x, xp)
     rows, undo = _to_rows(xc, axis, xp)
     sign = -1.0 if descending else 1.0
-    order = _argsort_desc(xp, rows * sign)
-    inverse = _inverse(xp, order)
+    # Soft ranks pool tied inputs (any strength > 0): their values and gradients do not depend
+    # on the order the sort gives the ties, so any sort will do; the exact ranks need a stable one.
+    sorted_rows, order = _sort_desc(xp, rows * sign, stable=exact)
     if exact:  # ranks do not depend on x: a zero gradient, kept in the graph
+        inverse = _inverse(xp, order)
         finite = xp.where(xp.isfinite(rows), rows, xp.zeros_like(rows))
         out = astype_in(xp, (rows.shape[1] - 1) - inverse, ar.get_dtype_name(rows)) + finite * 0.0
         return _downcast(undo(out), x, xp)
-    z = rows * sign / _scalar_like(strength, rows, xp)
-    s = _gather(xp, z, order)
+    s = sorted_rows / _scalar_like(strength, rows, xp)
     kl = regularization == "kl"
     w = xp.zeros_like(s) + _descending_weights(int(rows.shape[1]), rows, xp, log=kl)
     p = s - isotonic(shim, kl)(s, w)
     p = xp.exp(p) if kl else p
-    return _downcast(undo(nan_rows_in(xp, rows, _gather(xp, p, inverse) - 1.0)), x, xp)
+    return _downcast(undo(_unsort(xp, p, order) - 1.0), x, xp)  # a NaN row: all NaN (the isotonic solve)
 
 
 # ----------------------------------------------------------- public

@@ -67,7 +67,9 @@ def _rows(a, b, kl):
     starts = jnp.where(idx[None, :] <= top[:, None], start, n)  # ascending; unused slots past the end
     block = jax.vmap(lambda s: jnp.searchsorted(s, idx, side="right"))(starts) - 1
     first = jnp.take_along_axis(starts, block, axis=1) == idx[None, :]
-    return jnp.take_along_axis(val, block, axis=1), first.astype(a.dtype)
+    bad = jnp.isnan(a - b).any(axis=1, keepdims=True)  # a NaN row: all NaN, singletons (as the host loop)
+    v = jnp.where(bad, jnp.nan, jnp.take_along_axis(val, block, axis=1))
+    return v, jnp.where(bad, True, first).astype(a.dtype)
 
 
 def _block_softmax(x, ids, n):

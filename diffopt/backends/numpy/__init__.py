@@ -11,7 +11,7 @@ NAME = "numpy"
 OPS = {}  # autoray's NumPy translations serve as they are
 # declared by diffopt.sorting._kernels and diffopt._kernels
 KERNELS = {"sorting_fused": _fused.numpy_fused, "sorting_pav": _numba_pav.numpy_pav,
-           "stable_argsort": stable_argsort_of("numpy")}
+           "sorting_pav_vjp": _numba_pav.numpy_pav_vjp, "stable_argsort": stable_argsort_of("numpy")}
 
 custom_vjp = forward_only
 
