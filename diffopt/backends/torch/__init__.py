@@ -95,6 +95,8 @@ KERNELS = {
     "sorting_pull": _sorting.pull,
     "sorting_fused": _sorting.fused,
     "sorting_inverse_permutation": _projection.inverse_permutation,
+    "sorting_pav_device": _projection.cuda_pav,
+    "sorting_pav_device_vjp": _projection.cuda_pav_vjp,
     "sum_samples": _samples.sum_samples,
     "add_scaled": _samples.add_scaled,
 }
