@@ -1,4 +1,9 @@
-"""CuPy shim: forward only, same code as NumPy on the GPU."""
+"""CuPy shim: forward only, same code as NumPy on the GPU.
+
+The projection family's isotonic solve runs on the GPU by numba.cuda
+(:mod:`diffopt.backends._cuda_pav`, on CuPy's current stream, no host copy) where
+numba's CUDA target is installed, else on the host (``host_call``).
+"""
 
 import numbers
 
@@ -47,3 +52,21 @@ def from_numpy(a, like):
     """``a`` (NumPy) on ``like``'s GPU."""
     with like.device:
         return cupy.asarray(a)
+
+
+def _pav_device(a, b, kl):
+    """``(v, first)`` of :func:`diffopt.sorting._pav.pav` on the GPU (numba.cuda), in ``a``'s dtype;
+    ``None`` without numba's CUDA target (the projection then copies to the host)."""
+    from diffopt.backends import _cuda_pav
+
+    if not _cuda_pav.available():
+        return None
+    a64, b64 = (cupy.ascontiguousarray(x, dtype=cupy.float64) for x in (a, b))
+    v, first = _cuda_pav.pav_arrays(a64, b64, kl, lambda dtype: cupy.empty(a64.shape, dtype=dtype),
+                                    a.device.id, cupy.cuda.get_current_stream().ptr)
+    return v.astype(a.dtype, copy=False), first.astype(a.dtype, copy=False)
+
+
+# Kernels under the names their families declare (diffopt.sorting._kernels); CuPy has no
+# autodiff, so the projection needs no backward kernel.
+KERNELS = {"sorting_pav_device": _pav_device}

@@ -57,6 +57,12 @@ class SortingKernels(Protocol):
     def sorting_unsort(self, values, order):
         """``out[..., order[..., j]] = values[..., j]`` along the last axis, differentiable in ``values``."""
 
+    def sorting_pav_device(self, a, b, kl):
+        """``(v, first)`` of :func:`diffopt.sorting._pav.pav` on the device, for CUDA arrays (numba.cuda)."""
+
+    def sorting_pav_device_vjp(self, g, a, b, first, kl):
+        """``(g_a, g_b)`` of :func:`diffopt.sorting._pav.pav_vjp` on the device, for CUDA arrays (numba.cuda)."""
+
     def sorting_inverse_permutation(self, order):
         """The inverse of the permutations ``order`` along the last axis (``O(n)``: torch's scatter)."""
 

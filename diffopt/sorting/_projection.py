@@ -29,7 +29,9 @@ The isotonic solve is one primitive of the framework (the shim's ``custom_vjp``,
 as :func:`diffopt.sorting.soft_sort` registers its own): its forward and backward
 run on the host in NumPy (``shim.host_call``: ``jax.pure_callback`` under
 ``jit``/``vmap``, ``tf.numpy_function`` under ``tf.function``), with the numba
-kernel ``sorting_pav`` where ``[numba]`` is installed. Everything else (the
+kernel ``sorting_pav`` where ``[numba]`` is installed; torch CUDA tensors and CuPy
+arrays run it on their GPU instead (``sorting_pav_device``: numba.cuda, where numba's
+CUDA target is installed), and JAX off the CPU traces it (``sorting_isotonic``). Everything else (the
 sort's permutation, the scaling by the strength, ``exp``) is the framework's own
 differentiable code, which gives the strength its gradient.
 
@@ -111,6 +113,12 @@ def isotonic(shim, kl):
     return _isotonic(shim, kl, pair)
 
 
+def _device_kernel(name, xp, *args):
+    """The shim's kernel ``name`` on ``args`` (``None`` where it has none or it does not apply)."""
+    fast = kernel(name, xp)
+    return None if fast is None else fast(*args)
+
+
 @functools.lru_cache(maxsize=32)
 def _isotonic(shim, kl, pair):
     if pair is not None:
@@ -118,12 +126,18 @@ def _isotonic(shim, kl, pair):
     xp = namespace(shim.NAME)
 
     def fwd(a, b):
+        on_device = _device_kernel("sorting_pav_device", xp, a, b, kl)  # CUDA arrays: numba.cuda
+        if on_device is not None:
+            return on_device[0], (a, b, on_device[1])
         shape, dtype = tuple(a.shape), ar.get_dtype_name(a)
         out = shim.host_call(functools.partial(_host_forward, kl=kl), xp.stack((a, b), axis=-1), shape + (2,), dtype)
         return out[..., 0], (a, b, out[..., 1])
 
     def bwd(res, g):
         a, b, first = res
+        on_device = _device_kernel("sorting_pav_device_vjp", xp, g, a, b, first, kl)
+        if on_device is not None:
+            return on_device
         packed = xp.stack((g, a, b, first), axis=-1)
         out = shim.host_call(functools.partial(_host_backward, kl=kl), packed, tuple(a.shape) + (2,),
                              ar.get_dtype_name(a))

@@ -98,6 +98,8 @@ KERNELS = {
     "sorting_sort_desc": _projection.sort_desc,
     "sorting_unsort": _projection.unsort,
     "sorting_isotonic": _projection.isotonic,
+    "sorting_pav_device": _projection.cuda_pav,
+    "sorting_pav_device_vjp": _projection.cuda_pav_vjp,
     "sum_samples": _samples.sum_samples,
     "add_scaled": _samples.add_scaled,
     "stable_argsort": lambda x, axis: torch.argsort(x, dim=axis, stable=True),
