@@ -117,17 +117,21 @@ def _isotonic(shim, kl, pair):
     if pair is not None:
         return shim.custom_vjp(*pair)
     xp = namespace(shim.NAME)
+    as_op = kernel("sorting_host_isotonic", xp)  # torch: custom ops, one graph under torch.compile
+
+    def host(stage, fn, packed):
+        if as_op is not None:
+            return as_op(stage, packed, kl)
+        return shim.host_call(functools.partial(fn, kl=kl), packed, tuple(packed.shape[:-1]) + (2,),
+                              ar.get_dtype_name(packed))
 
     def fwd(a, b):
-        shape, dtype = tuple(a.shape), ar.get_dtype_name(a)
-        out = shim.host_call(functools.partial(_host_forward, kl=kl), xp.stack((a, b), axis=-1), shape + (2,), dtype)
+        out = host("forward", _host_forward, xp.stack((a, b), axis=-1))
         return out[..., 0], (a, b, out[..., 1])
 
     def bwd(res, g):
         a, b, first = res
-        packed = xp.stack((g, a, b, first), axis=-1)
-        out = shim.host_call(functools.partial(_host_backward, kl=kl), packed, tuple(a.shape) + (2,),
-                             ar.get_dtype_name(a))
+        out = host("backward", _host_backward, xp.stack((g, a, b, first), axis=-1))
         return out[..., 0], out[..., 1]
 
     return shim.custom_vjp(fwd, bwd)
@@ -349,7 +353,7 @@ def projection_topk(x: Array, k: int, axis: int = -1, *, regularization_strength
     axis : int
         Axis to select along; all other axes are batch axes.
     regularization_strength : float or scalar array
-        :math:`arepsilon \ge 0`, in the units of ``x``; ``0`` gives the exact 0/1 mask
+        :math:`\varepsilon \ge 0`, in the units of ``x``; ``0`` gives the exact 0/1 mask
         (with a zero gradient). A scalar array (> 0) is learnable.
     largest : bool
         Select the ``k`` largest (default) or the ``k`` smallest.

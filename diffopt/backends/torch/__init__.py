@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import torch
 
-from diffopt.backends.torch import _projection, _samples, _sorting
+from diffopt.backends.torch import _isotonic_op, _projection, _samples, _sorting
 from diffopt.backends._common import (
     SECOND_ORDER_MESSAGE, as_tuple, check_int_seed, fori_loop, numpy_seed, second_order_spec,
 )
@@ -95,6 +95,7 @@ KERNELS = {
     "sorting_pull": _sorting.pull,
     "sorting_fused": _sorting.fused,
     "sorting_inverse_permutation": _projection.inverse_permutation,
+    "sorting_host_isotonic": _isotonic_op.host_isotonic,
     "sum_samples": _samples.sum_samples,
     "add_scaled": _samples.add_scaled,
 }
