@@ -134,3 +134,21 @@ def test_report_regenerates_from_json(tiny_run, tmp_path):
     assert "<!-- benchmarks:start -->\nMachine:" in text and text.endswith("<!-- benchmarks:end -->\n\n## Next\n")
     # same JSON, same table: the table is generated, never typed
     assert (tmp_path / "README_table.md").read_text() == (out / "README_table.md").read_text()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None or importlib.util.find_spec("matplotlib") is None,
+                    reason="the relaxations figure times torch and draws with matplotlib")
+def test_relaxations_figure_script(tmp_path):
+    """``benchmarks/relaxations_figure.py --quick`` (the figure of docs/guide/relaxations.md) writes
+    its figure, and its error panel says what the page says: at a small strength the KL projection
+    is closer to the exact ranks than the network's logsumexp."""
+    png = tmp_path / "relaxations.png"
+    env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "relaxations_figure.py"), "--quick",
+                           "--out", str(png)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert png.exists() and png.stat().st_size > 5_000
+    small = {line.split(" error")[0].strip(): float(line.split(": ")[1].split(",")[0])
+             for line in proc.stdout.splitlines() if " error at strength " in line}
+    assert set(small) == {"network logsumexp", "network cauchy", "projection L2", "projection KL"}
+    assert small["projection KL"] < small["network logsumexp"]

@@ -109,3 +109,12 @@ def test_predict_then_optimize(backend, tmp_path):
         assert match, text
         assert float(match.group(1)) < 0.5 * float(match.group(2))
     _figure(tmp_path, "predict_then_optimize")
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_spearman(backend, tmp_path):
+    text = _run("spearman.py", backend, tmp_path, "--groups", "128", "--epochs", "3")
+    start = _number(r"start ([\d.-]+)\)", text)
+    final = _number(r"final: test Spearman ([\d.-]+)", text)
+    assert final > 0.8 and final > start + 0.3, text  # the soft Spearman loss learned the order
+    _figure(tmp_path, "spearman")

@@ -10,7 +10,8 @@ Two APIs share one network:
   :func:`soft_sort`, :func:`soft_rank`, :func:`soft_topk`,
   :func:`soft_permutation` (alias :func:`soft_argsort`);
 * the projection onto the permutahedron (Blondel et al. 2020), ``O(n log n)``:
-  :func:`projection_sort`, :func:`projection_rank` (``'l2'`` or ``'kl'``).
+  :func:`projection_sort`, :func:`projection_rank` (``'l2'`` or ``'kl'``),
+  :func:`projection_topk`.
 
 ``diffopt.sorting.torch`` and ``diffopt.sorting.tensorflow`` mirror the
 original's per-framework modules.
@@ -39,7 +40,7 @@ from diffopt.sorting._network import (
     bitonic_woven_matrices,
     pretty_bitonic_network,
 )
-from diffopt.sorting._projection import projection_rank, projection_sort
+from diffopt.sorting._projection import projection_rank, projection_sort, projection_topk
 from diffopt.sorting._relax import RELAXATIONS
 
 __all__ = [
@@ -68,5 +69,6 @@ __all__ = [
     "soft_topk",
     "projection_sort",
     "projection_rank",
+    "projection_topk",
     "RELAXATIONS",
 ]

@@ -66,6 +66,9 @@ class SortingKernels(Protocol):
     def sorting_inverse_permutation(self, order):
         """The inverse of the permutations ``order`` along the last axis (``O(n)``: torch's scatter)."""
 
+    def sorting_host_isotonic(self, stage, packed, kl):
+        """The host isotonic ``stage`` (``'forward'``/``'backward'``) on packed rows as one op (torch.compile)."""
+
     def sorting_isotonic(self, kl):
         """The ``(fwd, bwd)`` pair of :func:`diffopt.sorting._projection.isotonic` (JAX: traced; torch: numba on the tensors' memory)."""
 

@@ -294,7 +294,9 @@ def soft_topk(x: Array, k: int, axis: int = -1, *, temperature: float | Array = 
     k : int
         Number of elements to select, ``1 <= k <= n``.
     axis, temperature, relaxation
-        As in :func:`soft_sort` (an array ``temperature`` gets a gradient).
+        As in :func:`soft_sort` (an array ``temperature`` gets a gradient);
+        ``relaxation='projection'`` is :func:`diffopt.sorting.projection_topk` with
+        ``regularization_strength=temperature`` (one sort instead of the network).
     largest : bool
         Select the ``k`` largest (default) or the ``k`` smallest.
 
@@ -316,7 +318,13 @@ def soft_topk(x: Array, k: int, axis: int = -1, *, temperature: float | Array = 
     >>> from diffopt.sorting import soft_topk
     >>> np.round(soft_topk(np.array([0.3, -1.0, 2.0, 0.5]), k=2, temperature=0.001), 6)
     array([0., 0., 1., 1.])
+    >>> soft_topk(np.array([0.3, -1.0, 2.0, 0.5]), k=2, temperature=0.01, relaxation="projection")
+    array([0., 0., 1., 1.])
     """
+    if isinstance(relaxation, str) and relaxation == "projection":
+        from diffopt.sorting._projection import projection_topk  # it builds on this module
+
+        return projection_topk(x, k, axis, regularization_strength=temperature, largest=largest)
     x, axis, shim, temperature = _prepare(x, axis, temperature, relaxation)
     n = x.shape[axis]
     k = _check_k(k, n)

@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-__all__ = ["pav_rows", "pav_vjp_rows", "pav", "pav_vjp"]
+__all__ = ["pav_rows", "pav_vjp_rows", "pav", "pav_vjp", "packed_forward", "packed_backward"]
 
 
 def pav_rows(a, b, kl, v, first):
@@ -156,3 +156,25 @@ def pav_vjp(g, a, b, first, kl):
         ga = total / np.bincount(ids)[ids]
         gb = -ga
     return ga.reshape(shape), gb.reshape(shape)
+
+
+def packed_forward(packed, kl, fast=None):
+    """``(B, n, 2)`` rows ``(a, b)`` -> ``(B, n, 2)``: :func:`pav`'s ``v`` and block-start flags.
+
+    ``fast`` is a compiled ``(a, b, kl) -> (v, first)`` (the ``sorting_pav`` kernel, which may
+    return ``None``) or ``None``. The packed layout is that of the host calls of
+    :mod:`diffopt.sorting._projection` (one array in, one out).
+    """
+    a, b = packed[..., 0], packed[..., 1]
+    out = None if fast is None else fast(a, b, kl)
+    return np.stack(pav(a, b, kl) if out is None else out, axis=-1)
+
+
+def packed_backward(packed, kl, fast=None):
+    """``(B, n, 4)`` rows ``(g, a, b, first)`` -> ``(B, n, 2)``: :func:`pav_vjp`'s cotangents of ``a, b``.
+
+    ``fast``: the ``sorting_pav_vjp`` kernel (may return ``None``) or ``None``.
+    """
+    args = (packed[..., 0], packed[..., 1], packed[..., 2], packed[..., 3], kl)
+    out = None if fast is None else fast(*args)
+    return np.stack(pav_vjp(*args) if out is None else out, axis=-1)

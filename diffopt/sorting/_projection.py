@@ -56,10 +56,10 @@ from diffopt._ops import astype_in, constant_in, namespace, nan_rows_in, stable_
 from diffopt._typing import Array
 from diffopt.backends import get_backend
 from diffopt.sorting._kernels import kernel
-from diffopt.sorting._modern import _compiled, _downcast, _is_empty, _scalar_like, _to_rows, _upcast
-from diffopt.sorting._pav import pav, pav_vjp
+from diffopt.sorting._modern import _check_k, _compiled, _downcast, _is_empty, _scalar_like, _to_rows, _upcast
+from diffopt.sorting._pav import packed_backward, packed_forward
 
-__all__ = ["projection_sort", "projection_rank", "REGULARIZATIONS", "isotonic"]
+__all__ = ["projection_sort", "projection_rank", "projection_topk", "REGULARIZATIONS", "isotonic"]
 
 #: The regularizations of the projection.
 REGULARIZATIONS = ("l2", "kl")
@@ -84,19 +84,13 @@ def _prepare(x, axis, strength, regularization):
 
 
 def _host_forward(packed, kl):
-    """``(B, n, 2)`` rows ``(a, b)`` -> ``(B, n, 2)``: the solution ``v`` and the block-start flags."""
-    a, b = packed[..., 0], packed[..., 1]
-    fast = kernel("sorting_pav", namespace("numpy"))
-    out = None if fast is None else fast(a, b, kl)
-    return np.stack(pav(a, b, kl) if out is None else out, axis=-1)
+    """:func:`~diffopt.sorting._pav.packed_forward` with the NumPy shim's ``sorting_pav`` kernel."""
+    return packed_forward(packed, kl, kernel("sorting_pav", namespace("numpy")))
 
 
 def _host_backward(packed, kl):
-    """``(B, n, 4)`` rows ``(g, a, b, first)`` -> ``(B, n, 2)``: the cotangents of ``a`` and ``b``."""
-    args = (packed[..., 0], packed[..., 1], packed[..., 2], packed[..., 3], kl)
-    fast = kernel("sorting_pav_vjp", namespace("numpy"))
-    out = None if fast is None else fast(*args)
-    return np.stack(pav_vjp(*args) if out is None else out, axis=-1)
+    """:func:`~diffopt.sorting._pav.packed_backward` with the NumPy shim's ``sorting_pav_vjp`` kernel."""
+    return packed_backward(packed, kl, kernel("sorting_pav_vjp", namespace("numpy")))
 
 
 def isotonic(shim, kl):
@@ -124,13 +118,19 @@ def _isotonic(shim, kl, pair):
     if pair is not None:
         return differentiable(shim, *pair)
     xp = namespace(shim.NAME)
+    as_op = kernel("sorting_host_isotonic", xp)  # torch: custom ops, one graph under torch.compile
+
+    def host(stage, fn, packed):
+        if as_op is not None:
+            return as_op(stage, packed, kl)
+        return shim.host_call(functools.partial(fn, kl=kl), packed, tuple(packed.shape[:-1]) + (2,),
+                              ar.get_dtype_name(packed))
 
     def fwd(a, b):
         on_device = _device_kernel("sorting_pav_device", xp, a, b, kl)  # CUDA arrays: numba.cuda
         if on_device is not None:
             return on_device[0], (a, b, on_device[1])
-        shape, dtype = tuple(a.shape), ar.get_dtype_name(a)
-        out = shim.host_call(functools.partial(_host_forward, kl=kl), xp.stack((a, b), axis=-1), shape + (2,), dtype)
+        out = host("forward", _host_forward, xp.stack((a, b), axis=-1))
         return out[..., 0], (a, b, out[..., 1])
 
     def bwd(res, g):
@@ -138,9 +138,7 @@ def _isotonic(shim, kl, pair):
         on_device = _device_kernel("sorting_pav_device_vjp", xp, g, a, b, first, kl)
         if on_device is not None:
             return on_device
-        packed = xp.stack((g, a, b, first), axis=-1)
-        out = shim.host_call(functools.partial(_host_backward, kl=kl), packed, tuple(a.shape) + (2,),
-                             ar.get_dtype_name(a))
+        out = host("backward", _host_backward, xp.stack((g, a, b, first), axis=-1))
         return out[..., 0], out[..., 1]
 
     return differentiable(shim, fwd, bwd)
@@ -199,7 +197,15 @@ def _descending_weights(n, rows, xp, log=False):
 # ----------------------------------------------------------- rows
 
 
-def _sort_rows(shim, axis, descending, regularization, exact, x, strength):
+def _spread(xp, rows, relative):
+    """``1``, or (``relative``) each row's range ``max - min`` as ``(B, 1)`` (``1`` for a constant row)."""
+    if not relative:
+        return 1.0
+    r = xp.max(rows, axis=-1, keepdims=True) - xp.min(rows, axis=-1, keepdims=True)
+    return xp.where(r > 0, r, xp.ones_like(r))
+
+
+def _sort_rows(shim, axis, descending, regularization, exact, relative, x, strength):
     """:func:`projection_sort` of checked arguments (compiled on JAX)."""
     xp = namespace(shim.NAME)
     xc = _upcast(x, xp)
@@ -207,48 +213,58 @@ def _sort_rows(shim, axis, descending, regularization, exact, x, strength):
     sign = 1.0 if descending else -1.0
     s, _ = _sort_desc(xp, rows * sign)
     if not exact:
-        y = xp.zeros_like(s) + _descending_weights(int(rows.shape[1]), rows, xp) / _scalar_like(strength, rows, xp)
+        scale = _spread(xp, rows, relative) / _scalar_like(strength, rows, xp)
+        y = xp.zeros_like(s) + _descending_weights(int(rows.shape[1]), rows, xp) * scale
         s = y - isotonic(shim, regularization == "kl")(y, s)  # a NaN row comes out all NaN
     else:
         s = nan_rows_in(xp, rows, s)
     return _downcast(undo(s * sign), x, xp)
 
 
-def _rank_rows(shim, axis, descending, regularization, exact, x, strength):
-    """:func:`projection_rank` of checked arguments (compiled on JAX)."""
+def _rank_rows(shim, axis, descending, regularization, exact, relative, k, x, strength):
+    """:func:`projection_rank` (``k`` None) or :func:`projection_topk` of checked arguments (compiled on JAX)."""
     xp = namespace(shim.NAME)
     xc = _upcast(x, xp)
     rows, undo = _to_rows(xc, axis, xp)
     sign = -1.0 if descending else 1.0
-    # Soft ranks pool tied inputs (any strength > 0): their values and gradients do not depend
-    # on the order the sort gives the ties, so any sort will do; the exact ranks need a stable one.
+    n = int(rows.shape[1])
+    # Soft ranks and masks pool tied inputs (any strength > 0): their values and gradients do not
+    # depend on the order the sort gives the ties, so any sort will do; the exact ones need a stable one.
     sorted_rows, order = _sort_desc(xp, rows * sign, stable=exact)
-    if exact:  # ranks do not depend on x: a zero gradient, kept in the graph
+    if exact:  # ranks and masks do not depend on x: a zero gradient, kept in the graph
         inverse = _inverse(xp, order)
         finite = xp.where(xp.isfinite(rows), rows, xp.zeros_like(rows))
-        out = astype_in(xp, (rows.shape[1] - 1) - inverse, ar.get_dtype_name(rows)) + finite * 0.0
+        out = (n - 1) - inverse if k is None else inverse < k
+        out = astype_in(xp, out, ar.get_dtype_name(rows)) + finite * 0.0
         return _downcast(undo(out), x, xp)
-    s = sorted_rows / _scalar_like(strength, rows, xp)
+    s = sorted_rows / (_spread(xp, rows, relative) * _scalar_like(strength, rows, xp))
     kl = regularization == "kl"
-    w = xp.zeros_like(s) + _descending_weights(int(rows.shape[1]), rows, xp, log=kl)
-    p = s - isotonic(shim, kl)(s, w)
+    if k is None:
+        w = _descending_weights(n, rows, xp, log=kl)
+    else:  # the permutahedron of (1, ..., 1, 0, ..., 0): {0 <= m <= 1, sum m = k}
+        w = constant_in(xp, (np.arange(n) < k).astype(np.float64)[None, :], rows)
+    p = s - isotonic(shim, kl)(s, xp.zeros_like(s) + w)
     p = xp.exp(p) if kl else p
-    return _downcast(undo(_unsort(xp, p, order) - 1.0), x, xp)  # a NaN row: all NaN (the isotonic solve)
+    out = _unsort(xp, p, order)  # a NaN row: all NaN (the isotonic solve)
+    return _downcast(undo(out - 1.0 if k is None else out), x, xp)
 
 
 # ----------------------------------------------------------- public
 
 
-def _run(body, x, axis, regularization_strength, regularization, descending):
+def _run(body, x, axis, regularization_strength, regularization, descending, relative, *extra):
     x, axis, shim, strength = _prepare(x, axis, regularization_strength, regularization)
+    if not isinstance(relative, bool):
+        raise TypeError(f"relative must be a bool, got {relative!r}")
+    extra = tuple(check(x.shape[axis]) for check in extra)
     if _is_empty(x):
         return x * 0.0
     exact = not hasattr(strength, "shape") and strength == 0.0
-    return _compiled(body, shim.NAME, shim, axis, descending, regularization, exact)(x, strength)
+    return _compiled(body, shim.NAME, shim, axis, descending, regularization, exact, relative, *extra)(x, strength)
 
 
 def projection_sort(x: Array, axis: int = -1, *, regularization_strength: float | Array = 1.0,
-                    regularization: str = "l2", descending: bool = False) -> Array:
+                    regularization: str = "l2", descending: bool = False, relative: bool = False) -> Array:
     r"""Soft sort by projection onto the permutahedron, along ``axis``, any batch shape.
 
     Parameters
@@ -265,6 +281,13 @@ def projection_sort(x: Array, axis: int = -1, *, regularization_strength: float 
         Euclidean or KL projection.
     descending : bool
         Largest first.
+    relative : bool
+        Scale-free strength: each row's strength is ``regularization_strength`` times the
+        row's range :math:`r = \max x - \min x` (``r = 1`` for a constant row), so
+        ``x -> c x + b`` (``c > 0``) gives the same relaxation whatever the units and the
+        size of the input: ranks and masks unchanged, the sort mapped to ``c y + b``.
+        :math:`r` is part of the function: the gradient flows through it (to the row's
+        largest and smallest entries).
 
     Returns
     -------
@@ -278,6 +301,8 @@ def projection_sort(x: Array, axis: int = -1, *, regularization_strength: float 
         If ``x`` is not floating.
     ValueError
         For a bad ``axis``, ``regularization`` or a negative strength.
+    TypeError
+        If ``relative`` is not a bool.
 
     Notes
     -----
@@ -297,16 +322,16 @@ def projection_sort(x: Array, axis: int = -1, *, regularization_strength: float 
     >>> projection_sort(np.array([3.0, 1.0, 2.0]), regularization_strength=1.0, descending=True)
     array([3., 2., 1.])
     """
-    return _run(_sort_rows, x, axis, regularization_strength, regularization, descending)
+    return _run(_sort_rows, x, axis, regularization_strength, regularization, descending, relative)
 
 
 def projection_rank(x: Array, axis: int = -1, *, regularization_strength: float | Array = 1.0,
-                    regularization: str = "l2", descending: bool = False) -> Array:
+                    regularization: str = "l2", descending: bool = False, relative: bool = False) -> Array:
     r"""Soft 0-based ranks by projection onto the permutahedron, along ``axis``, any batch shape.
 
     Parameters
     ----------
-    x, axis, regularization, descending
+    x, axis, regularization, descending, relative
         As in :func:`projection_sort` (``descending=True``: the largest has rank 0).
     regularization_strength : float or scalar array
         :math:`\varepsilon \ge 0`, in the units of ``x``; ``0`` gives the exact ranks (with
@@ -332,5 +357,65 @@ def projection_rank(x: Array, axis: int = -1, *, regularization_strength: float 
     array([1., 0., 3., 2.])
     >>> projection_rank(np.array([0.0, 0.1]), regularization_strength=1.0)   # pooled
     array([0.45, 0.55])
+    >>> projection_rank(np.array([0.0, 100.0]), regularization_strength=1.0, relative=True)  # units: the range
+    array([0., 1.])
     """
-    return _run(_rank_rows, x, axis, regularization_strength, regularization, descending)
+    return _run(_rank_rows, x, axis, regularization_strength, regularization, descending, relative, _no_k)
+
+
+def _no_k(n):
+    return None
+
+
+def projection_topk(x: Array, k: int, axis: int = -1, *, regularization_strength: float | Array = 1.0,
+                    largest: bool = True, relative: bool = False) -> Array:
+    r"""Soft top-``k`` mask by projection onto the capped simplex, along ``axis``, any batch shape.
+
+    The Euclidean projection of ``x / strength`` onto the permutahedron of
+    :math:`(1, \dots, 1, 0, \dots, 0)` (``k`` ones), which is the capped simplex
+    :math:`\{m : 0 \le m \le 1, \sum m = k\}`: one sort and one isotonic regression,
+    as :func:`projection_rank`.
+
+    Parameters
+    ----------
+    x : array
+        Floating array of any framework (a list is read as float64 NumPy).
+    k : int
+        Number of elements to select, ``1 <= k <= n``.
+    axis : int
+        Axis to select along; all other axes are batch axes.
+    regularization_strength : float or scalar array
+        :math:`\varepsilon \ge 0`, in the units of ``x``; ``0`` gives the exact 0/1 mask
+        (with a zero gradient). A scalar array (> 0) is learnable.
+    largest : bool
+        Select the ``k`` largest (default) or the ``k`` smallest.
+    relative : bool
+        As in :func:`projection_sort`: the strength in units of each row's range.
+
+    Returns
+    -------
+    array
+        Weights in ``[0, 1]``, same shape as ``x``, each row summing to ``k``. Tied
+        inputs get equal weights. A NaN makes its whole row NaN.
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is outside ``[1, n]``, for a bad ``axis`` or a negative strength.
+
+    Notes
+    -----
+    Only the L2 projection: the KL projection onto this permutahedron would need
+    :math:`\log 0`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from diffopt.sorting import projection_topk
+    >>> projection_topk(np.array([0.3, -1.0, 2.0, 0.5]), k=2, regularization_strength=0.01)
+    array([0., 0., 1., 1.])
+    >>> projection_topk(np.array([0.0, 0.1, 1.0]), k=1, regularization_strength=1.0)
+    array([0.  , 0.05, 0.95])
+    """
+    return _run(_rank_rows, x, axis, regularization_strength, "l2", not largest, relative,
+                functools.partial(_check_k, k))

@@ -10,7 +10,7 @@ other compiled-equals-eager checks (every framework's compiler, vmap) are in
 import numpy as np
 import pytest
 
-from diffopt.sorting import soft_permutation, soft_rank, soft_sort, soft_topk
+from diffopt.sorting import projection_rank, projection_sort, soft_permutation, soft_rank, soft_sort, soft_topk
 
 from references import last_line_of_a_fresh_process
 
@@ -87,3 +87,43 @@ def test_torch_compile_fullgraph_first_call_in_a_fresh_process():
         "print(y.round().tolist())\n"
     )
     assert last_line_of_a_fresh_process(code) == "[[1.0, 0.0, 3.0, 2.0]]"
+
+
+_PROJECTION_OPS = {
+    "projection_sort": lambda v, t: projection_sort(v, axis=1, regularization_strength=t, regularization="kl"),
+    "projection_rank": lambda v, t: projection_rank(v, axis=1, regularization_strength=t, descending=True),
+    "projection_topk": lambda v, t: soft_topk(v, 3, axis=1, temperature=t, relaxation="projection"),
+    "relative_rank": lambda v, t: projection_rank(v, axis=1, regularization_strength=t, relative=True),
+}
+
+
+@pytest.mark.parametrize("op", list(_PROJECTION_OPS))
+def test_torch_compile_fullgraph_projection_equals_eager(op):
+    """The projection family compiles as one graph: its host isotonic solve is the custom ops
+    ``diffopt::isotonic_forward`` / ``isotonic_backward`` (with fakes), inside the shim's autograd
+    Function. Values and gradients (in ``x`` and a learnable strength) equal eager's, float64."""
+    torch = _torch_or_skip()
+    from torch import _dynamo
+
+    rng = np.random.default_rng(27)
+    x0 = torch.tensor(rng.normal(size=(3, 7, 4)), dtype=torch.float64)
+    w = torch.tensor(rng.normal(size=(3, 7, 4)), dtype=torch.float64)
+    f = _PROJECTION_OPS[op]
+
+    def value_and_grads(fn, strength):
+        x = x0.clone().requires_grad_(True)
+        y = fn(x, strength)
+        inputs = [x] + ([strength] if isinstance(strength, torch.Tensor) else [])
+        return [y.detach()] + [g.detach() for g in torch.autograd.grad((y * w).sum(), inputs)]
+
+    for strength in (0.5, torch.tensor(0.5, dtype=torch.float64, requires_grad=True)):
+        eager = value_and_grads(f, strength)
+        _dynamo.reset()
+        try:
+            compiled = value_and_grads(torch.compile(f, backend="aot_eager", fullgraph=True), strength)
+        finally:
+            _dynamo.reset()
+        assert len(compiled) == len(eager) == (3 if isinstance(strength, torch.Tensor) else 2)
+        assert float(eager[1].abs().max()) > 1e-3
+        for c, e in zip(compiled, eager):
+            np.testing.assert_allclose(c.numpy(), e.numpy(), rtol=1e-12, atol=1e-12)

@@ -8,7 +8,7 @@ import operator
 import numpy as np
 import torch
 
-from diffopt.backends.torch import _projection, _samples, _sorting
+from diffopt.backends.torch import _isotonic_op, _projection, _samples, _sorting
 from diffopt.backends._common import (
     SECOND_ORDER_MESSAGE, as_tuple, check_int_seed, fori_loop, numpy_seed, second_order_spec,
 )
@@ -100,6 +100,7 @@ KERNELS = {
     "sorting_isotonic": _projection.isotonic,
     "sorting_pav_device": _projection.cuda_pav,
     "sorting_pav_device_vjp": _projection.cuda_pav_vjp,
+    "sorting_host_isotonic": _isotonic_op.host_isotonic,
     "sum_samples": _samples.sum_samples,
     "add_scaled": _samples.add_scaled,
     "stable_argsort": lambda x, axis: torch.argsort(x, dim=axis, stable=True),

@@ -47,7 +47,10 @@ def unsort(values, order):
 
 def isotonic(kl):
     """The ``(fwd, bwd)`` pair of :func:`diffopt.sorting._projection.isotonic` on ``(B, n)`` tensors,
-    or ``None`` where the numba kernels are off or missing (read at each call)."""
+    or ``None`` where the numba kernels are off or missing (read at each call), and while
+    ``torch.compile`` traces (the generic path's custom ops keep the graph whole)."""
+    if torch.compiler.is_compiling():
+        return None
     loops = _numba_pav.compiled()
     return None if loops is None else _pair(bool(kl), loops)
 
