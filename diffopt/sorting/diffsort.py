@@ -195,14 +195,19 @@ _NETWORKS = {"bitonic": bitonic_network, "odd_even": odd_even_network}
 # ------------------------------------------------------------------- running
 
 
+def _take(v, idx, xp):
+    """``v[..., idx]`` (autograd's ``take`` has no gradient along an inner axis of a 3-D array)."""
+    return v[..., idx] if xp.name == "autograd" else xp.take(v, idx, axis=-1)
+
+
 def _apply(v, layer, alpha, xp):
     """One layer on the last axis of ``v`` (``alpha`` broadcast against the gathered inputs)."""
     a, b, lo, hi, keep = layer
-    va, vb = xp.take(v, a, axis=-1), xp.take(v, b, axis=-1)
+    va, vb = _take(v, a, xp), _take(v, b, xp)
     mins = alpha * va + (1.0 - alpha) * vb
     maxs = (1.0 - alpha) * va + alpha * vb
     order = np.argsort(np.concatenate([lo, hi, keep]), kind="stable")
-    return xp.take(xp.concatenate([mins, maxs, xp.take(v, keep, axis=-1)], axis=-1), order, axis=-1)
+    return _take(xp.concatenate([mins, maxs, _take(v, keep, xp)], axis=-1), order, xp)
 
 
 def sort(sorting_network, vectors, steepness=10.0, art_lambda=0.25, distribution="cauchy"):
@@ -243,7 +248,7 @@ def sort(sorting_network, vectors, steepness=10.0, art_lambda=0.25, distribution
     x = vectors
     perm = _identity(x, xp)
     for layer in layers:
-        a, b = xp.take(x, layer[0], axis=-1), xp.take(x, layer[1], axis=-1)
+        a, b = _take(x, layer[0], xp), _take(x, layer[1], xp)
         alpha = f(b - a, steepness, art_lambda, xp)
         x = _apply(x, layer, alpha, xp)
         perm = _apply(perm, layer, alpha[..., None, :], xp)
@@ -253,6 +258,8 @@ def sort(sorting_network, vectors, steepness=10.0, art_lambda=0.25, distribution
 def _identity(x, xp):
     """The ``(..., n, n)`` identity in ``x``'s framework, dtype and device (a constant)."""
     n = x.shape[-1]
+    if xp.name in ("numpy", "autograd"):  # a NumPy constant (autograd's take of a 2-D index has no gradient)
+        return np.broadcast_to(np.eye(n, dtype=x.dtype), tuple(x.shape) + (n,))
     row = xp.concatenate([xp.ones_like(x[..., :1]), xp.zeros_like(x)], axis=-1)
     return xp.take(row, np.where(np.eye(n, dtype=bool), 0, 1), axis=-1)
 
