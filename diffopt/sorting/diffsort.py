@@ -68,12 +68,18 @@ _ERF = {  # module, attribute of the normal CDF's erf per framework (imported on
 }
 
 
-def _erf(v, xp):
-    module, attr = _ERF[xp.name]
+@functools.lru_cache(maxsize=None)
+def _erf_of(name):
+    """The framework's ``erf`` (looked up once; no import while ``tf.function`` traces)."""
+    module, attr = _ERF[name]
     fn = importlib.import_module(module)
     for part in attr.split("."):
         fn = getattr(fn, part)
-    return fn(v)
+    return fn
+
+
+def _erf(v, xp):
+    return _erf_of(xp.name)(v)
 
 
 def _sigmoid(v, xp):
