@@ -21,6 +21,8 @@ framework's own autodiff.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from diffopt._ops import softmax
@@ -51,19 +53,17 @@ METHODS = {"softsort": softsort_rows, "neuralsort": neuralsort_rows}
 
 
 def stop_gradient(x, xp):
-    """``x`` cut from the framework's autodiff (its value unchanged)."""
+    """``x`` cut from the framework's autodiff (its value unchanged).
+
+    The framework is already imported (``x`` is its array): it is read from
+    ``sys.modules``, so nothing is imported while ``tf.function`` traces.
+    """
     if xp.name == "torch":
         return x.detach()
     if xp.name == "jax":
-        import jax
-
-        return jax.lax.stop_gradient(x)
+        return sys.modules["jax"].lax.stop_gradient(x)
     if xp.name == "tensorflow":
-        import tensorflow as tf
-
-        return tf.stop_gradient(x)
+        return sys.modules["tensorflow"].stop_gradient(x)
     if xp.name == "autograd":
-        from autograd.tracer import getval
-
-        return getval(x)
+        return sys.modules["autograd.tracer"].getval(x)
     return x
