@@ -38,7 +38,7 @@ axis is sorted), and bad arguments raise ``ValueError`` instead of asserting.
 
 >>> import numpy as np
 >>> from diffopt.sorting.diffsort import DiffSortNet
->>> net = DiffSortNet("odd_even", 3, steepness=100.0)
+>>> net = DiffSortNet("odd_even", 3, steepness=100.0, distribution="logistic")
 >>> values, perm = net(np.array([[2.0, 0.0, 1.0]]))
 >>> np.round(values, 2), perm.shape
 (array([[0., 1., 2.]]), (1, 3, 3))
@@ -239,7 +239,7 @@ def sort(sorting_network, vectors, steepness=10.0, art_lambda=0.25, distribution
     --------
     >>> import numpy as np
     >>> from diffopt.sorting.diffsort import sort
-    >>> x, p = sort("bitonic", np.array([[3.0, 1.0, 2.0]]), steepness=1e3)
+    >>> x, p = sort("bitonic", np.array([[3.0, 1.0, 2.0]]), steepness=1e3, distribution="gaussian")
     >>> np.round(x, 3), np.allclose(p.sum(axis=1), 1.0)
     (array([[1., 2., 3.]]), True)
     """
