@@ -30,6 +30,7 @@ from diffopt._ops import astype_in, namespace, nan_rows_in
 from diffopt.backends import get_backend
 from diffopt.sorting._kernels import kernel
 from diffopt.sorting._relax import check_relaxation
+from diffopt.sorting._relaxed_perm import METHODS, stop_gradient
 from diffopt._arrays import reshape_target
 from diffopt.sorting._soft import next_pow2, soft_sort_function, transport
 
@@ -334,13 +335,22 @@ def soft_topk(x: Array, k: int, axis: int = -1, *, temperature: float | Array = 
 
 
 def soft_permutation(x: Array, axis: int = -1, *, temperature: float | Array = 1.0, descending: bool = False,
-                     relaxation: str | None = "logsumexp") -> Array:
+                     relaxation: str | None = "logsumexp", method: str = "network",
+                     straight_through: bool = False) -> Array:
     """The network's relaxed permutation matrix (``n x n`` per row: only when asked for).
 
     Parameters
     ----------
     x, axis, temperature, descending, relaxation
         As in :func:`soft_sort` (an array ``temperature`` gets a gradient).
+    method : {'network', 'softsort', 'neuralsort'}
+        ``'network'`` (default): the sorting network's doubly stochastic matrix.
+        ``'softsort'`` (Prillo & Eisenschlos 2020) and ``'neuralsort'`` (Grover et
+        al. 2019): row-stochastic softmax relaxations (``relaxation`` is not used);
+        see :mod:`diffopt.sorting._relaxed_perm`.
+    straight_through : bool
+        Return the exact permutation matrix in the forward pass with the
+        gradient of the relaxed one (``hard + soft - stop_gradient(soft)``).
 
     Returns
     -------
@@ -358,12 +368,31 @@ def soft_permutation(x: Array, axis: int = -1, *, temperature: float | Array = 1
     >>> p = soft_permutation(x, temperature=0.001)
     >>> np.round(p @ x, 6)                                   # P applied to x sorts it
     array([0., 1., 2.])
+    >>> q = soft_permutation(x, temperature=0.5, method="softsort")
+    >>> np.round(q.sum(axis=-1), 6)                          # rows are softmaxes
+    array([1., 1., 1.])
     """
+    if method not in ("network", *METHODS):
+        raise ValueError(f"method must be one of {['network', *METHODS]}, got method={method!r}")
     x, axis, shim, temperature = _prepare(x, axis, temperature, relaxation)
     if _is_empty(x):
         rows, undo = _to_rows(x, axis, namespace(shim.NAME))
         return undo(rows[:, :, None] * rows[:, None, :] * 0.0, matrix=True)
-    return _transport("perm", x, axis, temperature, relaxation, descending, shim)
+    soft = (_transport("perm", x, axis, temperature, relaxation, descending, shim) if method == "network"
+            else _unimodal(method, x, axis, temperature, descending, shim))
+    if not straight_through:
+        return soft
+    xp = namespace(shim.NAME)
+    return _transport("perm", x, axis, temperature, None, descending, shim) + (soft - stop_gradient(soft, xp))
+
+
+def _unimodal(method, x, axis, temperature, descending, shim):
+    """SoftSort or NeuralSort matrices (:mod:`diffopt.sorting._relaxed_perm`) of checked arguments."""
+    xp = namespace(shim.NAME)
+    xc = _upcast(x, xp)
+    rows, undo = _to_rows(-xc if descending else xc, axis, xp)
+    p = METHODS[method](rows, _scalar_like(temperature, rows, xp), xp)
+    return _downcast(undo(p, matrix=True), x, xp)
 
 
 soft_argsort = soft_permutation
