@@ -20,13 +20,14 @@ outputs, as jaxopt does.
 from __future__ import annotations
 
 from typing import Any, Callable
+import inspect
 
 import autoray as ar
 
 from diffopt._arrays import cast
 from diffopt._ops import map_leading
 from diffopt._typing import NoiseLike, RngLike, Solver
-from diffopt.noise import Gumbel, Normal
+from diffopt.noise import Gumbel, Noise, Normal
 from diffopt.perturbations._fenchel_young import perturbed_max
 from diffopt.perturbations._fun import make_perturbed_fun as make_perturbed_fun_optax
 
@@ -44,7 +45,9 @@ def make_perturbed_argmax(argmax_fun: Solver, num_samples: int = 1000, sigma: fl
     num_samples : int, default 1000
     sigma : float, default 0.1
     noise : Noise or str, default Gumbel()
-        A :class:`diffopt.Noise` (this module's ``Normal()`` / ``Gumbel()``).
+        A :class:`diffopt.Noise` (this module's ``Normal()`` / ``Gumbel()``), or
+        a noise of jaxopt's convention (``sample(seed, sample_shape)`` and
+        ``log_prob``: jaxopt's own, ``distrax`` distributions; JAX inputs only).
     control_variate : bool, default False
         Subtract ``argmax_fun(theta)`` in the Jacobian estimate.
 
@@ -70,7 +73,7 @@ def make_perturbed_argmax(argmax_fun: Solver, num_samples: int = 1000, sigma: fl
     ((3,), True)
     """
     _check_fun("argmax_fun", argmax_fun)
-    return _KeyLast(make_perturbed_fun_optax(argmax_fun, num_samples, sigma, noise, bool(control_variate)))
+    return _KeyLast(make_perturbed_fun_optax(argmax_fun, num_samples, sigma, _noise(noise), bool(control_variate)))
 
 
 def make_perturbed_fun(fun: Solver, num_samples: int = 1000, sigma: float = 0.1,
@@ -89,7 +92,7 @@ def make_perturbed_fun(fun: Solver, num_samples: int = 1000, sigma: float = 0.1,
     (2,)
     """
     _check_fun("fun", fun)
-    return _KeyLast(make_perturbed_fun_optax(fun, num_samples, sigma, noise, bool(control_variate)))
+    return _KeyLast(make_perturbed_fun_optax(fun, num_samples, sigma, _noise(noise), bool(control_variate)))
 
 
 def make_perturbed_max(argmax_fun: Solver, num_samples: int = 1000, sigma: float = 0.1,
@@ -119,8 +122,37 @@ def make_perturbed_max(argmax_fun: Solver, num_samples: int = 1000, sigma: float
     True
     """
     _check_fun("argmax_fun", argmax_fun)
-    wrapper = perturbed_max(_PerSample(argmax_fun), num_samples, sigma, noise, batched=False)
+    wrapper = perturbed_max(_PerSample(argmax_fun), num_samples, sigma, _noise(noise), batched=False)
     return _KeyLast(lambda rng, inputs: wrapper(inputs, rng=rng))
+
+
+def _noise(noise):
+    """jaxopt's noise convention (``sample(seed, sample_shape)``, ``log_prob``: jaxopt's own
+    classes, ``distrax`` distributions) as optax's (``sample(key, sample_shape, dtype)``), which
+    :func:`diffopt.noise.get_noise` takes; anything else as it is."""
+    sample = getattr(noise, "sample", None)
+    if isinstance(noise, (str, type, Noise)) or not callable(sample) or not callable(getattr(noise, "log_prob", None)):
+        return noise
+    try:
+        takes_seed = "seed" in inspect.signature(sample).parameters
+    except (TypeError, ValueError):
+        return noise
+    return _SeedNoise(noise) if takes_seed else noise
+
+
+class _SeedNoise:
+    """A jaxopt-convention noise seen through optax's ``sample(key, sample_shape, dtype)``."""
+
+    def __init__(self, noise):
+        self.noise = noise
+        self.name = type(noise).__name__
+
+    def sample(self, key, sample_shape, dtype=None):
+        z = self.noise.sample(seed=key, sample_shape=tuple(sample_shape))
+        return z if dtype is None else z.astype(dtype)
+
+    def log_prob(self, x):
+        return self.noise.log_prob(x)
 
 
 def _check_fun(name, fun):

@@ -301,3 +301,20 @@ def test_bad_input():
         perturbations.make_perturbed_fun("f")
     with pytest.raises(ValueError, match="sigma"):
         perturbations.make_perturbed_argmax(lambda x: x, sigma=-1.0)
+
+
+def test_jaxopt_noise_objects_accepted(jax_backend):
+    """jaxopt's own noise classes (``sample(seed, sample_shape)``, ``log_prob``) draw the same
+    distribution as this module's: equal values within the Monte-Carlo error."""
+    original = pytest.importorskip("jaxopt.perturbations")
+    import jax
+    import jax.numpy as jnp
+
+    n, theta = 20_000, jnp.array([0.3, -0.2, 0.5, 0.1])
+    keys = jax.random.split(jax.random.PRNGKey(3), 2)
+    ours = perturbations.make_perturbed_argmax(one_hot_argmax, n, SIGMA, perturbations.Normal())(theta, keys[0])
+    theirs_noise = perturbations.make_perturbed_argmax(one_hot_argmax, n, SIGMA, original.Normal())
+    close(ours, theirs_noise(theta, keys[1]), atol=Z * 0.5 * np.sqrt(2 / n), rtol=0)
+    close(jax.jacobian(theirs_noise)(theta, keys[1]), jax.jacobian(
+        perturbations.make_perturbed_argmax(one_hot_argmax, n, SIGMA, perturbations.Normal()))(theta, keys[0]),
+        atol=Z * np.sqrt(2 / n) / SIGMA, rtol=0)
