@@ -29,7 +29,7 @@ from diffopt._ops import map_leading
 from diffopt._typing import NoiseLike, RngLike, Solver
 from diffopt.noise import Gumbel, Noise, Normal
 from diffopt.perturbations._fenchel_young import perturbed_max
-from diffopt.perturbations._fun import make_perturbed_fun as make_perturbed_fun_optax
+from diffopt.perturbations._fun import _positive, make_perturbed_fun as make_perturbed_fun_optax
 
 __all__ = ["make_perturbed_argmax", "make_perturbed_max", "make_perturbed_fun", "Normal", "Gumbel"]
 
@@ -72,7 +72,7 @@ def make_perturbed_argmax(argmax_fun: Solver, num_samples: int = 1000, sigma: fl
     >>> y.shape, bool(np.isclose(y.sum(), 1.0))
     ((3,), True)
     """
-    _check_fun("argmax_fun", argmax_fun)
+    _check_fun("argmax_fun", argmax_fun, sigma)
     return _KeyLast(make_perturbed_fun_optax(argmax_fun, num_samples, sigma, _noise(noise), bool(control_variate)))
 
 
@@ -91,7 +91,7 @@ def make_perturbed_fun(fun: Solver, num_samples: int = 1000, sigma: float = 0.1,
     >>> fn(np.array([-1.0, 2.0]), 0).shape
     (2,)
     """
-    _check_fun("fun", fun)
+    _check_fun("fun", fun, sigma)
     return _KeyLast(make_perturbed_fun_optax(fun, num_samples, sigma, _noise(noise), bool(control_variate)))
 
 
@@ -121,7 +121,7 @@ def make_perturbed_max(argmax_fun: Solver, num_samples: int = 1000, sigma: float
     >>> bool(np.isclose(fn(np.array([0.0, 1.0, 0.5]), 0), 1.0, atol=1e-4))
     True
     """
-    _check_fun("argmax_fun", argmax_fun)
+    _check_fun("argmax_fun", argmax_fun, sigma)
     wrapper = perturbed_max(_PerSample(argmax_fun), num_samples, sigma, _noise(noise), batched=False)
     return _KeyLast(lambda rng, inputs: wrapper(inputs, rng=rng))
 
@@ -155,9 +155,10 @@ class _SeedNoise:
         return self.noise.log_prob(x)
 
 
-def _check_fun(name, fun):
+def _check_fun(name, fun, sigma):
     if not callable(fun):
         raise TypeError(f"{name} must be callable, got {type(fun).__name__}")
+    _positive("sigma", sigma)
 
 
 class _KeyLast:

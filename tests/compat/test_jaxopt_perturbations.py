@@ -288,7 +288,8 @@ def test_every_framework(backend):
     lse = sigma * np.log(np.sum(np.exp(theta_np / sigma))) + sigma * np.euler_gamma
     close(f, lse, atol=Z * sigma * np.pi / np.sqrt(6) / np.sqrt(n), rtol=0)
     if backend.has_grad:
-        grad = backend.to_numpy(backend.grad(lambda t: perturbations.make_perturbed_max(one_hot, n, sigma)(t, 0), theta))
+        pert_max = perturbations.make_perturbed_max(one_hot, n, sigma)
+        grad = backend.to_numpy(backend.grad(lambda t: pert_max(t, 0), theta))
         close(grad, softmax(theta_np / sigma), atol=Z * 0.5 / np.sqrt(n), rtol=0)
 
 
@@ -299,8 +300,10 @@ def test_bad_input():
         perturbations.make_perturbed_max(3)
     with pytest.raises(TypeError, match="fun"):
         perturbations.make_perturbed_fun("f")
-    with pytest.raises(ValueError, match="sigma"):
-        perturbations.make_perturbed_argmax(lambda x: x, sigma=-1.0)
+    for make in (perturbations.make_perturbed_argmax, perturbations.make_perturbed_max,
+                 perturbations.make_perturbed_fun):
+        with pytest.raises(ValueError, match="sigma must be a positive finite number"):
+            make(lambda x: x, sigma=-1.0)
 
 
 def test_jaxopt_noise_objects_accepted(jax_backend):
