@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 import functools
 import math
+import warnings
 
 import autoray as ar
 
@@ -21,14 +22,26 @@ from diffopt.perturbations._tree import tree_flatten, tree_unflatten
 __all__ = ["make_perturbed_fun"]
 
 
+class _DefaultScale(float):
+    """The default noise scale 0.1, an object of its own: ``scale`` left out is told apart from
+    ``scale=0.1`` given (then ``sigma=`` besides it is an error)."""
+
+    def __repr__(self):
+        return "0.1"
+
+
+_DEFAULT_SCALE = _DefaultScale(0.1)
+
+
 def make_perturbed_fun(
     fun: Solver,
     num_samples: int = 1000,
-    sigma: float | Array = 0.1,
+    scale: float | Array = _DEFAULT_SCALE,
     noise: NoiseLike = Gumbel(),
     use_baseline: bool = True,
     *,
     chunk_size: int | None = None,
+    sigma: float | Array | None = None,
 ) -> Callable[[RngLike, Any], Any]:
     """A differentiable Monte-Carlo approximation f_σ(x) = E[fun(x + σZ)] of ``fun`` on pytrees.
 
@@ -42,8 +55,10 @@ def make_perturbed_fun(
     fun : callable
         ``fun(x) -> y`` on nested tuples / lists / dicts of arrays.
     num_samples : int, default 1000
-    sigma : float or scalar array, default 0.1
-        See :func:`diffopt.perturbed` (an array is learnable).
+    scale : float or scalar array, default 0.1
+        The noise scale σ, the ``sigma`` of :func:`diffopt.perturbed` (an
+        array is learnable). optax renames its ``sigma`` to ``scale``
+        (optax #1342); this is the same third positional argument.
     noise : Noise or str, default Gumbel()
         A :class:`diffopt.Noise` (``optax``'s noise objects are not accepted:
         use ``diffopt.Gumbel()`` / ``diffopt.Normal()``).
@@ -52,6 +67,9 @@ def make_perturbed_fun(
         ``control_variate='value'`` of :func:`diffopt.perturbed`).
     chunk_size : int, optional
         See :func:`diffopt.perturbed`.
+    sigma : float or scalar array, optional
+        Deprecated alias of ``scale`` (keyword only): it works as ``scale``
+        and issues a :class:`DeprecationWarning`.
 
     Returns
     -------
@@ -61,20 +79,50 @@ def make_perturbed_fun(
         score-function estimator. ``rng`` is a JAX key, an int seed, a
         framework generator or ``None`` (see :mod:`diffopt.random`).
 
+    Raises
+    ------
+    TypeError
+        For ``scale`` and ``sigma`` both given, or a ``fun`` that is not callable.
+    ValueError
+        As :func:`diffopt.perturbed` (bad ``scale``, ``num_samples``, noise).
+
     Examples
     --------
     >>> import numpy as np
     >>> import diffopt
-    >>> fn = diffopt.make_perturbed_fun(lambda x: np.max(x, axis=-1), num_samples=100, sigma=0.1)
+    >>> fn = diffopt.make_perturbed_fun(lambda x: np.max(x, axis=-1), num_samples=100, scale=0.1)
     >>> fn(0, np.array([1.0, 3.0, 2.0])).shape      # E[max(x + 0.1 Z)], a scalar
     ()
     """
     if not callable(fun):
         raise TypeError(f"fun must be callable, got {type(fun).__name__}")
-    settings = dict(num_samples=num_samples, sigma=sigma, noise=noise, batched=False,
+    scale = _scale(scale, sigma)
+    settings = dict(num_samples=num_samples, sigma=scale, noise=noise, batched=False,
                     control_variate="value" if use_baseline else None, chunk_size=chunk_size)
     perturbed(_identity, **settings)  # validate now, before any call
     return _PerturbedFun(fun, settings)
+
+
+def _scale(scale, sigma):
+    """``scale``, or the deprecated ``sigma`` in its place (a warning; both given: an error).
+
+    ``scale`` given is told apart from its default by identity with the default object."""
+    if sigma is None:
+        return _positive("scale", float(scale) if scale is _DEFAULT_SCALE else scale)
+    if scale is not _DEFAULT_SCALE:
+        raise TypeError("make_perturbed_fun: give the noise scale as scale= or as its deprecated alias "
+                        "sigma=, not both")
+    warnings.warn("make_perturbed_fun: sigma= is deprecated, use scale= (as optax renames it)",
+                  DeprecationWarning, stacklevel=3)
+    return _positive("sigma", sigma)
+
+
+def _positive(name, value):
+    """A number ``value`` checked positive and finite (a :class:`ValueError` naming ``name``);
+    arrays are checked by :func:`diffopt.perturbed`."""
+    if isinstance(value, (int, float)) and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"make_perturbed_fun: {name} must be a positive finite number, got {value!r}")
+    return value
 
 
 def _identity(x):

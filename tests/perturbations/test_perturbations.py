@@ -450,7 +450,7 @@ def test_make_perturbed_fun_pytree(grad_backend):
     n, sigma = 4000, 0.5
     tree = (THETA, {"k1": np.array([0.1, 0.2]), "k2": np.array([0.3, -0.1])})
     fn = make_perturbed_fun(lambda t: (argmax_one_hot(t[0]), {k: argmax_one_hot(v) for k, v in t[1].items()}),
-                            num_samples=n, sigma=sigma)
+                            num_samples=n, scale=sigma)
     x = (grad_backend.asarray(tree[0]), {k: grad_backend.asarray(v) for k, v in tree[1].items()})
     out = fn(20, x)
     assert isinstance(out, tuple) and sorted(out[1]) == ["k1", "k2"]
@@ -464,7 +464,7 @@ def test_make_perturbed_fun_pytree(grad_backend):
 
 
 def test_make_perturbed_fun_scalar_output(backend):
-    fn = make_perturbed_fun(lambda x: total(ar.do("maximum", x, 0.0 * x)), num_samples=200, sigma=0.1)
+    fn = make_perturbed_fun(lambda x: total(ar.do("maximum", x, 0.0 * x)), num_samples=200, scale=0.1)
     out = fn(0, backend.asarray(np.zeros(3)))
     assert tuple(out.shape) == ()
     # 3 entries of max(0.1 Z, 0), Z standard Gumbel: mean and std by quadrature; tolerance k·std/√N
