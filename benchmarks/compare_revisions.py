@@ -109,8 +109,8 @@ def _torch_calls():
         "FenchelYoungLoss": backward(lambda x: fy(x, y, rng=gen), theta),
         "imle top-k": backward(lambda x: topk(x, rng=gen), theta),
         "aimle top-k": backward(lambda x: atopk(x, rng=gen), theta),
-        "soft_sort": backward(lambda x: diffopt.soft_sort(x) * x, sx),
-        "soft_rank": backward(lambda x: diffopt.soft_rank(x) * x, sx),
+        "soft_sort": backward(lambda x: diffopt.sorting.soft_sort(x) * x, sx),
+        "soft_rank": backward(lambda x: diffopt.sorting.soft_rank(x) * x, sx),
         "spo_plus_loss": backward(lambda x: spo(x, c, w), theta),
         "imle shortest path, host, 2 threads": backward(lambda x: sp(x, rng=gen) * x.repeat_interleave(4, 0), sp_theta),
     }
@@ -156,8 +156,8 @@ def _jax_calls():
         "FenchelYoungLoss": grad(lambda x: fy(x, y, rng=key), theta),
         "imle top-k": grad(lambda x: topk(x, rng=key), theta),
         "aimle top-k": grad(lambda x: atopk(x, rng=key), theta),
-        "soft_sort": grad(lambda x: diffopt.soft_sort(x) * x, sx),
-        "soft_rank": grad(lambda x: diffopt.soft_rank(x) * x, sx),
+        "soft_sort": grad(lambda x: diffopt.sorting.soft_sort(x) * x, sx),
+        "soft_rank": grad(lambda x: diffopt.sorting.soft_rank(x) * x, sx),
         "spo_plus_loss": grad(lambda x: spo(x, c, w), theta),
     }
 
@@ -194,8 +194,8 @@ def _numpy_calls():
         "perturbed argmax (forward)": lambda: pert(theta, rng=0),
         "perturbed ranking (forward)": lambda: prank(theta, rng=0),
         "FenchelYoungLoss (forward)": lambda: fy(theta, y, rng=0),
-        "soft_sort (forward)": lambda: diffopt.soft_sort(sx),
-        "soft_rank (forward)": lambda: diffopt.soft_rank(sx),
+        "soft_sort (forward)": lambda: diffopt.sorting.soft_sort(sx),
+        "soft_rank (forward)": lambda: diffopt.sorting.soft_rank(sx),
         "spo_plus_loss (forward)": lambda: spo(theta, c, w),
         "host shortest path, 2 threads (forward)": lambda: host(sp_theta),
     }
