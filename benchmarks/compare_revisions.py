@@ -262,7 +262,7 @@ def table(old, new, old_name, new_name):
         else:
             lines.append(f"| {label} | {a if not isinstance(a, list) else 'ok'} | "
                          f"{b if not isinstance(b, list) else 'ok'} | n/a |")
-    head, rows = lines[:2], sorted(lines[2:], key=lambda s: (s.split("(")[-2][-8:], s))
+    head, rows = lines[:2], sorted(lines[2:], key=lambda s: (s.split(" |")[0].rsplit("(", 1)[-1], s))
     return "\n".join(head + rows)
 
 
