@@ -134,3 +134,21 @@ def test_report_regenerates_from_json(tiny_run, tmp_path):
     assert "<!-- benchmarks:start -->\nMachine:" in text and text.endswith("<!-- benchmarks:end -->\n\n## Next\n")
     # same JSON, same table: the table is generated, never typed
     assert (tmp_path / "README_table.md").read_text() == (out / "README_table.md").read_text()
+
+
+def test_compare_revisions_arguments(capsys):
+    """``benchmarks.compare_revisions`` checks its command line before any checkout."""
+    sys.path.insert(0, ROOT)
+    try:
+        from benchmarks.compare_revisions import parse_args, table
+    finally:
+        sys.path.remove(ROOT)
+    args = parse_args(["--old", "c0e5e34", "--frameworks", "numpy,torch", "--rounds", "2"])
+    assert (args.old, args.new, args.frameworks, args.rounds) == ("c0e5e34", "HEAD", ("numpy", "torch"), 2)
+    for bad, word in ((["--frameworks", "numpy,cupy"], "--frameworks"), (["--rounds", "0"], "--rounds"),
+                      (["--budget", "-1"], "--budget"), ([], "--old")):
+        with pytest.raises(SystemExit):
+            parse_args((["--old", "x"] if word != "--old" else []) + bad)
+        assert word in capsys.readouterr().err
+    rows = table({"f (numpy)": [0.002, 0.001]}, {"f (numpy)": [0.003, 0.0015], "g (torch)": "failed"}, "a", "b")
+    assert "| f (numpy) | 1.00 | 1.50 | **1.50** |" in rows and "| g (torch) | None | failed | n/a |" in rows
