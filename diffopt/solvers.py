@@ -142,8 +142,11 @@ def top_k_mask(x: Array, k: int, axis: int = -1) -> Array:
 
 
 @functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=32)
 def _grid_graph(height, width, neighbourhood):
-    """Edges (src, dst) of a ``height × width`` grid with 4 or 8 neighbours."""
+    """The grid's edges in CSR order: ``(indices, indptr)`` of a ``height × width`` grid with
+    4 or 8 neighbours, rows sorted (the canonical form ``csr_matrix`` would build from the
+    edge list), cached and read-only: one instance then pays no COO → CSR conversion."""
     steps = [(0, 1), (1, 0), (0, -1), (-1, 0)]
     if neighbourhood == 8:
         steps += [(1, 1), (1, -1), (-1, 1), (-1, -1)]
@@ -154,7 +157,12 @@ def _grid_graph(height, width, neighbourhood):
         ok = (r2 >= 0) & (r2 < height) & (c2 >= 0) & (c2 < width)
         src.append((rows * width + cols)[ok])
         dst.append((r2 * width + c2)[ok])
-    return np.concatenate(src), np.concatenate(dst)
+    src, dst = np.concatenate(src), np.concatenate(dst)
+    order = np.lexsort((dst, src))
+    indices = dst[order].astype(np.int32)
+    indptr = np.searchsorted(src[order], np.arange(height * width + 1)).astype(np.int32)
+    indices.flags.writeable = indptr.flags.writeable = False
+    return indices, indptr
 
 
 def grid_shortest_path(costs: Array, neighbourhood: int = 8) -> np.ndarray:
@@ -205,9 +213,9 @@ def grid_shortest_path(costs: Array, neighbourhood: int = 8) -> np.ndarray:
     height, width = costs.shape
     scale = max(1.0, float(np.max(np.abs(costs))) if np.all(np.isfinite(costs)) else 1.0)
     weights = np.maximum(costs.ravel(), 1e-9 * scale)
-    src, dst = _grid_graph(height, width, neighbourhood)
+    indices, indptr = _grid_graph(height, width, neighbourhood)
     n = height * width
-    graph = csr_matrix((weights[dst], (src, dst)), shape=(n, n))
+    graph = csr_matrix((weights[indices], indices, indptr), shape=(n, n))
     dist, pred = dijkstra(graph, indices=0, return_predecessors=True)
     if not np.isfinite(dist[n - 1]):  # else the walk below would return the target cell alone
         raise ValueError("costs: every path from the top-left to the bottom-right cell crosses an infinite cost")

@@ -152,3 +152,21 @@ def test_relaxations_figure_script(tmp_path):
              for line in proc.stdout.splitlines() if " error at strength " in line}
     assert set(small) == {"network logsumexp", "network cauchy", "projection L2", "projection KL"}
     assert small["projection KL"] < small["network logsumexp"]
+
+
+def test_compare_revisions_arguments(capsys):
+    """``benchmarks.compare_revisions`` checks its command line before any checkout."""
+    sys.path.insert(0, ROOT)
+    try:
+        from benchmarks.compare_revisions import parse_args, table
+    finally:
+        sys.path.remove(ROOT)
+    args = parse_args(["--old", "c0e5e34", "--frameworks", "numpy,torch", "--rounds", "2"])
+    assert (args.old, args.new, args.frameworks, args.rounds) == ("c0e5e34", "HEAD", ("numpy", "torch"), 2)
+    for bad, word in ((["--frameworks", "numpy,cupy"], "--frameworks"), (["--rounds", "0"], "--rounds"),
+                      (["--budget", "-1"], "--budget"), ([], "--old")):
+        with pytest.raises(SystemExit):
+            parse_args((["--old", "x"] if word != "--old" else []) + bad)
+        assert word in capsys.readouterr().err
+    rows = table({"f (numpy)": [0.002, 0.001]}, {"f (numpy)": [0.003, 0.0015], "g (torch)": "failed"}, "a", "b")
+    assert "| f (numpy) | 1.00 | 1.50 | **1.50** |" in rows and "| g (torch) | None | failed | n/a |" in rows
