@@ -72,3 +72,7 @@ __all__ = [
     "projection_topk",
     "RELAXATIONS",
 ]
+
+from diffopt.sorting._ot import ot_rank, ot_sort, soft_median, soft_quantile  # noqa: E402
+
+__all__ += ["ot_sort", "ot_rank", "soft_quantile", "soft_median"]
