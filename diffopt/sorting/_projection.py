@@ -274,8 +274,10 @@ def projection_sort(x: Array, axis: int = -1, *, regularization_strength: float 
     axis : int
         Axis to sort along; all other axes are batch axes.
     regularization_strength : float or scalar array
-        :math:`\varepsilon \ge 0`, in the units of ``x``: values further apart than about
-        :math:`\varepsilon` come out (almost) sorted exactly; ``0`` gives the exact sort.
+        :math:`\varepsilon \ge 0` (it acts on :math:`\rho / \varepsilon`, so in the units of
+        ``1 / x``): sorted neighbours closer than :math:`1 / \varepsilon` come out exactly,
+        runs with wider gaps are pooled into steps of :math:`1 / \varepsilon` around their
+        mean; ``0`` gives the exact sort.
         A scalar array of ``x``'s framework (> 0) is learnable: it gets a gradient.
     regularization : {'l2', 'kl'}
         Euclidean or KL projection.
