@@ -27,6 +27,7 @@ solver's tolerance (the tests check it against finite differences and against ot
 from __future__ import annotations
 
 import numbers
+from typing import Any, Callable
 
 import numpy as np
 
@@ -148,7 +149,7 @@ def _transport(x, axis, weights, epsilon, squashing_fun, max_iterations, thresho
 
 
 def ot_sort(x: Array, axis: int = -1, *, topk: int | None = None, num_targets: int | None = None,
-            target_weights=None, epsilon: float = 1e-2, squashing_fun=None, max_iterations: int = 1000,
+            target_weights: Array | None = None, epsilon: float = 1e-2, squashing_fun: Callable[[Array], Array] | None = None, max_iterations: int = 1000,
             threshold: float = 1e-3, descending: bool = False) -> Array:
     r"""Soft sort by entropic optimal transport along ``axis`` (ascending), any framework.
 
@@ -207,8 +208,8 @@ def ot_sort(x: Array, axis: int = -1, *, topk: int | None = None, num_targets: i
     return _downcast(_undo(xp, x, axis, out), x, xp)
 
 
-def ot_rank(x: Array, axis: int = -1, *, num_targets: int | None = None, target_weights=None,
-            epsilon: float = 1e-2, squashing_fun=None, max_iterations: int = 1000, threshold: float = 1e-3,
+def ot_rank(x: Array, axis: int = -1, *, num_targets: int | None = None, target_weights: Array | None = None,
+            epsilon: float = 1e-2, squashing_fun: Callable[[Array], Array] | None = None, max_iterations: int = 1000, threshold: float = 1e-3,
             descending: bool = False) -> Array:
     r"""Soft 0-based ranks by entropic optimal transport along ``axis``, any framework.
 
@@ -266,8 +267,8 @@ def _quantile_weights(q, n, width):
     return np.stack([filler, np.full(k + 1, w)], axis=1).ravel()[:-1]
 
 
-def soft_quantile(x: Array, q, axis: int = -1, *, weight: float | None = None, epsilon: float = 1e-2,
-                  squashing_fun=None, max_iterations: int = 1000, threshold: float = 1e-3) -> Array:
+def soft_quantile(x: Array, q: float | Array, axis: int = -1, *, weight: float | None = None, epsilon: float = 1e-2,
+                  squashing_fun: Callable[[Array], Array] | None = None, max_iterations: int = 1000, threshold: float = 1e-3) -> Array:
     r"""Soft quantiles ``q`` (several at once) by entropic optimal transport along ``axis``.
 
     Parameters
@@ -324,7 +325,7 @@ def _inverse_index(xp, order, like):
     return shim_in(xp).from_numpy(np.argsort(order), like)
 
 
-def soft_median(x: Array, axis: int = -1, **kwargs) -> Array:
+def soft_median(x: Array, axis: int = -1, **kwargs: Any) -> Array:
     """Soft median along ``axis``: :func:`soft_quantile` at ``0.5``, the axis removed.
 
     Examples
