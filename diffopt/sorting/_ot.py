@@ -219,15 +219,8 @@ def ot_rank(x: Array, axis: int = -1, *, num_targets: int | None = None, target_
         As in :func:`ot_sort`.
     descending : bool
         The largest has rank 0.
-    epsilon : float
-        Entropic regularization, in the squared units of the squashed values (in ``[0, 1]``
-        by default); smaller is sharper and needs more iterations.
-    squashing_fun : callable or None
-        Maps the ``(B, n)`` rows to ``[0, 1]`` row by row; default the sigmoid of the
-        whitened row (as ott). ``lambda z: z`` keeps the values.
-    max_iterations, threshold : int, float
-        Sinkhorn stops when the target marginal is met to ``threshold`` (1-norm), at most
-        after ``max_iterations`` iterations.
+    epsilon, squashing_fun, max_iterations, threshold
+        As in :func:`ot_sort`.
 
     Returns
     -------
@@ -280,15 +273,8 @@ def soft_quantile(x: Array, q: float | Array, axis: int = -1, *, weight: float |
     weight : float or None
         The mass of each quantile's target bin (default as ott: the smallest of half the
         gaps between levels, ``0.02`` and ``1.5 / n``).
-    epsilon : float
-        Entropic regularization, in the squared units of the squashed values (in ``[0, 1]``
-        by default); smaller is sharper and needs more iterations.
-    squashing_fun : callable or None
-        Maps the ``(B, n)`` rows to ``[0, 1]`` row by row; default the sigmoid of the
-        whitened row (as ott). ``lambda z: z`` keeps the values.
-    max_iterations, threshold : int, float
-        Sinkhorn stops when the target marginal is met to ``threshold`` (1-norm), at most
-        after ``max_iterations`` iterations.
+    epsilon, squashing_fun, max_iterations, threshold
+        As in :func:`ot_sort`.
 
     Returns
     -------

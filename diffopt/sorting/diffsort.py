@@ -182,15 +182,7 @@ def odd_even_network(n):
 
     Layer ``t`` compares the neighbours ``(i, i + 1)`` for ``i = t mod 2, t mod 2 + 2, ...``.
 
-    Parameters
-    ----------
-    n : int
-        Number of wires, ``n >= 1``.
-
-    Returns
-    -------
-    tuple of tuple of ndarray
-        As :func:`bitonic_network`.
+    ``n >= 1`` wires; the layers as :func:`bitonic_network` returns them.
     """
     return tuple(_layer(n, [(i, i + 1, i, i + 1) for i in range(t % 2, n - 1, 2)]) for t in range(n))
 
