@@ -1,4 +1,5 @@
-"""Soft sorting: relaxed bitonic sorting networks for every array framework.
+"""Soft sorting for every array framework: sorting networks, the permutahedron projection,
+optimal transport.
 
 Two APIs share one network:
 
@@ -11,8 +12,12 @@ Two APIs share one network:
   :func:`soft_permutation` (alias :func:`soft_argsort`);
 * the projection onto the permutahedron (Blondel et al. 2020), ``O(n log n)``:
   :func:`projection_sort`, :func:`projection_rank` (``'l2'`` or ``'kl'``),
-  :func:`projection_topk`.
+  :func:`projection_topk`;
+* entropic optimal transport (as ``ott.tools.soft_sort``): :func:`ot_sort`,
+  :func:`ot_rank`, :func:`soft_quantile`, :func:`soft_median`.
 
+Drop-ins for other packages live in submodules: ``diffopt.sorting.torchsort``,
+``diffopt.sorting.fast_soft_sort``, ``diffopt.sorting.diffsort``.
 ``diffopt.sorting.torch`` and ``diffopt.sorting.tensorflow`` mirror the
 original's per-framework modules.
 """
@@ -40,6 +45,7 @@ from diffopt.sorting._network import (
     bitonic_woven_matrices,
     pretty_bitonic_network,
 )
+from diffopt.sorting._ot import ot_rank, ot_sort, soft_median, soft_quantile
 from diffopt.sorting._projection import projection_rank, projection_sort, projection_topk
 from diffopt.sorting._relax import RELAXATIONS
 
@@ -70,9 +76,10 @@ __all__ = [
     "projection_sort",
     "projection_rank",
     "projection_topk",
+    "ot_sort",
+    "ot_rank",
+    "soft_quantile",
+    "soft_median",
     "RELAXATIONS",
 ]
 
-from diffopt.sorting._ot import ot_rank, ot_sort, soft_median, soft_quantile  # noqa: E402
-
-__all__ += ["ot_sort", "ot_rank", "soft_quantile", "soft_median"]
