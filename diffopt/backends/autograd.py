@@ -1,5 +1,6 @@
 """HIPS autograd shim: NumPy code with gradients through ``primitive``/``defvjp``."""
 
+import importlib
 import threading
 
 import numpy as np
@@ -19,7 +20,8 @@ def _promote_float(x):
     return x * 1.0
 
 
-OPS = {}  # autoray's autograd translations serve as they are
+# autoray's autograd translations serve, plus the core's ``xp.stop_gradient`` and ``xp.erf``
+OPS = {"stop_gradient": getval, "erf": lambda x: importlib.import_module("autograd.scipy.special").erf(x)}
 # kernels declared by diffopt.sorting._kernels: the fused sort, and the promotion
 # :mod:`diffopt.sorting._dropin` asks for before ``astype``
 KERNELS = {"sorting_fused": _fused.numpy_fused, "promote_float": _promote_float,

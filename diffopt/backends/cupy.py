@@ -5,6 +5,7 @@ The projection family's isotonic solve runs on the GPU by numba.cuda
 numba's CUDA target is installed, else on the host (``host_call``).
 """
 
+import importlib
 import numbers
 
 import cupy
@@ -14,7 +15,8 @@ from diffopt.backends._common import never_symbolic as is_symbolic
 from diffopt.backends._rng import GeneratorRng
 
 NAME = "cupy"
-OPS = {}  # autoray's CuPy translations serve as they are
+# autoray's CuPy translations serve, plus the core's ``xp.stop_gradient`` and ``xp.erf``
+OPS = {"stop_gradient": lambda x: x, "erf": lambda x: importlib.import_module("cupyx.scipy.special").erf(x)}
 custom_vjp = forward_only  # CuPy has no autodiff
 
 

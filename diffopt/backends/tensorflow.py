@@ -12,7 +12,7 @@ from diffopt.backends._common import (
 from diffopt.backends._rng import Rng, rng_type_error
 
 NAME = "tensorflow"
-OPS = {}
+OPS = {"stop_gradient": tf.stop_gradient, "erf": tf.math.erf}  # the core's names autoray lacks for TF
 KERNELS = {"stable_argsort": _common.stable_argsort_of("tensorflow")}  # declared by diffopt._kernels
 _SEED_HIGH = 2**62
 

@@ -30,7 +30,7 @@ from diffopt._ops import astype_in, namespace, nan_rows_in
 from diffopt.backends import get_backend
 from diffopt.sorting._kernels import kernel
 from diffopt.sorting._relax import check_relaxation
-from diffopt.sorting._relaxed_perm import METHODS, stop_gradient
+from diffopt.sorting._relaxed_perm import METHODS
 from diffopt._arrays import reshape_target
 from diffopt.sorting._soft import next_pow2, soft_sort_function, transport
 
@@ -383,7 +383,7 @@ def soft_permutation(x: Array, axis: int = -1, *, temperature: float | Array = 1
     if not straight_through:
         return soft
     xp = namespace(shim.NAME)
-    return _transport("perm", x, axis, temperature, None, descending, shim) + (soft - stop_gradient(soft, xp))
+    return _transport("perm", x, axis, temperature, None, descending, shim) + (soft - xp.stop_gradient(soft))
 
 
 def _unimodal(method, x, axis, temperature, descending, shim):

@@ -79,20 +79,14 @@ def sinkhorn_plan(xp, s, log_a, log_b, epsilon, max_iterations, threshold):
     f, g = xp.zeros_like(s), xp.zeros_like(cost[:, 0, :])
     done = xp.zeros_like(s[:, :1])
     shim = get_backend(s)
-    if shim.NAME in ("jax", "tensorflow"):
+    if shim.is_symbolic(s):  # traced (jit, vmap, grad, tf.function): a fixed number of iterations
         f, g, done = shim.fori_loop(0, max_iterations, lambda i, c: step(*c), (f, g, done))
     else:
         for i in range(max_iterations):
             f, g, done = step(f, g, done)
-            if i % 10 == 9 and _all_done(xp.min(done)):
+            if i % 10 == 9 and float(xp.stop_gradient(xp.min(done))) > 0.5:
                 break
     return xp.exp((f[:, :, None] + g[:, None, :] - cost) / epsilon)
-
-
-def _all_done(v):
-    """Whether the eager 0-d ``v`` (NumPy, autograd box or torch tensor) is 1: read without its graph."""
-    v = v.detach() if hasattr(v, "detach") else getattr(v, "_value", v)
-    return float(v) > 0.5
 
 
 # ----------------------------------------------------------- checks

@@ -21,19 +21,17 @@ framework's own autodiff.
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from diffopt._ops import softmax
 
-__all__ = ["METHODS", "softsort_rows", "neuralsort_rows", "stop_gradient"]
+__all__ = ["METHODS", "softsort_rows", "neuralsort_rows"]
 
 
 def softsort_rows(rows, temperature, xp):
     """SoftSort's ``P`` for ``(B, n)`` rows: ``(B, n, n)``."""
     if xp.name == "autograd":  # autograd's sort has no gradient for 2-D arrays: gather by the order instead
-        s = rows[np.arange(rows.shape[0])[:, None], np.argsort(stop_gradient(rows, xp), axis=-1)]
+        s = rows[np.arange(rows.shape[0])[:, None], np.argsort(xp.stop_gradient(rows), axis=-1)]
     else:
         s = xp.sort(rows, axis=-1)
     return softmax(-xp.abs(s[:, :, None] - rows[:, None, :]) / temperature, axis=-1)
@@ -43,27 +41,10 @@ def neuralsort_rows(rows, temperature, xp):
     """NeuralSort's ``P`` for ``(B, n)`` rows (ascending): ``(B, n, n)``."""
     n = rows.shape[-1]
     a = xp.sum(xp.abs(rows[:, :, None] - rows[:, None, :]), axis=-1)  # (B, n)
-    ones = xp.ones_like(stop_gradient(rows[:1, :], xp))  # a constant of rows' dtype and device
+    ones = xp.ones_like(xp.stop_gradient(rows[:1, :]))  # a constant of rows' dtype and device
     c = xp.reshape(2.0 * xp.cumsum(ones, axis=-1) - (n + 1.0), (1, n, 1))  # 2 (j + 1) - n - 1
     return softmax((rows[:, None, :] * c - a[:, None, :]) / temperature, axis=-1)
 
 
 #: The ``method`` names of :func:`diffopt.sorting.soft_permutation` besides ``'network'``.
 METHODS = {"softsort": softsort_rows, "neuralsort": neuralsort_rows}
-
-
-def stop_gradient(x, xp):
-    """``x`` cut from the framework's autodiff (its value unchanged).
-
-    The framework is already imported (``x`` is its array): it is read from
-    ``sys.modules``, so nothing is imported while ``tf.function`` traces.
-    """
-    if xp.name == "torch":
-        return x.detach()
-    if xp.name == "jax":
-        return sys.modules["jax"].lax.stop_gradient(x)
-    if xp.name == "tensorflow":
-        return sys.modules["tensorflow"].stop_gradient(x)
-    if xp.name == "autograd":
-        return sys.modules["autograd.tracer"].getval(x)
-    return x

@@ -47,7 +47,6 @@ axis is sorted), and bad arguments raise ``ValueError`` instead of asserting.
 from __future__ import annotations
 
 import functools
-import importlib
 import math
 import numbers
 
@@ -57,30 +56,6 @@ from diffopt._checks import check_floating
 from diffopt._ops import namespace
 
 __all__ = ["DiffSortNet", "sort", "bitonic_network", "odd_even_network", "DISTRIBUTIONS"]
-
-_ERF = {  # module, attribute of the normal CDF's erf per framework (imported on first use)
-    "numpy": ("scipy.special", "erf"),
-    "autograd": ("autograd.scipy.special", "erf"),
-    "torch": ("torch", "erf"),
-    "jax": ("jax.scipy.special", "erf"),
-    "tensorflow": ("tensorflow", "math.erf"),
-    "cupy": ("cupyx.scipy.special", "erf"),
-}
-
-
-@functools.lru_cache(maxsize=None)
-def _erf_of(name):
-    """The framework's ``erf`` (looked up once; no import while ``tf.function`` traces)."""
-    module, attr = _ERF[name]
-    fn = importlib.import_module(module)
-    for part in attr.split("."):
-        fn = getattr(fn, part)
-    return fn
-
-
-def _erf(v, xp):
-    return _erf_of(xp.name)(v)
-
 
 def _sigmoid(v, xp):
     """``1 / (1 + exp(-v))`` as ``(1 + tanh(v / 2)) / 2``: no overflow, and smooth at 0 (no ``abs``)."""
@@ -98,7 +73,7 @@ def _alpha_logistic_phi(d, s, lam, xp):
 
 
 def _alpha_gaussian(d, s, lam, xp):
-    return 0.5 + 0.5 * _erf(d * s / math.sqrt(2.0), xp)
+    return 0.5 + 0.5 * xp.erf(d * s / math.sqrt(2.0))
 
 
 def _alpha_reciprocal(d, s, lam, xp):

@@ -31,6 +31,31 @@ def _torch_or_skip():
     return torch
 
 
+def _assert_compiled_grads_equal(torch, f, x0, scalar, tol):
+    """``f(x, scalar)`` compiled with ``fullgraph=True`` (``aot_eager``) equals eager: the value and
+    the gradients of ``sum(f * w)`` in ``x`` and, when it is a tensor, in ``scalar``."""
+    from torch import _dynamo
+
+    def value_and_grads(fn):
+        x = x0.clone().requires_grad_(True)
+        y = fn(x, scalar)
+        w = torch.tensor(np.random.default_rng(8).normal(size=tuple(y.shape)), dtype=y.dtype)
+        inputs = [x] + ([scalar] if isinstance(scalar, torch.Tensor) else [])
+        return [y.detach()] + [g.detach() for g in torch.autograd.grad((y * w).sum(), inputs)]
+
+    eager = value_and_grads(f)
+    _dynamo.reset()
+    try:
+        compiled = value_and_grads(torch.compile(f, backend="aot_eager", fullgraph=True))
+    finally:
+        _dynamo.reset()
+    assert len(compiled) == len(eager) == (3 if isinstance(scalar, torch.Tensor) else 2)
+    assert float(eager[1].abs().max()) > 1e-3  # a gradient that could differ
+    for c, e in zip(compiled, eager):
+        np.testing.assert_allclose(c.numpy(), e.numpy(), rtol=tol, atol=tol)
+
+
+
 @pytest.mark.parametrize("op", list(_SORT_OPS))
 def test_torch_compile_fullgraph_sorting_equals_eager(op):
     """Each sorting op compiles as one graph (``fullgraph=True`` raises at any graph break),
@@ -46,13 +71,6 @@ def test_torch_compile_fullgraph_sorting_equals_eager(op):
     x0 = torch.tensor(rng.normal(size=(3, 7, 4)), dtype=torch.float32)
     f = _SORT_OPS[op]
 
-    def value_and_grads(fn, temperature):
-        x = x0.clone().requires_grad_(True)
-        y = fn(x, temperature)
-        w = torch.tensor(np.random.default_rng(8).normal(size=tuple(y.shape)), dtype=y.dtype)
-        inputs = [x] + ([temperature] if isinstance(temperature, torch.Tensor) else [])
-        return [y.detach()] + [g.detach() for g in torch.autograd.grad((y * w).sum(), inputs)]
-
     want = f(x0, 0.4)  # first: loads the torch shim (diffopt was imported before torch)
     _dynamo.reset()
     try:
@@ -61,16 +79,7 @@ def test_torch_compile_fullgraph_sorting_equals_eager(op):
         _dynamo.reset()
     np.testing.assert_allclose(forward.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
     for temperature in (0.4, torch.tensor(0.4, requires_grad=True)):
-        eager = value_and_grads(f, temperature)
-        _dynamo.reset()
-        try:
-            compiled = value_and_grads(torch.compile(f, backend="aot_eager", fullgraph=True), temperature)
-        finally:
-            _dynamo.reset()
-        assert len(compiled) == len(eager) == (3 if isinstance(temperature, torch.Tensor) else 2)
-        assert float(eager[1].abs().max()) > 1e-3  # a gradient that could differ
-        for c, e in zip(compiled, eager):
-            np.testing.assert_allclose(c.numpy(), e.numpy(), rtol=1e-6, atol=1e-6)
+        _assert_compiled_grads_equal(torch, f, x0, temperature, tol=1e-6)
 
 
 def test_torch_compile_fullgraph_first_call_in_a_fresh_process():
@@ -103,27 +112,9 @@ def test_torch_compile_fullgraph_projection_equals_eager(op):
     ``diffopt::isotonic_forward`` / ``isotonic_backward`` (with fakes), inside the shim's autograd
     Function. Values and gradients (in ``x`` and a learnable strength) equal eager's, float64."""
     torch = _torch_or_skip()
-    from torch import _dynamo
 
     rng = np.random.default_rng(27)
     x0 = torch.tensor(rng.normal(size=(3, 7, 4)), dtype=torch.float64)
-    w = torch.tensor(rng.normal(size=(3, 7, 4)), dtype=torch.float64)
     f = _PROJECTION_OPS[op]
-
-    def value_and_grads(fn, strength):
-        x = x0.clone().requires_grad_(True)
-        y = fn(x, strength)
-        inputs = [x] + ([strength] if isinstance(strength, torch.Tensor) else [])
-        return [y.detach()] + [g.detach() for g in torch.autograd.grad((y * w).sum(), inputs)]
-
     for strength in (0.5, torch.tensor(0.5, dtype=torch.float64, requires_grad=True)):
-        eager = value_and_grads(f, strength)
-        _dynamo.reset()
-        try:
-            compiled = value_and_grads(torch.compile(f, backend="aot_eager", fullgraph=True), strength)
-        finally:
-            _dynamo.reset()
-        assert len(compiled) == len(eager) == (3 if isinstance(strength, torch.Tensor) else 2)
-        assert float(eager[1].abs().max()) > 1e-3
-        for c, e in zip(compiled, eager):
-            np.testing.assert_allclose(c.numpy(), e.numpy(), rtol=1e-12, atol=1e-12)
+        _assert_compiled_grads_equal(torch, f, x0, strength, tol=1e-12)

@@ -5,6 +5,7 @@ import numbers
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.special
 import numpy as np
 
 from diffopt.backends import _common
@@ -13,7 +14,8 @@ from diffopt.backends._common import SECOND_ORDER_MESSAGE, SecondOrder, check_in
 from diffopt.backends._rng import Rng, rng_type_error
 
 NAME = "jax"
-OPS = {}  # autoray's JAX translations serve as they are
+# autoray's JAX translations serve, plus the core's ``xp.stop_gradient`` and ``xp.erf``
+OPS = {"stop_gradient": jax.lax.stop_gradient, "erf": jax.scipy.special.erf}
 # Kernels, under the names their family declares (diffopt.sorting._kernels)
 KERNELS = {
     # the transports of ranks, top-k and permutations, looped (diffopt.sorting._soft.network_transport)

@@ -1,5 +1,7 @@
 """NumPy shim: forward only (use HIPS autograd for gradients of NumPy code)."""
 
+import importlib
+
 import numpy as np
 
 from diffopt.backends.numpy import _fused, _numba_pav
@@ -8,7 +10,9 @@ from diffopt.backends._common import never_symbolic as is_symbolic
 from diffopt.backends._rng import GeneratorRng
 
 NAME = "numpy"
-OPS = {}  # autoray's NumPy translations serve as they are
+# autoray's NumPy translations serve, plus two names autoray lacks for NumPy (the core's
+# ``xp.stop_gradient``/``xp.erf``; SciPy imported at the first ``erf``)
+OPS = {"stop_gradient": lambda x: x, "erf": lambda x: importlib.import_module("scipy.special").erf(x)}
 # declared by diffopt.sorting._kernels and diffopt._kernels
 KERNELS = {"sorting_fused": _fused.numpy_fused, "sorting_pav": _numba_pav.numpy_pav,
            "sorting_pav_vjp": _numba_pav.numpy_pav_vjp, "stable_argsort": stable_argsort_of("numpy")}
